@@ -1,0 +1,294 @@
+"""Reading and writing weight files without running foreign code.
+
+Readers return flat ``{key: np.ndarray}`` state dicts in the PyTorch key layout:
+  * safetensors: parsed here directly (8-byte little-endian header length, a JSON header of
+    ``{key: {dtype, shape, data_offsets}}``, then raw little-endian bytes), so bf16 files load
+    without torch (as ``ml_dtypes.bfloat16``);
+  * a diffusers directory: ``*.safetensors.index.json`` (sharded) or a single ``*.safetensors``;
+  * ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin``: ``torch.load(weights_only=True)``, which refuses
+    pickles that would run code; such a file is rejected with a message, never unpickled blindly.
+    Lightning/DeepSpeed wrappers (``state_dict``, ``module``) are unwrapped.
+
+Our converted models are written as a directory holding ``config.json`` (the kind of model and
+its config) and ``params/`` (an orbax checkpoint of the plain param pytree). Every writer builds
+its output beside the destination and renames it into place, so an error or an interrupt never
+leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from typing import Any, Iterator, Mapping
+
+import ml_dtypes
+import numpy as np
+
+_ST_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+_WRAPPER_KEYS = ("state_dict", "module", "model_state_dict")
+
+
+class WeightFileError(ValueError):
+    """A weight file or directory that cannot be read as a state dict."""
+
+
+# ----------------------------------------------------------------------------------- safetensors
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Reads one .safetensors file into numpy arrays (bf16 kept as ml_dtypes.bfloat16)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8:
+        raise WeightFileError(f"{path}: too short to be a safetensors file ({len(raw)} bytes)")
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    if header_len > len(raw) - 8:
+        raise WeightFileError(f"{path}: header length {header_len} exceeds the file size")
+    try:
+        header = json.loads(raw[8:8 + header_len])
+    except ValueError as e:
+        raise WeightFileError(f"{path}: unreadable safetensors header ({e})") from None
+    body = memoryview(raw)[8 + header_len:]
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if info["dtype"] not in _ST_DTYPES:
+            raise WeightFileError(f"{path}: tensor {key!r} has unsupported dtype {info['dtype']}")
+        start, end = info["data_offsets"]
+        if end > len(body):
+            raise WeightFileError(f"{path}: tensor {key!r} runs past the end of the file (truncated?)")
+        dtype = np.dtype(_ST_DTYPES[info["dtype"]])
+        out[key] = np.frombuffer(body[start:end], dtype=dtype).reshape(info["shape"]).copy()
+    return out
+
+
+def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: dict | None = None):
+    """Writes a .safetensors file atomically; keys are sorted, data 8-byte aligned."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata or {})}
+    blobs, offset = [], 0
+    for key in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[key])
+        if arr.dtype not in _ST_NAMES:
+            raise WeightFileError(f"cannot write {key!r}: dtype {arr.dtype} has no safetensors name")
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[key] = {"dtype": _ST_NAMES[arr.dtype], "shape": list(arr.shape),
+                       "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(head)))
+            f.write(head)
+            for data in blobs:
+                f.write(data)
+
+
+# ------------------------------------------------------------------------------------ torch pickles
+def read_torch_file(path: str) -> dict[str, np.ndarray]:
+    """Reads a .pth/.ckpt with ``torch.load(weights_only=True)``; code-running pickles are refused."""
+    try:
+        import torch
+    except ImportError:
+        raise WeightFileError(
+            f"{path}: reading PyTorch pickles needs torch; install camclone_jax[torch] "
+            "or convert the file to .safetensors first") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError or RuntimeError variants here
+        raise WeightFileError(
+            f"{path}: refused to load: it is not a plain tensor checkpoint that loads with "
+            f"weights_only=True ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Re-save it "
+            "as a state dict of tensors or as .safetensors from a trusted environment.") from None
+    while isinstance(obj, dict):
+        wrapper = next((k for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], dict)), None)
+        if wrapper is None:
+            break
+        obj = obj[wrapper]
+    if not isinstance(obj, dict):
+        raise WeightFileError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue  # e.g. lightning hyper-parameters stored beside the weights
+        if value.dtype == torch.bfloat16:
+            out[key] = value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            out[key] = value.numpy()
+    if not out:
+        raise WeightFileError(f"{path}: holds no tensors")
+    return out
+
+
+# ------------------------------------------------------------------------------------ any source
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """Reads a state dict from a safetensors file, a torch file, or a diffusers directory."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such weight file or directory: {path}")
+    if os.path.isdir(path):
+        return _read_directory(path)
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    if path.endswith(TORCH_SUFFIXES):
+        return read_torch_file(path)
+    raise WeightFileError(
+        f"{path}: unknown weight file type; expected .safetensors, one of {TORCH_SUFFIXES}, "
+        "or a diffusers model directory")
+
+
+def _read_directory(path: str) -> dict[str, np.ndarray]:
+    """Reads a diffusers-style model directory (sharded index or single safetensors)."""
+    names = sorted(os.listdir(path))
+    index = [n for n in names if n.endswith(".safetensors.index.json")]
+    if index:
+        with open(os.path.join(path, index[0])) as f:
+            weight_map = json.load(f)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not os.path.exists(os.path.join(path, s))]
+        if missing:
+            raise WeightFileError(f"{path}: index names shard files that are missing: {missing}")
+        out = {}
+        for shard in shards:
+            out.update(read_safetensors(os.path.join(path, shard)))
+        absent = sorted(set(weight_map) - set(out))
+        if absent:
+            raise WeightFileError(f"{path}: keys listed in the index but absent from shards: {absent[:10]}")
+        return out
+    files = [n for n in names if n.endswith(".safetensors")]
+    if len(files) == 1:
+        return read_safetensors(os.path.join(path, files[0]))
+    raise WeightFileError(
+        f"{path}: expected one *.safetensors file or a *.safetensors.index.json, found {files or 'none'}")
+
+
+def read_json(path: str) -> dict:
+    """Reads a JSON file with an error that names it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"missing {os.path.basename(path)} in {os.path.dirname(path)}") from None
+    except ValueError as e:
+        raise WeightFileError(f"{path}: invalid JSON ({e})") from None
+
+
+# ------------------------------------------------------------------------------ key bookkeeping
+def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple], what: str):
+    """Raises one error naming every unknown, missing and mis-shaped key of ``state``."""
+    unknown = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    misshaped = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+                 for k in sorted(set(state) & set(expected))
+                 if tuple(state[k].shape) != tuple(expected[k])]
+    problems = []
+    if unknown:
+        problems.append(f"unknown keys ({len(unknown)}): {unknown[:20]}")
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {missing[:20]}")
+    if misshaped:
+        problems.append(f"mis-shaped keys ({len(misshaped)}): {misshaped[:20]}")
+    if problems:
+        raise WeightFileError(f"{what} does not match the model config:\n  " + "\n  ".join(problems))
+
+
+def flatten_params(params: Mapping, sep: str = "/") -> dict[str, Any]:
+    """Nested dict -> {'a/b/c': leaf}."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            for sub, leaf in flatten_params(value, sep).items():
+                out[f"{key}{sep}{sub}"] = leaf
+        else:
+            out[key] = value
+    return out
+
+
+def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict:
+    """{'a/b/c': leaf} -> nested dict."""
+    out: dict = {}
+    for path, leaf in flat.items():
+        node = out
+        *parents, last = path.split(sep)
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = leaf
+    return out
+
+
+# ------------------------------------------------------------------------- atomic output paths
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+    """Yields a temp path beside ``path``; renames it onto ``path`` only if the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str, overwrite: bool = False) -> Iterator[str]:
+    """Yields a temp directory beside ``path``; moves it to ``path`` only if the block succeeds."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                           dir=os.path.dirname(path))
+    try:
+        yield tmp
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+
+
+# --------------------------------------------------------------------- our converted directory
+def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
+                   source: str = "", overwrite: bool = False):
+    """Writes ``path/config.json`` and ``path/params`` (orbax) atomically."""
+    import orbax.checkpoint as ocp
+
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump({"kind": kind, "config": dict(config), "source": source}, f, indent=2)
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(os.path.join(tmp, "params"), dict(params))
+        checkpointer.wait_until_finished()
+
+
+def load_converted(path: str) -> tuple[str, dict, dict]:
+    """Reads a directory written by ``save_converted``: (kind, config dict, params as numpy)."""
+    import orbax.checkpoint as ocp
+
+    meta = read_json(os.path.join(path, "config.json"))
+    if "kind" not in meta or "config" not in meta:
+        raise WeightFileError(f"{path}/config.json is not a camclone_jax converted-model config")
+    params_dir = os.path.join(os.path.abspath(path), "params")
+    if not os.path.isdir(params_dir):
+        raise FileNotFoundError(f"{path}: missing params/ (an interrupted or foreign directory?)")
+    params = ocp.StandardCheckpointer().restore(params_dir)
+    return meta["kind"], meta["config"], params
+
+
+def is_converted_dir(path: str) -> bool:
+    """True for a directory written by ``save_converted``."""
+    return os.path.isdir(os.path.join(path, "params")) and os.path.isfile(
+        os.path.join(path, "config.json"))

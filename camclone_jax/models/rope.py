@@ -1,0 +1,60 @@
+"""3D rotary position embedding of Wan: separate frequency bands for frame, height and width.
+
+The head dimension is split as h = w = 2 * (head_dim // 6), t = head_dim - 2h (44/42/42 for
+head_dim 128). Each band rotates interleaved pairs (x[2i], x[2i+1]) by angle
+pos * theta^(-2i / band). With CamClone frame concatenation the frame positions simply run on
+across the segments (target 0..F-1, camera reference F..2F-1, content reference 2F..3F-1) while
+height/width positions repeat, exactly as the public release does.
+
+Angles are computed in float64 numpy at trace time (the shapes are static), as diffusers does,
+then carried in float32.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """(t, h, w) rotary band widths of one head."""
+    hw = 2 * (head_dim // 6)
+    return head_dim - 2 * hw, hw, hw
+
+
+def _band_angles(positions: int, band: int, theta: float) -> np.ndarray:
+    """Angles [positions, band // 2] of one axis band, float64."""
+    inv_freq = 1.0 / theta ** (np.arange(0, band, 2, dtype=np.float64)[: band // 2] / band)
+    return np.arange(positions, dtype=np.float64)[:, None] * inv_freq[None, :]
+
+
+def rope_tables(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0,
+                max_seq_len: int | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """cos and sin tables for a (frames, height, width) token grid.
+
+    Returns two float32 arrays [frames * height * width, head_dim // 2], tokens in row-major
+    (frame, height, width) order, pairs in [t | h | w] band order.
+    """
+    if max_seq_len is not None and max(grid) > max_seq_len:
+        raise ValueError(f"token grid {grid} exceeds rope_max_seq_len {max_seq_len} on some axis")
+    f, h, w = grid
+    dt, dh, dw = axis_dims(head_dim)
+    at = _band_angles(f, dt, theta)  # [f, dt/2]
+    ah = _band_angles(h, dh, theta)  # [h, dh/2]
+    aw = _band_angles(w, dw, theta)  # [w, dw/2]
+    angles = np.concatenate([
+        np.broadcast_to(at[:, None, None, :], (f, h, w, dt // 2)),
+        np.broadcast_to(ah[None, :, None, :], (f, h, w, dh // 2)),
+        np.broadcast_to(aw[None, None, :, :], (f, h, w, dw // 2)),
+    ], axis=-1).reshape(f * h * w, head_dim // 2)  # [L, head_dim/2]
+    return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
+
+
+def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
+    """Rotates interleaved pairs of x [batch, length, heads, head_dim] by the tables [L, d/2]."""
+    dtype = x.dtype
+    pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)  # [b, L, h, d/2, 2]
+    x1, x2 = pairs[..., 0], pairs[..., 1]  # [b, L, h, d/2]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]  # [1, L, 1, d/2]
+    out = jnp.stack([x1 * c - x2 * s, x1 * s + x2 * c], axis=-1)  # [b, L, h, d/2, 2]
+    return out.reshape(x.shape).astype(dtype)

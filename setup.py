@@ -1,0 +1,38 @@
+"""camclone_jax: CamCloneMaster (reference-video camera control for video generation) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+TORCH = ["torch==2.13.0", "diffusers>=0.35", "accelerate", "transformers>=4.50"]
+
+setup(
+    name="camclone_jax",
+    version="0.1.0",
+    description="Reference-based camera control for video generation (CamCloneMaster) in JAX/Flax",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["camclone_jax", "camclone_jax.*"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "grain>=0.2.18",
+        "array-record>=0.8",
+        "einops>=0.8",
+        "ml_collections>=1.0",
+        "absl-py",
+        "numpy>=1.26",
+        "ml_dtypes",
+        "msgpack",
+        "imageio>=2.30",
+        "imageio-ffmpeg>=0.5",
+        "tqdm",
+    ],
+    extras_require={
+        # PyTorch interop: weight import from .pth files, export checks, parity tests.
+        # torch is pinned: an unpinned requirement pulls the multi-GB CUDA build.
+        "torch": TORCH,
+        "test": TORCH + ["pytest>=8", "pytest-xdist>=3"],
+    },
+)
