@@ -134,13 +134,13 @@ class DiT(nn.Module):
         x = nn.with_logical_constraint(x, ACT)
 
         # Timestep: sinusoid -> MLP (float32) -> 6 modulation vectors per block.
-        temb = MLP(cfg.dim, cfg.dim, "silu", ("in", "embed"), ("embed", "embed"), "float32",
+        temb = MLP(cfg.dim, cfg.dim, "silu", ("in", "mlp"), ("mlp", "embed"), "float32",
                    cfg.param_dtype, name="time_embedding")(
             sinusoidal_embedding(timesteps, cfg.freq_dim))  # [b, dim]
         t_mod = dense(6 * cfg.dim, ("embed", "mod"), "time_projection", "float32",
                       cfg.param_dtype)(jax.nn.silu(temb)).reshape(b, 6, cfg.dim)  # [b, 6, dim]
 
-        context = MLP(cfg.dim, cfg.dim, "gelu_tanh", ("in", "embed"), ("embed", "embed"),
+        context = MLP(cfg.dim, cfg.dim, "gelu_tanh", ("in", "mlp"), ("mlp", "embed"),
                       cfg.dtype, cfg.param_dtype, name="text_embedding")(
             text_embeds.astype(cfg.dtype))  # [b, text_len, dim]
         image_context = None
@@ -227,6 +227,6 @@ class ImageEmbedding(nn.Module):
     def __call__(self, image_embeds):
         cfg = self.config
         h = AffineLayerNorm(1e-5, cfg.dtype, "in", name="norm_in")(image_embeds)  # [b, Li, 1280]
-        h = MLP(cfg.image_dim, cfg.dim, "gelu", ("in", "in"), ("in", "embed"), cfg.dtype,
+        h = MLP(cfg.image_dim, cfg.dim, "gelu", ("in", "mlp"), ("mlp", "embed"), cfg.dtype,
                 cfg.param_dtype, name="mlp")(h)  # [b, Li, dim]
         return AffineLayerNorm(1e-5, cfg.dtype, name="norm_out")(h)

@@ -1,0 +1,115 @@
+"""Command line: import PyTorch weights into our format, or export ours back to PyTorch.
+
+  python -m camclone_jax.convert import --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/dit
+  python -m camclone_jax.convert import --src CamCloneMaster/step.ckpt --out ckpt/camclone
+  python -m camclone_jax.convert import --kind vae --src Wan2.1_VAE.pth --out ckpt/vae
+  python -m camclone_jax.convert export --src ckpt/dit --out exported/transformer [--format original]
+  python -m camclone_jax.convert info --src ckpt/dit
+
+``--kind auto`` reads the kind from a diffusers config.json (``_class_name``) or from our
+converted directory; plain files default to the transformer. Outputs are written atomically:
+on any error nothing is left at ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+
+from camclone_jax.convert import io
+
+# kind -> (module, load fn, save fn, export fn)
+KINDS = {
+    "transformer": ("camclone_jax.convert.transformer", "load_transformer", "save_transformer",
+                    "export_transformer"),
+    "vae": ("camclone_jax.convert.vae", "load_vae", None, "export_vae"),
+}
+_CLASS_KIND = {"WanTransformer3DModel": "transformer", "AutoencoderKLWan": "vae"}
+_CONVERTED_KIND = {"dit": "transformer", "vae": "vae"}
+
+
+def detect_kind(path: str) -> str:
+    """transformer or vae, from the source's own description; transformer for bare files."""
+    if io.is_converted_dir(path):
+        kind = io.read_json(os.path.join(path, "config.json"))["kind"]
+        return _CONVERTED_KIND.get(kind, kind)
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
+        name = io.read_json(os.path.join(path, "config.json")).get("_class_name")
+        if name not in _CLASS_KIND:
+            raise io.WeightFileError(f"{path}: config.json describes {name!r}; supported: "
+                                     f"{sorted(_CLASS_KIND)}")
+        return _CLASS_KIND[name]
+    return "transformer"
+
+
+def _fns(kind: str):
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; choose from {sorted(KINDS)}")
+    module, load, save, export = KINDS[kind]
+    mod = importlib.import_module(module)
+    return (getattr(mod, load), getattr(mod, save) if save else None, getattr(mod, export))
+
+
+def _save(kind: str, save, path: str, config, params, source: str, overwrite: bool):
+    if save is not None:
+        save(path, config, params, source=source, overwrite=overwrite)
+    else:
+        import dataclasses
+
+        io.save_converted(path, kind, dataclasses.asdict(config), params, source=source,
+                          overwrite=overwrite)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m camclone_jax.convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="PyTorch weights -> our orbax format")
+    exp = sub.add_parser("export", help="our format -> diffusers directory or original file")
+    info = sub.add_parser("info", help="print the config and parameter count of any source")
+    for p in (imp, exp, info):
+        p.add_argument("--src", required=True, help="source file or directory")
+        p.add_argument("--kind", default="auto", choices=["auto", *KINDS])
+    for p in (imp, exp):
+        p.add_argument("--out", required=True, help="output directory (or file for --format original)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    imp.add_argument("--config_json", default=None,
+                     help="JSON of config fields for files without a config (e.g. "
+                          "'{\"num_heads\": 12}'); overrides what is inferred")
+    exp.add_argument("--format", default="diffusers", choices=["diffusers", "original"])
+    args = parser.parse_args(argv)
+
+    try:
+        kind = detect_kind(args.src) if args.kind == "auto" else args.kind
+        load, save, export = _fns(kind)
+        overrides = json.loads(args.config_json) if getattr(args, "config_json", None) else {}
+        config, params = load(args.src, **overrides)
+        from camclone_jax.models.params import count_params
+
+        n = count_params(params)
+        if args.command == "import":
+            _save(kind, save, args.out, config, params, os.path.abspath(args.src), args.overwrite)
+            print(f"imported {kind} ({n:,} params) from {args.src} -> {args.out}")
+        elif args.command == "export":
+            kwargs = {"fmt": args.format} if kind == "transformer" else {}
+            export(config, params, args.out, overwrite=args.overwrite, **kwargs)
+            print(f"exported {kind} ({n:,} params) -> {args.out} ({args.format})")
+        else:
+            print(json.dumps({"kind": kind, "params": n, "config": _as_dict(config)}, indent=2))
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _as_dict(config) -> dict:
+    import dataclasses
+
+    return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
