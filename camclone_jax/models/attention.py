@@ -82,37 +82,94 @@ def blockwise_attention(q, k, v, *, block_q: int = 512, block_kv: int = 1024):
     q_tiles = q.reshape(b, nq, block_q, h, d).transpose(1, 0, 3, 2, 4)  # [nq, b, h, bq, d]
     k_tiles = k.reshape(b, nk, block_kv, h, d).transpose(1, 0, 3, 2, 4)  # [nk, b, h, bk, d]
     v_tiles = v.reshape(b, nk, block_kv, h, d).transpose(1, 0, 3, 2, 4)  # [nk, b, h, bk, d]
-    kv_valid = (jnp.arange(nk * block_kv) < lk).reshape(nk, block_kv)  # [nk, bk]
-    one_q_tile = functools.partial(_attend_tile, k_tiles=k_tiles, v_tiles=v_tiles,
-                                   kv_valid=kv_valid, masked=nk * block_kv != lk,
-                                   scale=d ** -0.5)
-    out = jax.lax.map(one_q_tile, q_tiles)  # [nq, b, h, bq, d]
+    out = _flash_tiles(q_tiles, k_tiles, v_tiles, lk)  # [nq, b, h, bq, d]
     out = out.transpose(1, 0, 3, 2, 4).reshape(b, nq * block_q, h, d)  # [b, lq_pad, h, d]
     return out[:, :lq]
 
 
-def _attend_tile(q_tile, *, k_tiles, v_tiles, kv_valid, masked: bool, scale: float):
-    """One query tile [b, h, bq, d] against all key/value tiles with an online softmax."""
-    b, h, bq, d = q_tile.shape
-    q_tile = q_tile * jnp.asarray(scale, q_tile.dtype)
+def _scores(q_tile, k_tile, kv_index, kv_len: int):
+    """Scaled scores of one tile pair, padded keys masked: [b, h, bq, bk] float32."""
+    s = jnp.einsum("bhqd,bhkd->bhqk", q_tile, k_tile, preferred_element_type=jnp.float32)
+    block_kv = k_tile.shape[2]
+    if kv_len % block_kv:  # only the last tile holds padding, but the mask is cheap
+        valid = kv_index * block_kv + jnp.arange(block_kv) < kv_len  # [bk]
+        s = jnp.where(valid[None, None, None, :], s, -jnp.inf)
+    return s
 
-    @jax.checkpoint
-    def step(carry, kv):
-        m, l, acc = carry  # [b, h, bq], [b, h, bq], [b, h, bq, d]
-        k_tile, v_tile, valid = kv
-        s = jnp.einsum("bhqd,bhkd->bhqk", q_tile, k_tile,
-                       preferred_element_type=jnp.float32)  # [b, h, bq, bk]
-        if masked:
-            s = jnp.where(valid[None, None, None, :], s, -jnp.inf)
-        m_new = jnp.maximum(m, s.max(axis=-1))  # [b, h, bq]
-        p = jnp.exp(s - m_new[..., None])  # [b, h, bq, bk]
-        correction = jnp.exp(m - m_new)  # [b, h, bq]
-        l_new = l * correction + p.sum(axis=-1)
-        pv = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v_tile.dtype), v_tile,
-                        preferred_element_type=jnp.float32)  # [b, h, bq, d]
-        return (m_new, l_new, acc * correction[..., None] + pv), None
 
-    init = (jnp.full((b, h, bq), -jnp.inf, jnp.float32), jnp.zeros((b, h, bq), jnp.float32),
-            jnp.zeros((b, h, bq, d), jnp.float32))
-    (_, l, acc), _ = jax.lax.scan(step, init, (k_tiles, v_tiles, kv_valid))
-    return (acc / l[..., None]).astype(q_tile.dtype)  # [b, h, bq, d]
+def _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len):
+    """Online-softmax forward; returns (out tiles, log-sum-exp [nq, b, h, bq])."""
+    scale = q_tiles.shape[-1] ** -0.5
+    nk = k_tiles.shape[0]
+
+    def one_q_tile(q_tile):
+        b, h, bq, d = q_tile.shape
+        q_tile = q_tile * jnp.asarray(scale, q_tile.dtype)
+
+        def step(carry, kv):
+            m, l, acc = carry  # [b, h, bq], [b, h, bq], [b, h, bq, d]
+            k_tile, v_tile, index = kv
+            s = _scores(q_tile, k_tile, index, kv_len)  # [b, h, bq, bk]
+            m_new = jnp.maximum(m, s.max(axis=-1))  # [b, h, bq]
+            p = jnp.exp(s - m_new[..., None])  # [b, h, bq, bk]
+            correction = jnp.exp(m - m_new)  # [b, h, bq]
+            pv = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v_tile.dtype), v_tile,
+                            preferred_element_type=jnp.float32)  # [b, h, bq, d]
+            return (m_new, l * correction + p.sum(-1), acc * correction[..., None] + pv), None
+
+        init = (jnp.full((b, h, bq), -jnp.inf, jnp.float32), jnp.zeros((b, h, bq), jnp.float32),
+                jnp.zeros((b, h, bq, d), jnp.float32))
+        (m, l, acc), _ = jax.lax.scan(step, init, (k_tiles, v_tiles, jnp.arange(nk)))
+        return (acc / l[..., None]).astype(q_tile.dtype), m + jnp.log(l)
+
+    return jax.lax.map(one_q_tile, q_tiles)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _flash_tiles(q_tiles, k_tiles, v_tiles, kv_len: int):
+    """Attention over tiles q [nq, b, h, bq, d], k/v [nk, b, h, bk, d] -> [nq, b, h, bq, d]."""
+    return _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len)[0]
+
+
+def _flash_fwd(q_tiles, k_tiles, v_tiles, kv_len):
+    out, lse = _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len)
+    return out, (q_tiles, k_tiles, v_tiles, out, lse)
+
+
+def _flash_bwd(kv_len, residuals, d_out):
+    """Flash-attention backward: probabilities recomputed per tile from the saved lse."""
+    q_tiles, k_tiles, v_tiles, out, lse = residuals
+    scale = q_tiles.shape[-1] ** -0.5
+    nk = k_tiles.shape[0]
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1)  # [nq, b, h, bq]
+    zeros_kv = jnp.zeros(k_tiles.shape, jnp.float32)  # [nk, b, h, bk, d]
+
+    def one_q_tile(carry, xs):
+        dk_acc, dv_acc = carry  # [nk, b, h, bk, d] each
+        q_tile, do_tile, lse_tile, delta_tile = xs
+        q_scaled = q_tile * jnp.asarray(scale, q_tile.dtype)
+
+        def one_kv_tile(dq, kv):
+            k_tile, v_tile, index, dk_tile, dv_tile = kv
+            s = _scores(q_scaled, k_tile, index, kv_len)  # [b, h, bq, bk]
+            p = jnp.exp(s - lse_tile[..., None])  # [b, h, bq, bk]
+            dv_tile = dv_tile + jnp.einsum("bhqk,bhqd->bhkd", p.astype(do_tile.dtype), do_tile,
+                                           preferred_element_type=jnp.float32)
+            dp = jnp.einsum("bhqd,bhkd->bhqk", do_tile, v_tile,
+                            preferred_element_type=jnp.float32)  # [b, h, bq, bk]
+            ds = (p * (dp - delta_tile[..., None])).astype(q_tile.dtype)  # [b, h, bq, bk]
+            dq = dq + jnp.einsum("bhqk,bhkd->bhqd", ds, k_tile, preferred_element_type=jnp.float32)
+            dk_tile = dk_tile + jnp.einsum("bhqk,bhqd->bhkd", ds, q_scaled,
+                                           preferred_element_type=jnp.float32)
+            return dq, (dk_tile, dv_tile)
+
+        dq0 = jnp.zeros(q_tile.shape, jnp.float32)
+        dq, (dk_acc, dv_acc) = jax.lax.scan(
+            one_kv_tile, dq0, (k_tiles, v_tiles, jnp.arange(nk), dk_acc, dv_acc))
+        return (dk_acc, dv_acc), dq * scale
+
+    (dk, dv), dq = jax.lax.scan(one_q_tile, (zeros_kv, zeros_kv), (q_tiles, d_out, lse, delta))
+    return dq.astype(q_tiles.dtype), dk.astype(k_tiles.dtype), dv.astype(v_tiles.dtype)
+
+
+_flash_tiles.defvjp(_flash_fwd, _flash_bwd)
