@@ -117,38 +117,49 @@ def breakdown(args, cfg, tokens):
     q, k, v = (rng.standard_normal((1, L, heads, hd)).astype(np.float32) for _ in range(3))
     kt, vt = (rng.standard_normal((1, Lt, heads, hd)).astype(np.float32) for _ in range(2))
     x = rng.standard_normal((L, cfg.dim)).astype(np.float32)
-    w = rng.standard_normal((cfg.dim, cfg.dim)).astype(np.float32) * 0.01
-    w1 = rng.standard_normal((cfg.dim, cfg.ffn_dim)).astype(np.float32) * 0.01
-    w2 = rng.standard_normal((cfg.ffn_dim, cfg.dim)).astype(np.float32) * 0.01
+    w = rng.standard_normal((cfg.dim, cfg.dim)).astype(np.float32) / np.float32(np.sqrt(cfg.dim))
+    w1 = rng.standard_normal((cfg.dim, cfg.ffn_dim)).astype(np.float32) / np.float32(np.sqrt(cfg.dim))
+    w2 = rng.standard_normal((cfg.ffn_dim, cfg.dim)).astype(np.float32) / np.float32(np.sqrt(cfg.ffn_dim))
     layers = cfg.num_layers
 
+    # Outputs are accumulated whole and matmuls chained, so no compiler can skip work.
     @jax.jit
     def j_attn(q, k, v, kt, vt):
-        outs = [dot_product_attention(q, k, v, backend=cfg.attention, block_q=cfg.flash_block_q,
-                                      block_kv=cfg.flash_block_kv) +
-                dot_product_attention(q, kt, vt, backend=cfg.attention, block_q=cfg.flash_block_q,
-                                      block_kv=cfg.flash_block_kv) for _ in range(layers)]
-        return sum(o.sum() for o in outs)
+        acc = jnp.zeros_like(q)
+        for _ in range(layers):
+            acc += dot_product_attention(q, k, v, backend=cfg.attention, block_q=cfg.flash_block_q,
+                                         block_kv=cfg.flash_block_kv)
+            acc += dot_product_attention(q, kt, vt, backend=cfg.attention,
+                                         block_q=cfg.flash_block_q, block_kv=cfg.flash_block_kv)
+        return acc
 
     @jax.jit
     def j_mm(x, w, w1, w2):  # 6 square projections (self q,k,v,o + cross q,o) and the FFN
-        total = 0.0
         for _ in range(layers):
-            total += sum(((x + i) @ w).sum() for i in range(6)) + ((x @ w1) @ w2).sum()
-        return total
+            for _ in range(6):
+                x = x @ w
+            x = (x @ w1) @ w2
+        return x
 
     tq, tk, tv, tkt, tvt = (torch.from_numpy(a).transpose(1, 2).contiguous() for a in (q, k, v, kt, vt))
     tx, tw, tw1, tw2 = map(torch.from_numpy, (x, w, w1, w2))
 
     def t_attn():
         with torch.no_grad():
-            return sum((F.scaled_dot_product_attention(tq, tk, tv) +
-                        F.scaled_dot_product_attention(tq, tkt, tvt)).sum() for _ in range(layers))
+            acc = torch.zeros_like(tq)
+            for _ in range(layers):
+                acc += F.scaled_dot_product_attention(tq, tk, tv)
+                acc += F.scaled_dot_product_attention(tq, tkt, tvt)
+            return acc
 
     def t_mm():
         with torch.no_grad():
-            return sum(sum(((tx + i) @ tw).sum() for i in range(6)) + ((tx @ tw1) @ tw2).sum()
-                       for _ in range(layers))
+            y = tx
+            for _ in range(layers):
+                for _ in range(6):
+                    y = y @ tw
+                y = (y @ tw1) @ tw2
+            return y
 
     jq = [jnp.asarray(a) for a in (q, k, v, kt, vt)]
     jm = [jnp.asarray(a) for a in (x, w, w1, w2)]

@@ -33,21 +33,23 @@ def rope_tables(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.
     """cos and sin tables for a (frames, height, width) token grid.
 
     Returns two float32 arrays [frames * height * width, head_dim // 2], tokens in row-major
-    (frame, height, width) order, pairs in [t | h | w] band order.
+    (frame, height, width) order, pairs in [t | h | w] band order. Only the small per-axis
+    tables are constants (computed in float64); the full tables are broadcast in the graph, so
+    a long sequence adds no large constant to the compiled program.
     """
     if max_seq_len is not None and max(grid) > max_seq_len:
         raise ValueError(f"token grid {grid} exceeds rope_max_seq_len {max_seq_len} on some axis")
     f, h, w = grid
-    dt, dh, dw = axis_dims(head_dim)
-    at = _band_angles(f, dt, theta)  # [f, dt/2]
-    ah = _band_angles(h, dh, theta)  # [h, dh/2]
-    aw = _band_angles(w, dw, theta)  # [w, dw/2]
-    angles = np.concatenate([
-        np.broadcast_to(at[:, None, None, :], (f, h, w, dt // 2)),
-        np.broadcast_to(ah[None, :, None, :], (f, h, w, dh // 2)),
-        np.broadcast_to(aw[None, None, :, :], (f, h, w, dw // 2)),
-    ], axis=-1).reshape(f * h * w, head_dim // 2)  # [L, head_dim/2]
-    return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
+    bands = axis_dims(head_dim)
+    angles = [_band_angles(n, band, theta) for n, band in zip(grid, bands)]  # [n, band/2] each
+    expand = [(slice(None), None, None), (None, slice(None), None), (None, None, slice(None))]
+
+    def table(fn):
+        parts = [jnp.broadcast_to(jnp.asarray(fn(a), jnp.float32)[idx], (f, h, w, a.shape[1]))
+                 for a, idx in zip(angles, expand)]  # [f, h, w, band/2] each
+        return jnp.concatenate(parts, axis=-1).reshape(f * h * w, head_dim // 2)  # [L, d/2]
+
+    return table(np.cos), table(np.sin)
 
 
 def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
