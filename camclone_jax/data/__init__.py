@@ -1,0 +1,1 @@
+"""Data: the triplet record schema, synthetic camera-clone generator and input pipeline."""
