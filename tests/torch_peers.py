@@ -28,6 +28,23 @@ def random_wan(config: dict, seed: int = 0):
     return model
 
 
+def random_wan_vae(seed=0, **changes):
+    """A diffusers AutoencoderKLWan with random weights, gains and biases (tiny by default)."""
+    kw = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+              temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
+              latents_std=[1.5, 0.5, 2.0, 1.0])
+    kw.update(changes)
+    torch.manual_seed(seed)
+    model = diffusers.AutoencoderKLWan(**kw).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    return model
+
+
 def state_dict_numpy(model) -> dict:
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 

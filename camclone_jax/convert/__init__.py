@@ -7,3 +7,4 @@ camclone_jax.convert`` is the command-line front end.
 """
 
 from camclone_jax.convert.transformer import export_transformer, load_transformer, save_transformer
+from camclone_jax.convert.vae import export_vae, load_vae, save_vae

@@ -21,11 +21,11 @@ import sys
 
 from camclone_jax.convert import io
 
-# kind -> (module, load fn, save fn, export fn)
+# kind -> (module, load fn, save fn, export fn); every module follows the same signatures.
 KINDS = {
     "transformer": ("camclone_jax.convert.transformer", "load_transformer", "save_transformer",
                     "export_transformer"),
-    "vae": ("camclone_jax.convert.vae", "load_vae", None, "export_vae"),
+    "vae": ("camclone_jax.convert.vae", "load_vae", "save_vae", "export_vae"),
 }
 _CLASS_KIND = {"WanTransformer3DModel": "transformer", "AutoencoderKLWan": "vae"}
 _CONVERTED_KIND = {"dit": "transformer", "vae": "vae"}
@@ -50,17 +50,7 @@ def _fns(kind: str):
         raise ValueError(f"unknown kind {kind!r}; choose from {sorted(KINDS)}")
     module, load, save, export = KINDS[kind]
     mod = importlib.import_module(module)
-    return (getattr(mod, load), getattr(mod, save) if save else None, getattr(mod, export))
-
-
-def _save(kind: str, save, path: str, config, params, source: str, overwrite: bool):
-    if save is not None:
-        save(path, config, params, source=source, overwrite=overwrite)
-    else:
-        import dataclasses
-
-        io.save_converted(path, kind, dataclasses.asdict(config), params, source=source,
-                          overwrite=overwrite)
+    return getattr(mod, load), getattr(mod, save), getattr(mod, export)
 
 
 def main(argv=None) -> int:
@@ -91,7 +81,7 @@ def main(argv=None) -> int:
 
         n = count_params(params)
         if args.command == "import":
-            _save(kind, save, args.out, config, params, os.path.abspath(args.src), args.overwrite)
+            save(args.out, config, params, source=os.path.abspath(args.src), overwrite=args.overwrite)
             print(f"imported {kind} ({n:,} params) from {args.src} -> {args.out}")
         elif args.command == "export":
             kwargs = {"fmt": args.format} if kind == "transformer" else {}
