@@ -28,11 +28,13 @@ setup(
         "imageio>=2.30",
         "imageio-ffmpeg>=0.5",
         "tqdm",
+        "tokenizers",  # umT5 tokenizer.json files
     ],
     extras_require={
         # PyTorch interop: weight import from .pth files, export checks, parity tests.
         # torch is pinned: an unpinned requirement pulls the multi-GB CUDA build.
         "torch": TORCH,
-        "test": TORCH + ["pytest>=8", "pytest-xdist>=3"],
+        "text": ["sentencepiece"],  # sentencepiece .model tokenizers
+        "test": TORCH + ["sentencepiece", "pytest>=8", "pytest-xdist>=3"],
     },
 )

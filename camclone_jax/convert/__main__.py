@@ -3,6 +3,8 @@
   python -m camclone_jax.convert import --src Wan2.1-T2V-1.3B-Diffusers/transformer --out ckpt/dit
   python -m camclone_jax.convert import --src CamCloneMaster/step.ckpt --out ckpt/camclone
   python -m camclone_jax.convert import --kind vae --src Wan2.1_VAE.pth --out ckpt/vae
+  python -m camclone_jax.convert import --kind t5 --src models_t5_umt5-xxl-enc-bf16.pth --out ckpt/t5
+  python -m camclone_jax.convert import --kind clip --src open-clip-xlm-roberta-large-vit-huge-14.pth --out ckpt/clip
   python -m camclone_jax.convert export --src ckpt/dit --out exported/transformer [--format original]
   python -m camclone_jax.convert info --src ckpt/dit
 
@@ -26,9 +28,14 @@ KINDS = {
     "transformer": ("camclone_jax.convert.transformer", "load_transformer", "save_transformer",
                     "export_transformer"),
     "vae": ("camclone_jax.convert.vae", "load_vae", "save_vae", "export_vae"),
+    "t5": ("camclone_jax.convert.encoders", "load_t5", "save_t5", "export_t5"),
+    "clip": ("camclone_jax.convert.encoders", "load_clip", "save_clip", None),  # import only
 }
-_CLASS_KIND = {"WanTransformer3DModel": "transformer", "AutoencoderKLWan": "vae"}
-_CONVERTED_KIND = {"dit": "transformer", "vae": "vae"}
+_CLASS_KIND = {"WanTransformer3DModel": "transformer", "AutoencoderKLWan": "vae",
+               "UMT5EncoderModel": "t5", "UMT5ForConditionalGeneration": "t5",
+               "CLIPVisionModel": "clip", "CLIPVisionModelWithProjection": "clip",
+               "CLIPModel": "clip"}
+_CONVERTED_KIND = {"dit": "transformer", "vae": "vae", "t5": "t5", "clip": "clip"}
 
 
 def detect_kind(path: str) -> str:
@@ -37,7 +44,8 @@ def detect_kind(path: str) -> str:
         kind = io.read_json(os.path.join(path, "config.json"))["kind"]
         return _CONVERTED_KIND.get(kind, kind)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
-        name = io.read_json(os.path.join(path, "config.json")).get("_class_name")
+        meta = io.read_json(os.path.join(path, "config.json"))
+        name = meta.get("_class_name") or (meta.get("architectures") or [None])[0]
         if name not in _CLASS_KIND:
             raise io.WeightFileError(f"{path}: config.json describes {name!r}; supported: "
                                      f"{sorted(_CLASS_KIND)}")
@@ -50,7 +58,7 @@ def _fns(kind: str):
         raise ValueError(f"unknown kind {kind!r}; choose from {sorted(KINDS)}")
     module, load, save, export = KINDS[kind]
     mod = importlib.import_module(module)
-    return getattr(mod, load), getattr(mod, save), getattr(mod, export)
+    return getattr(mod, load), getattr(mod, save), getattr(mod, export) if export else None
 
 
 def main(argv=None) -> int:
@@ -84,7 +92,13 @@ def main(argv=None) -> int:
             save(args.out, config, params, source=os.path.abspath(args.src), overwrite=args.overwrite)
             print(f"imported {kind} ({n:,} params) from {args.src} -> {args.out}")
         elif args.command == "export":
-            kwargs = {"fmt": args.format} if kind == "transformer" else {}
+            if export is None:
+                raise ValueError(f"export is not supported for kind {kind!r}")
+            kwargs = {}
+            if kind == "transformer":
+                kwargs = {"fmt": args.format}
+            elif kind == "t5":
+                kwargs = {"fmt": "original" if args.format == "original" else "transformers"}
             export(config, params, args.out, overwrite=args.overwrite, **kwargs)
             print(f"exported {kind} ({n:,} params) -> {args.out} ({args.format})")
         else:
