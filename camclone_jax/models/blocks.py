@@ -21,8 +21,9 @@ from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.layers import MLP, AffineLayerNorm, RMSNorm, dense, layer_norm, modulate
 from camclone_jax.models.rope import apply_rope
 
-ACT = ("batch", "length", "embed")
-ACT_HEADS = ("batch", "length", "heads", "kv")
+# Activations' logical axes; "act_embed" is separate from the params' "embed" so FSDP can shard
+# param rows over a mesh axis that also shards the batch.
+ACT = ("batch", "length", "act_embed")
 
 
 def _attend(cfg: DiTConfig, q, k, v):

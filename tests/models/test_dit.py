@@ -191,7 +191,8 @@ def test_logical_axes_shard_params_and_activations_on_8_devices(params):
         assert len(spec) == io.flatten_params(params)[path].ndim, path
     assert tuple(specs["blocks"]["self_attn"]["q"]["kernel"]) == ("layers", "embed", "heads")
     rules = (("batch", "data"), ("heads", "tensor"), ("mlp", "tensor"), ("embed", None),
-             ("layers", None), ("length", None), ("kv", None), ("in", None), ("mod", None))
+             ("act_embed", None), ("layers", None), ("length", None), ("kv", None), ("in", None),
+             ("mod", None))
     mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "tensor"))
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
     sharded = jax.device_put(params, shardings)
