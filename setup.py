@@ -19,6 +19,7 @@ setup(
         "orbax-checkpoint>=0.12",
         "grain>=0.2.18",
         "array-record>=0.8",
+        "tensorflow-datasets>=4.9",  # the camclone_triplets builder (array_record, no TensorFlow)
         "einops>=0.8",
         "ml_collections>=1.0",
         "absl-py",

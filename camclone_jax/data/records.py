@@ -15,15 +15,31 @@ Byte layout of one record: a msgpack map (msgpack spec, strings UTF-8, bytes as 
   target, camera_ref, content_ref: maps, one per video, with
       video       bytes, the mp4 file                                   (kind == "mp4")
       latents     array, e.g. float32 [latent_frames, h, w, channels]   (kind == "latent")
-      poses       float32 [num_frames, 4, 4] camera-to-world, OpenCV axes (x right, y down,
-                  z forward; see camclone_jax/data/synthetic/trajectories.py)
-      intrinsics  float32 [num_frames, 4] normalised (fx, fy, cx, cy) as in RealEstate10K
+      poses       optional, float32 [num_frames, 4, 4] camera-to-world, OpenCV axes (x right,
+                  y down, z forward; see camclone_jax/data/synthetic/trajectories.py)
+      intrinsics  optional, float32 [num_frames, 4] normalised (fx, fy, cx, cy) as RealEstate10K
       scene_id, location_id, trajectory_id, group_id   int ids (-1 where unknown)
+      num_frames  optional int, frames of this video when they differ from the top level's
+Optional top-level fields:
+  text_embedding  float16/float32 [tokens, dim], the caption's cached text-encoder output, with
+  text_encoder    str naming the encoder (e.g. "umt5-xxl")
+  source          str, where the triplet came from (e.g. "CamCloneDataset.csv:17")
+Kind "latent" (written by camclone_jax.data.encode) also has
+  latent_info     map: frames, height, width (the pixel clip that was encoded, after frame
+                  sampling and resize + centre crop), vae (str, the VAE config as JSON),
+                  normalized (bool: latents are (z - mean) / std as WanVAE.encode returns)
+  i2v_latents     optional, the latents of [first frame, zeros...] (Wan I2V's image condition)
+and every latents array is float16 or float32 [latent_frames, h, w, channels], the same shape
+in all three videos (and i2v_latents); first_frame is then the encoded clip's first frame
+after resize + crop: uint8 [latent_info.height, latent_info.width, 3] or its PNG bytes.
 Every numpy array (anywhere in the record) is a msgpack map
   {"__ndarray__": true, "dtype": numpy dtype string such as "<f4", "shape": [..], "data": bin}
 with the data in C order. Extra keys, at the top level or in a video map, are allowed and kept
 (the synthetic generator adds e.g. `caption`, `path`, `video_id`, `trajectory_name` per video);
 readers must ignore keys they do not know. A reader refuses a schema_version newer than its own.
+Compatibility: the optional fields above were added within version 1 (they only relax or add to
+what the first writers produced), so every record written by the synthetic generator still
+reads; a change that old readers could misread must bump SCHEMA_VERSION.
 """
 import os
 
@@ -37,6 +53,7 @@ VIDEO_KEYS = ("target", "camera_ref", "content_ref")
 ID_KEYS = ("scene_id", "location_id", "trajectory_id", "group_id")
 _TOP_TYPES = {"schema_version": int, "kind": str, "caption": str, "fps": (int, float),
               "height": int, "width": int, "num_frames": int}
+LATENT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 _ARRAY_TAG = "__ndarray__"
 
 
@@ -70,17 +87,56 @@ def _check_video(name, v, record):
         raise ValueError(f"{name}.video must be mp4 bytes, got {type(v['video']).__name__}")
     if record["kind"] == "latent" and not isinstance(v["latents"], np.ndarray):
         raise ValueError(f"{name}.latents must be an array, got {type(v['latents']).__name__}")
-    f = record["num_frames"]
+    if record["kind"] == "latent":
+        _check_latents(f"{name}.latents", v["latents"])
+    f = v.get("num_frames", record["num_frames"])
+    if not isinstance(f, int) or isinstance(f, bool) or f < 1:
+        raise ValueError(f"{name}.num_frames must be a positive int, got {f!r}")
     for key, shape in (("poses", (f, 4, 4)), ("intrinsics", (f, 4))):
         arr = v.get(key)
+        if arr is None:
+            continue  # optional: unknown for real videos (the public release has no poses)
         if not isinstance(arr, np.ndarray):
-            raise ValueError(f"record field {name!r} lacks the array {key!r}")
+            raise ValueError(f"{name}.{key} must be an array, got {type(arr).__name__}")
         if arr.shape != shape or arr.dtype != np.float32:
             raise ValueError(f"{name}.{key} must be float32 {list(shape)}, "
                              f"got {arr.dtype} {list(arr.shape)}")
     for key in ID_KEYS:
         if not isinstance(v.get(key), int) or isinstance(v.get(key), bool):
             raise ValueError(f"record field {name!r} lacks the int id {key!r}")
+
+
+def _check_latents(name, arr):
+    if not isinstance(arr, np.ndarray) or arr.ndim != 4 or arr.dtype not in LATENT_DTYPES:
+        what = f"{arr.dtype} {list(arr.shape)}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{name} must be float16/float32 [latent_frames, h, w, channels], got {what}")
+
+
+def _check_latent_kind(record):
+    info = record.get("latent_info")
+    if not isinstance(info, dict):
+        raise ValueError("latent-kind record lacks the map 'latent_info'")
+    for key in ("frames", "height", "width"):
+        if not isinstance(info.get(key), int) or info[key] < 1:
+            raise ValueError(f"latent_info.{key} must be a positive int, got {info.get(key)!r}")
+    if not isinstance(info.get("vae"), str):
+        raise ValueError("latent_info.vae must be a str (the VAE config as JSON)")
+    shapes = {record[k]["latents"].shape for k in VIDEO_KEYS}
+    if record.get("i2v_latents") is not None:
+        _check_latents("i2v_latents", record["i2v_latents"])
+        shapes.add(record["i2v_latents"].shape)
+    if len(shapes) != 1:
+        raise ValueError(f"latent shapes differ between the videos of a record: {sorted(shapes)}")
+
+
+def _check_optional(record):
+    emb = record.get("text_embedding")
+    if emb is not None and (not isinstance(emb, np.ndarray) or emb.ndim != 2
+                            or emb.dtype not in LATENT_DTYPES):
+        raise ValueError("text_embedding must be a float16/float32 array [tokens, dim]")
+    for key in ("text_encoder", "source"):
+        if key in record and not isinstance(record[key], str):
+            raise ValueError(f"record field {key!r} must be a str")
 
 
 def validate_triplet(record):
@@ -106,6 +162,8 @@ def validate_triplet(record):
     if ff is None:
         raise ValueError("triplet record lacks the field 'first_frame'")
     image_shape = (record["height"], record["width"], 3)
+    if record["kind"] == "latent" and isinstance(record.get("latent_info"), dict):
+        image_shape = (record["latent_info"].get("height"), record["latent_info"].get("width"), 3)
     if isinstance(ff, np.ndarray) and (ff.dtype != np.uint8 or ff.shape != image_shape):
         raise ValueError(f"first_frame must be uint8 [height, width, 3], got {ff.dtype} {list(ff.shape)}")
     if not isinstance(ff, (bytes, np.ndarray)):
@@ -114,6 +172,9 @@ def validate_triplet(record):
         if name not in record:
             raise ValueError(f"triplet record lacks the field {name!r}")
         _check_video(name, record[name], record)
+    if record["kind"] == "latent":
+        _check_latent_kind(record)
+    _check_optional(record)
 
 
 def encode_triplet(record):

@@ -30,7 +30,9 @@ def _ffmpeg(args, stdin_bytes=None):
 
 
 def _last_line(text):
-    return (text.strip().splitlines() or ["unknown error"])[-1]
+    lines = text.strip().splitlines() or ["unknown error"]
+    causes = [l for l in lines if "Invalid data" in l or "not found" in l or "corrupt" in l.lower()]
+    return (causes or lines)[-1]
 
 
 def _check_frames(frames):
@@ -70,24 +72,60 @@ def write_mp4(path, frames, fps, crf=17):
             os.remove(tmp)
 
 
-def read_video(path):
-    """Decodes the first video stream of a file into (frames uint8 [F, H, W, 3], fps)."""
+def resize_crop_filter(height, width):
+    """ffmpeg filter: resize by max(height / h, width / w) (bilinear) then centre-crop to
+    height x width, the public release's rule, for any input size h x w."""
+    s = f"max({width}/iw\\,{height}/ih)"
+    return (f"scale=w='max({width}\\,round(iw*{s}))':h='max({height}\\,round(ih*{s}))'"
+            f":flags=bilinear,crop={width}:{height}")
+
+
+def read_video(path, max_frames=None, size=None, threads=0):
+    """Decodes the first video stream of a file into (frames uint8 [F, H, W, 3], fps).
+
+    max_frames: decode only the first frames; size=(height, width): resize + centre-crop in
+    ffmpeg (`resize_crop_filter`); threads: ffmpeg decoder threads (0: ffmpeg's choice).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file not found: {path}")
-    out, err, code = _ffmpeg(["-i", path, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                              "pipe:1"])
+    args = ["-threads", str(threads), "-i", path, "-map", "0:v:0"]
+    if max_frames is not None:
+        args += ["-frames:v", str(int(max_frames))]
+    if size is not None:
+        args += ["-vf", resize_crop_filter(*size)]
+    out, err, code = _ffmpeg(args + ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
     if code != 0:
         raise ValueError(f"cannot decode video {path}: {_last_line(err)}")
     output_info = err.split("Output #0", 1)[-1]  # what ffmpeg sends us, after any auto-rotation
-    size = re.search(r"Video: .*?, (\d+)x(\d+)[,\s]", output_info)
+    size_match = re.search(r"Video: .*?, (\d+)x(\d+)[,\s]", output_info)
     fps = re.search(r"([\d.]+) fps", output_info) or re.search(r"([\d.]+) tbr", err)
-    if size is None or fps is None:
+    if size_match is None or fps is None:
         raise ValueError(f"cannot decode video {path}: no frame size/rate in ffmpeg's report")
-    w, h = int(size.group(1)), int(size.group(2))
+    w, h = int(size_match.group(1)), int(size_match.group(2))
     if len(out) == 0 or len(out) % (w * h * 3):
         raise ValueError(f"cannot decode video {path}: {len(out)} bytes is not a whole number of "
                          f"{w}x{h} frames")
     return np.frombuffer(out, np.uint8).reshape(-1, h, w, 3), float(fps.group(1))
+
+
+def decode_mp4_bytes(data, max_frames=None, size=None, threads=0):
+    """Like `read_video` for the bytes of an mp4 file held in memory.
+
+    The bytes go to a private temporary file (in /dev/shm where it exists, so in RAM) because
+    an mp4 whose index sits at its end cannot be decoded from a pipe.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
+        raise ValueError("cannot decode video: no mp4 bytes")
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    fd, tmp = tempfile.mkstemp(prefix="camclone-", suffix=".mp4", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return read_video(tmp, max_frames=max_frames, size=size, threads=threads)
+    except ValueError as e:
+        raise ValueError(str(e).replace(tmp, f"<{len(data)} mp4 bytes>")) from None
+    finally:
+        os.remove(tmp)
 
 
 def encode_png(image):

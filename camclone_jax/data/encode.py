@@ -1,0 +1,202 @@
+"""Pre-encodes mp4-kind triplet records into latent-kind records with the Wan VAE.
+
+    python -m camclone_jax.data.encode --records DIR --vae PATH --out OUT \
+        [--batch_size 4] [--frames 77 --height 384 --width 672 --frame_stride 1] \
+        [--short_video reject] [--dtype float16] [--i2v]
+
+Each input file DIR/NAME.array_record becomes OUT/NAME.array_record (same records in the same
+order, minus the bad ones), written atomically and then marked done by OUT/NAME.json (counts
+and every bad record with its reason). Hosts split the files: host p of P (jax.process_index,
+process_count) takes files i with i % P == p; a rerun skips files already done, so the job
+resumes after an interruption.
+
+Every video is cut to a clip by the pipeline's rules (transforms.py: frame sampling, resize +
+centre crop), so the latents are exactly what the pixel pipeline would feed the VAE. Batches of
+`batch_size` triplets (3 videos each, plus [first frame, zeros...] with --i2v) are padded to a
+fixed size that the local devices divide, sharded over them along the batch axis, and encoded
+(posterior mean, normalised); the compile happens once. The latent records keep the caption,
+ids, poses and source of the input and add latent_info (clip size, VAE config).
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from camclone_jax.data import records, transforms, video
+from camclone_jax.data.pipeline import record_files
+
+log = logging.getLogger(__name__)
+
+
+def _clips(rec, clip_cfg):
+    """The three uint8 clips [F, H, W, 3] of an mp4 record (raises BadExample)."""
+    return {k: transforms.load_clip(rec[k]["video"], clip_cfg) for k in records.VIDEO_KEYS}
+
+
+def latent_record(rec, latents, clip_cfg, vae_config, i2v=None, dtype=np.float16):
+    """The latent-kind record of mp4 record `rec`, given latents {video key: [L, h, w, C]}."""
+    out = {k: v for k, v in rec.items() if k not in records.VIDEO_KEYS}
+    for k in records.VIDEO_KEYS:
+        out[k] = {key: v for key, v in rec[k].items() if key != "video"}
+        out[k]["latents"] = np.asarray(latents[k], dtype)  # [L, h, w, C]
+    if i2v is not None:
+        out["i2v_latents"] = np.asarray(i2v, dtype)  # [L, h, w, C]
+    out.update(kind="latent", latent_info={
+        "frames": clip_cfg.num_frames, "height": clip_cfg.height, "width": clip_cfg.width,
+        "frame_stride": clip_cfg.frame_stride, "vae": json.dumps(vae_config.to_dict()),
+        "normalized": True})
+    return out
+
+
+class Encoder:
+    """Encodes batches of videos [N, F, H, W, 3] in [-1, 1] with the VAE over the local devices."""
+
+    def __init__(self, vae_config, params, batch_videos, clip_cfg):
+        import jax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        from camclone_jax.models.vae import WanVAE
+        devices = jax.local_devices()
+        self.size = -(-batch_videos // len(devices)) * len(devices)  # padded to the devices
+        mesh = Mesh(np.array(devices), ("data",))
+        self._sharding = NamedSharding(mesh, PartitionSpec("data"))
+        self._params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+        self._vae = WanVAE(vae_config)
+        sf, tf = vae_config.spatial_factor, vae_config.temporal_factor
+        self.out_shape = (1 + (clip_cfg.num_frames - 1) // tf, clip_cfg.height // sf,
+                          clip_cfg.width // sf, vae_config.z_dim)  # [L, h, w, C]
+
+    def __call__(self, videos):
+        """float32 [n, F, H, W, 3] in [-1, 1], n <= size -> float32 latents [n, L, h, w, C]."""
+        import jax
+        n = len(videos)
+        x = np.zeros((self.size,) + videos.shape[1:], np.float32)  # [size, F, H, W, 3], padded
+        x[:n] = videos
+        x = jax.device_put(x, self._sharding)
+        return np.asarray(self._vae.encode(self._params, x))[:n]  # [n, L, h, w, C]
+
+
+def _good_batches(src, clip_cfg, batch_size, bad):
+    """Yields lists of up to batch_size (mp4 record, clips); bad records go to `bad`."""
+    chunk = []
+    for i, raw in enumerate(records.read_records(src)):
+        try:
+            rec = records.decode_triplet(raw)
+            if rec["kind"] != "mp4":
+                raise ValueError(f"record kind is {rec['kind']!r}, not 'mp4'")
+            chunk.append((rec, _clips(rec, clip_cfg)))
+        except (ValueError, transforms.BadExample) as e:
+            bad.append({"record": i, "reason": f"{type(e).__name__}: {e}"})
+            log.warning("%s record %d: %s", src, i, e)
+        if len(chunk) == batch_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, dtype=np.float16):
+    """Encodes one ArrayRecord file into `dst` and writes its done-marker; returns the marker.
+
+    Streams: only one batch of decoded clips is in memory at a time.
+    """
+    bad, keys = [], records.VIDEO_KEYS + (("i2v",) if i2v else ())
+
+    def latent_records():
+        for chunk in _good_batches(src, clip_cfg, batch_size, bad):
+            videos = []
+            for _, clips in chunk:
+                videos += [transforms.to_float(clips[k]) for k in records.VIDEO_KEYS]  # [F, H, W, 3]
+                if i2v:  # Wan I2V's image condition: the first frame, then zeros (in [-1, 1])
+                    first = np.zeros(clips["target"].shape, np.float32)  # [F, H, W, 3]
+                    first[0] = transforms.to_float(clips["target"][0])
+                    videos.append(first)
+            lat = encoder(np.stack(videos))  # [n * keys, L, h, w, C]
+            lat = lat.reshape(len(chunk), len(keys), *encoder.out_shape)  # [n, keys, L, h, w, C]
+            for (rec, clips), z in zip(chunk, lat):  # z: [keys, L, h, w, C]
+                out = latent_record(rec, dict(zip(keys, z)), clip_cfg, vae_config,
+                                    i2v=z[3] if i2v else None, dtype=dtype)
+                out["first_frame"] = video.encode_png(clips["target"][0])
+                yield records.encode_triplet(out)
+
+    written = records.write_records(dst, latent_records())
+    marker = {"source": os.path.abspath(src), "records": records.num_records(src),
+              "written": written, "bad": bad}
+    tmp = os.path.splitext(dst)[0] + ".json.tmp"
+    with open(tmp, "w") as f:
+        json.dump(marker, f, indent=1)
+    os.replace(tmp, os.path.splitext(dst)[0] + ".json")
+    return marker
+
+
+def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False, dtype="float16",
+                   process_index=None, process_count=None):
+    """Encodes this host's share of the files; returns {file name: done-marker}."""
+    import jax
+
+    from camclone_jax.convert.vae import load_vae
+    clip_cfg = dataclasses.replace(clip_cfg, kind="mp4")
+    clip_cfg.validate()
+    if (clip_cfg.num_frames - 1) % 4:
+        raise ValueError(f"the VAE needs 1 + 4k frames, got --frames {clip_cfg.num_frames}")
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    files = record_files(records_dir)
+    mine = [f for i, f in enumerate(files) if i % pc == pi]
+    vae_config, params = load_vae(vae_path)
+    sf = vae_config.spatial_factor
+    if clip_cfg.height % sf or clip_cfg.width % sf:
+        raise ValueError(f"height and width must be multiples of {sf}, "
+                         f"got {clip_cfg.height}x{clip_cfg.width}")
+    encoder = Encoder(vae_config, params, batch_size * (4 if i2v else 3), clip_cfg)
+    os.makedirs(out, exist_ok=True)
+    markers = {}
+    for f in mine:
+        name = os.path.basename(f)
+        dst = os.path.join(out, name)
+        marker_path = os.path.splitext(dst)[0] + ".json"
+        if os.path.isfile(marker_path):
+            with open(marker_path) as fh:
+                markers[name] = json.load(fh)
+            continue
+        markers[name] = encode_file(f, dst, encoder, clip_cfg, vae_config, batch_size, i2v,
+                                    np.dtype(dtype))
+        log.info("%s: %d latent records, %d bad", name, markers[name]["written"],
+                 len(markers[name]["bad"]))
+    return markers
+
+
+def main(argv=None):
+    """Command line entry point (see the module docstring)."""
+    d = transforms.ClipConfig()
+    p = argparse.ArgumentParser(prog="python -m camclone_jax.data.encode",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--records", required=True, help="folder (or glob) of mp4-kind ArrayRecord files")
+    p.add_argument("--vae", required=True, help="VAE weights (anything convert.vae.load_vae reads)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch_size", type=int, default=4, help="triplets per VAE call")
+    p.add_argument("--frames", type=int, default=d.num_frames)
+    p.add_argument("--height", type=int, default=d.height)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--frame_stride", type=int, default=d.frame_stride)
+    p.add_argument("--short_video", default=d.short_video, choices=("reject", "repeat_last"))
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--i2v", action="store_true", help="also encode [first frame, zeros...]")
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = transforms.ClipConfig(num_frames=a.frames, height=a.height, width=a.width,
+                                frame_stride=a.frame_stride, short_video=a.short_video)
+    try:
+        markers = encode_records(a.records, a.vae, a.out, cfg, a.batch_size, a.i2v, a.dtype)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"{a.out}: {sum(m['written'] for m in markers.values())} latent records from "
+          f"{len(markers)} file(s), {sum(len(m['bad']) for m in markers.values())} bad")
+    return markers
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The Grain input pipeline: triplet records -> batches of examples on every host.
+
+    cfg = PipelineConfig(clip=ClipConfig(num_frames=81, height=480, width=832), batch_size=4)
+    loader = make_loader("OUT/", cfg)          # ArrayRecord files, a folder of them, or a
+    batch = next(loader)                        # TFDS data source (tfds.data_source(...))
+    batch = global_batch(batch, mesh)           # numeric fields as global jax.Arrays
+
+Order of operations (`make_dataset`): records (a grain `MapDataset` over ArrayRecord files)
+-> paired with their global index -> this host's slice, records i with i % process_count ==
+process_index (the tail n % process_count records are dropped so hosts yield equal counts)
+-> seeded shuffle (reshuffled each epoch) -> repeat (num_epochs; None: forever) -> decode,
+frame sampling, resize + crop, task draw (transforms.py, seeded per element) -> bad examples
+skipped and counted -> batch -> `mp_prefetch` over `num_workers` processes.
+
+A batch is a dict of numpy arrays with a leading batch axis: target, camera_ref, content_ref
+float32 [B, F, H, W, 3] in [-1, 1] (latent kind: [B, L, h, w, C] latents, and i2v_latents if
+the records have them), first_frame float32 [B, H, W, 3], task int32 [B] (0 I2V, 1 V2V),
+caption str [B], index int64 [B] (the record's global index).
+
+Determinism: the same records, seed, process count and num_workers give the same batches
+(num_workers changes which worker batches which examples, so it changes the batches).
+
+Bad data: a corrupt record, an unreadable or too-short video is logged (with its index and
+reason), counted in `TripletLoader.bad_records` and skipped; once more than
+`max_bad_records` are skipped the loader raises `BadDataError`. (With a finite num_epochs,
+bad examples after a worker's last good one are logged but cannot reach the count: the count
+travels with the good examples.) A corrupt ArrayRecord file
+is an error when the loader is built. Worker errors propagate; nothing waits forever.
+
+Checkpointing: `TripletLoader.get_state()` / `set_state()` exchange JSON bytes (grain's
+iterator state plus the bad-record count), so `grain.checkpoint.CheckpointSave(loader)` saves
+it with orbax; a restored loader yields exactly the batches the saved one would have.
+"""
+import dataclasses
+import glob
+import json
+import logging
+import os
+
+import grain
+import numpy as np
+
+from camclone_jax.data import records
+from camclone_jax.data.transforms import BAD_KEY, ClipConfig, TripletTransform
+
+log = logging.getLogger(__name__)
+SKIPPED_KEY = "_skipped"
+STATE_VERSION = 1
+
+
+class BadDataError(RuntimeError):
+    """More bad examples than the configured limit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that determines the pipeline's output (with the data itself)."""
+    clip: ClipConfig = ClipConfig()
+    batch_size: int = 1  # per host
+    drop_remainder: bool = True
+    seed: int = 0
+    shuffle: bool = True
+    num_epochs: int | None = None  # None: repeat forever
+    num_workers: int = 2  # prefetch processes; 0: in the calling process
+    worker_buffer_size: int = 2  # batches each worker prepares ahead
+    read_threads: int = 2  # threads per worker decoding examples (ffmpeg runs outside the GIL)
+    read_buffer_size: int = 4  # examples each worker decodes ahead (grain's default, 500,
+    # would hold hundreds of 1.2 GB triplets at 480x832x81)
+    max_bad_records: int = 100  # skipped examples allowed (per host) before BadDataError
+    process_index: int | None = None  # None: jax.process_index()
+    process_count: int | None = None  # None: jax.process_count()
+
+
+def record_files(paths):
+    """Sorted ArrayRecord files from a folder, a glob pattern, a file or a list of those."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(glob.glob(os.path.join(p, "*.array_record")))
+        elif any(c in p for c in "*?["):
+            files += sorted(glob.glob(p))
+        else:
+            files.append(p)
+    if not files:
+        raise FileNotFoundError(f"no ArrayRecord files in {paths}")
+    for f in files:
+        records.num_records(f)  # raises naming a missing, corrupt or truncated file
+    return files
+
+
+def _host(cfg):
+    if cfg.process_index is not None and cfg.process_count is not None:
+        index, count = cfg.process_index, cfg.process_count
+    else:
+        import jax  # only here: worker processes need not import jax
+        index, count = jax.process_index(), jax.process_count()
+    if not 0 <= index < count:
+        raise ValueError(f"process_index {index} not in [0, {count})")
+    return index, count
+
+
+def make_source(source):
+    """A random-access source: ArrayRecord files (folder/glob/list) or a data source object
+    (e.g. `tfds.data_source(...)`: anything with __len__ and __getitem__)."""
+    if not isinstance(source, (str, list, tuple)) and hasattr(source, "__getitem__") \
+            and hasattr(source, "__len__"):
+        return source
+    return grain.sources.ArrayRecordDataSource(record_files(source))
+
+
+class _SkipBadIterator(grain.DatasetIterator):
+    """Drops bad placeholders, logs them and tags each good example with how many it dropped
+    just before it (summed by the loader in the main process, whatever the worker)."""
+
+    def __init__(self, parent, max_bad):
+        super().__init__(parent)
+        self._max_bad, self._bad = max_bad, 0
+
+    def __next__(self):
+        skipped = 0
+        while True:
+            element = next(self._parent)
+            if BAD_KEY not in element:
+                element[SKIPPED_KEY] = np.int32(skipped)
+                return element
+            skipped, self._bad = skipped + 1, self._bad + 1
+            log.warning("skipping bad example (record %d): %s", element["index"], element[BAD_KEY])
+            if self._bad > self._max_bad:
+                raise BadDataError(
+                    f"{self._bad} bad examples in one worker exceed max_bad_records={self._max_bad}; "
+                    f"last: record {element['index']}: {element[BAD_KEY]}")
+
+    def get_state(self):
+        return self._parent.get_state()
+
+    def set_state(self, state):
+        self._parent.set_state(state)
+
+
+class _SkipBadDataset(grain.IterDataset):
+    def __init__(self, parent, max_bad):
+        super().__init__(parent)
+        self._max_bad = max_bad
+
+    def __iter__(self):
+        return _SkipBadIterator(self._parent.__iter__(), self._max_bad)
+
+
+def _ensure_flags_parsed():
+    """Grain's worker processes read absl flags; outside an absl app nothing parsed them, so
+    mark them parsed (keeping every default) rather than fail."""
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(source, cfg):
+    """The grain IterDataset of batches (see the module docstring for the order of steps)."""
+    cfg.clip.validate()
+    if cfg.batch_size < 1 or cfg.num_workers < 0 or cfg.max_bad_records < 0 or cfg.read_threads < 1:
+        raise ValueError("batch_size and read_threads must be >= 1, num_workers and "
+                         "max_bad_records >= 0")
+    index, count = _host(cfg)
+    src = make_source(source)
+    ds = grain.MapDataset.source(src).map_with_index(lambda i, x: (i, x))
+    usable = len(ds) - len(ds) % count
+    if usable < len(ds):
+        log.info("dropping the last %d of %d records so %d hosts get equal shares",
+                 len(ds) - usable, len(ds), count)
+    if usable == 0:
+        raise ValueError(f"{len(ds)} records cannot be shared by {count} hosts")
+    ds = ds[:usable][index::count]  # this host's records
+    if cfg.shuffle:
+        ds = ds.shuffle(seed=cfg.seed)
+    ds = ds.repeat(cfg.num_epochs)
+    ds = ds.random_map(TripletTransform(cfg.clip), seed=cfg.seed)
+    read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
+    it = _SkipBadDataset(ds.to_iter_dataset(read), cfg.max_bad_records)
+    it = it.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
+    if cfg.num_workers > 0:
+        _ensure_flags_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size))
+    return it
+
+
+class TripletLoader:
+    """Iterator of batches with bad-data accounting and checkpointable state (JSON bytes)."""
+
+    def __init__(self, dataset, cfg):
+        self._dataset, self.cfg = dataset, cfg
+        self._it = iter(dataset)
+        self.bad_records = 0  # examples skipped so far on this host
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._it)
+        skipped = int(np.sum(batch.pop(SKIPPED_KEY)))
+        if skipped:
+            self.bad_records += skipped
+            log.warning("skipped %d bad example(s) (%d so far on this host)", skipped, self.bad_records)
+        if self.bad_records > self.cfg.max_bad_records:
+            raise BadDataError(f"{self.bad_records} bad examples exceed max_bad_records="
+                               f"{self.cfg.max_bad_records}; see the warnings for which and why")
+        return batch
+
+    def get_state(self):
+        """The iterator's position as JSON bytes (grain's DataLoader iterator protocol)."""
+        return json.dumps({"version": STATE_VERSION, "grain": self._it.get_state(),
+                           "bad_records": self.bad_records}).encode()
+
+    def set_state(self, state):
+        """Restores a position from `get_state` bytes."""
+        state = json.loads(state)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
+        self._it.set_state(state["grain"])
+        self.bad_records = state["bad_records"]
+
+    def start_prefetch(self):
+        """Starts the worker processes early (called by grain's orbax handler after restore)."""
+        if hasattr(self._it, "start_prefetch"):
+            self._it.start_prefetch()
+
+    def close(self):
+        """Stops the worker processes."""
+        if hasattr(self._it, "close"):
+            self._it.close()
+
+
+def make_loader(source, cfg):
+    """A `TripletLoader` over `source` (see `make_source`) with config `cfg`."""
+    return TripletLoader(make_dataset(source, cfg), cfg)
+
+
+def global_batch(batch, mesh, data_axis="data"):
+    """Places this host's batch on `mesh` as global jax.Arrays sharded over `data_axis`.
+
+    Numeric fields become arrays of global shape [process_count * B, ...]; string fields
+    (caption) stay host-local numpy arrays.
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "USO":
+            out[key] = value
+            continue
+        spec = PartitionSpec(data_axis, *([None] * (value.ndim - 1)))
+        out[key] = jax.make_array_from_process_local_data(NamedSharding(mesh, spec), value)
+    return out

@@ -1,0 +1,46 @@
+"""The camclone_triplets TFDS builder: built from records or a CSV, read into the Grain pipeline."""
+import csv
+import os
+
+import tensorflow_datasets as tfds
+
+from camclone_jax.data import pipeline, prepare, records, tfds_builder, transforms
+from tests.data.conftest import CLIP
+
+
+def test_builder_from_records_round_trip(synthetic_dir, tmp_path):
+    src = os.path.join(synthetic_dir, "records")
+    builder = tfds_builder.CamcloneTriplets(data_dir=str(tmp_path), config=tfds_builder.source_config(src))
+    builder.download_and_prepare()
+    source = tfds.data_source("camclone_triplets/records", data_dir=str(tmp_path))["train"]
+    want = [raw for f in sorted(os.listdir(src)) for raw in records.read_records(os.path.join(src, f))]
+    got = [source[i] for i in range(len(source))]
+    assert sorted(g["record"] for g in got) == sorted(want)
+    first = records.decode_triplet(got[0]["record"])
+    assert got[0]["caption"].decode() == first["caption"] and got[0]["kind"] == b"mp4"  # Text: bytes
+    assert int(got[0]["num_frames"]) == 9 and (int(got[0]["height"]), int(got[0]["width"])) == (32, 48)
+    cfg = pipeline.PipelineConfig(clip=transforms.ClipConfig(**CLIP), batch_size=3, num_epochs=1,
+                                  num_workers=0, process_index=0, process_count=1)
+    batch = next(pipeline.make_loader(source, cfg))
+    assert batch["target"].shape == (3, 5, 16, 24, 3)
+    assert [records.decode_triplet(got[i]["record"])["caption"] for i in batch["index"]] == list(batch["caption"])
+
+
+def test_builder_from_csv_rejects_bad_rows(synthetic_dir, tmp_path, caplog):
+    rows = prepare.read_csv(os.path.join(synthetic_dir, "CamCloneDataset.csv"))[:2]
+    rows = [{k: (os.path.join(synthetic_dir, v) if k != "caption" else v) for k, v in r.items()} for r in rows]
+    rows.append(dict(rows[0], video_path="missing.mp4"))
+    path = str(tmp_path / "mine" / "CamCloneDataset.csv")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, prepare.CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    builder = tfds_builder.CamcloneTriplets(data_dir=str(tmp_path / "tfds"),
+                                            config=tfds_builder.source_config(path, frames=9))
+    builder.download_and_prepare()
+    source = builder.as_data_source()["train"]
+    assert len(source) == 2 and "row 2 rejected (missing_file)" in caplog.text
+    caps = sorted(records.decode_triplet(source[i]["record"])["caption"] for i in range(2))
+    assert caps == sorted(r["caption"] for r in rows[:2])
+    assert [source[i]["kind"] for i in range(2)] == [b"mp4", b"mp4"]
