@@ -29,8 +29,8 @@ def resolve_backend(backend: str, dtype) -> str:
     return "cudnn" if on_gpu and jnp.dtype(dtype).itemsize == 2 else "flash"
 
 
-def dot_product_attention(q, k, v, *, backend: str = "xla", block_q: int = 512,
-                          block_kv: int = 1024):
+def dot_product_attention(q, k, v, *, backend: str = "xla", block_q: int = 128,
+                          block_kv: int = 8192):
     """Softmax(q k^T / sqrt(d)) v per head: [b, lq, h, d] x [b, lk, h, d] -> [b, lq, h, d]."""
     if q.ndim != 4 or k.shape != v.shape or q.shape[::2] != k.shape[::2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"attention shapes do not agree: q {q.shape}, k {k.shape}, v {v.shape}")
@@ -69,7 +69,7 @@ def _pad_to(x, multiple: int, axis: int = 1):
     return x, n
 
 
-def blockwise_attention(q, k, v, *, block_q: int = 512, block_kv: int = 1024):
+def blockwise_attention(q, k, v, *, block_q: int = 128, block_kv: int = 8192):
     """Flash-style attention in plain XLA; exact up to float rounding, any length."""
     b, lq, h, d = q.shape
     lk = k.shape[1]
@@ -137,39 +137,42 @@ def _flash_fwd(q_tiles, k_tiles, v_tiles, kv_len):
 
 
 def _flash_bwd(kv_len, residuals, d_out):
-    """Flash-attention backward: probabilities recomputed per tile from the saved lse."""
+    """Flash-attention backward: probabilities recomputed per tile from the saved lse.
+
+    Key/value tiles are the outer loop, carrying their own small dK/dV accumulators over the
+    query tiles; dQ is accumulated once per key/value tile (once in total when one tile holds
+    all keys, the usual CPU setting), not rewritten for every query tile.
+    """
     q_tiles, k_tiles, v_tiles, out, lse = residuals
     scale = q_tiles.shape[-1] ** -0.5
-    nk = k_tiles.shape[0]
+    q_scaled = q_tiles * jnp.asarray(scale, q_tiles.dtype)  # [nq, b, h, bq, d]
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1)  # [nq, b, h, bq]
-    zeros_kv = jnp.zeros(k_tiles.shape, jnp.float32)  # [nk, b, h, bk, d]
 
-    def one_q_tile(carry, xs):
-        dk_acc, dv_acc = carry  # [nk, b, h, bk, d] each
-        q_tile, do_tile, lse_tile, delta_tile = xs
-        q_scaled = q_tile * jnp.asarray(scale, q_tile.dtype)
+    def one_kv_tile(dq_acc, kv):
+        k_tile, v_tile, index = kv  # [b, h, bk, d], [b, h, bk, d], []
 
-        def one_kv_tile(dq, kv):
-            k_tile, v_tile, index, dk_tile, dv_tile = kv
-            s = _scores(q_scaled, k_tile, index, kv_len)  # [b, h, bq, bk]
+        def one_q_tile(dkv, q):
+            dk, dv = dkv  # [b, h, bk, d] each, float32
+            q_tile, do_tile, lse_tile, delta_tile = q
+            s = _scores(q_tile, k_tile, index, kv_len)  # [b, h, bq, bk]
             p = jnp.exp(s - lse_tile[..., None])  # [b, h, bq, bk]
-            dv_tile = dv_tile + jnp.einsum("bhqk,bhqd->bhkd", p.astype(do_tile.dtype), do_tile,
-                                           preferred_element_type=jnp.float32)
+            dv = dv + jnp.einsum("bhqk,bhqd->bhkd", p.astype(do_tile.dtype), do_tile,
+                                 preferred_element_type=jnp.float32)
             dp = jnp.einsum("bhqd,bhkd->bhqk", do_tile, v_tile,
                             preferred_element_type=jnp.float32)  # [b, h, bq, bk]
             ds = (p * (dp - delta_tile[..., None])).astype(q_tile.dtype)  # [b, h, bq, bk]
-            dq = dq + jnp.einsum("bhqk,bhkd->bhqd", ds, k_tile, preferred_element_type=jnp.float32)
-            dk_tile = dk_tile + jnp.einsum("bhqk,bhqd->bhkd", ds, q_scaled,
-                                           preferred_element_type=jnp.float32)
-            return dq, (dk_tile, dv_tile)
+            dk = dk + jnp.einsum("bhqk,bhqd->bhkd", ds, q_tile, preferred_element_type=jnp.float32)
+            dq = jnp.einsum("bhqk,bhkd->bhqd", ds, k_tile, preferred_element_type=jnp.float32)
+            return (dk, dv), dq
 
-        dq0 = jnp.zeros(q_tile.shape, jnp.float32)
-        dq, (dk_acc, dv_acc) = jax.lax.scan(
-            one_kv_tile, dq0, (k_tiles, v_tiles, jnp.arange(nk), dk_acc, dv_acc))
-        return (dk_acc, dv_acc), dq * scale
+        zeros = jnp.zeros(k_tile.shape, jnp.float32)
+        (dk, dv), dq = jax.lax.scan(one_q_tile, (zeros, zeros), (q_scaled, d_out, lse, delta))
+        return dq_acc + dq, (dk, dv)
 
-    (dk, dv), dq = jax.lax.scan(one_q_tile, (zeros_kv, zeros_kv), (q_tiles, d_out, lse, delta))
-    return dq.astype(q_tiles.dtype), dk.astype(k_tiles.dtype), dv.astype(v_tiles.dtype)
+    nk = k_tiles.shape[0]
+    dq, (dk, dv) = jax.lax.scan(one_kv_tile, jnp.zeros(q_tiles.shape, jnp.float32),
+                                (k_tiles, v_tiles, jnp.arange(nk)))
+    return (dq * scale).astype(q_tiles.dtype), dk.astype(k_tiles.dtype), dv.astype(v_tiles.dtype)
 
 
 _flash_tiles.defvjp(_flash_fwd, _flash_bwd)
