@@ -2,7 +2,7 @@
 
     python -m camclone_jax.data.encode --records DIR --vae PATH --out OUT \
         [--batch_size 4] [--frames 77 --height 384 --width 672 --frame_stride 1] \
-        [--short_video reject] [--dtype float16] [--i2v]
+        [--short_video reject] [--dtype float16] [--i2v] [--t5 PATH --tokenizer PATH]
 
 Each input file DIR/NAME.array_record becomes OUT/NAME.array_record (same records in the same
 order, minus the bad ones), written atomically and then marked done by OUT/NAME.json (counts
@@ -15,7 +15,9 @@ centre crop), so the latents are exactly what the pixel pipeline would feed the 
 `batch_size` triplets (3 videos each, plus [first frame, zeros...] with --i2v) are padded to a
 fixed size that the local devices divide, sharded over them along the batch axis, and encoded
 (posterior mean, normalised); the compile happens once. The latent records keep the caption,
-ids, poses and source of the input and add latent_info (clip size, VAE config).
+ids, poses and source of the input and add latent_info (clip size, VAE config). With --t5 and
+--tokenizer the captions are also run through the umT5 encoder (camclone_jax/models/t5.py) and
+stored as `text_embedding`: only the rows up to each prompt's length, since Wan zeroes the rest.
 """
 import argparse
 import dataclasses
@@ -50,6 +52,25 @@ def latent_record(rec, latents, clip_cfg, vae_config, i2v=None, dtype=np.float16
         "frame_stride": clip_cfg.frame_stride, "vae": json.dumps(vae_config.to_dict()),
         "normalized": True})
     return out
+
+
+class TextEncoder:
+    """Captions -> umT5 embeddings, the valid rows only ([length, dim] each; the rest are zero)."""
+
+    def __init__(self, t5_path, tokenizer_path, dtype=np.float16):
+        from camclone_jax.convert.encoders import load_t5
+        from camclone_jax.models.tokenizer import load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_path)
+        self.config, self.params = load_t5(t5_path)
+        self.dtype = dtype
+        self.name = f"umt5:{os.path.abspath(t5_path)}"
+
+    def __call__(self, captions):
+        from camclone_jax.models.t5 import encode_prompts
+
+        emb, lengths = encode_prompts(list(captions), self.tokenizer, self.config, self.params)
+        return [e[:n].astype(self.dtype) for e, n in zip(emb, lengths)]  # [length, dim] each
 
 
 class Encoder:
@@ -99,8 +120,11 @@ def _good_batches(src, clip_cfg, batch_size, bad):
         yield chunk
 
 
-def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, dtype=np.float16):
+def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, dtype=np.float16,
+                text=None):
     """Encodes one ArrayRecord file into `dst` and writes its done-marker; returns the marker.
+
+    ``text``: an optional ``TextEncoder`` whose output is stored as each record's text_embedding.
 
     Streams: only one batch of decoded clips is in memory at a time.
     """
@@ -117,10 +141,13 @@ def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, 
                     videos.append(first)
             lat = encoder(np.stack(videos))  # [n * keys, L, h, w, C]
             lat = lat.reshape(len(chunk), len(keys), *encoder.out_shape)  # [n, keys, L, h, w, C]
-            for (rec, clips), z in zip(chunk, lat):  # z: [keys, L, h, w, C]
+            texts = text([rec["caption"] for rec, _ in chunk]) if text else [None] * len(chunk)
+            for (rec, clips), z, emb in zip(chunk, lat, texts):  # z: [keys, L, h, w, C]
                 out = latent_record(rec, dict(zip(keys, z)), clip_cfg, vae_config,
                                     i2v=z[3] if i2v else None, dtype=dtype)
                 out["first_frame"] = video.encode_png(clips["target"][0])
+                if emb is not None:
+                    out.update(text_embedding=emb, text_encoder=text.name)  # [length, dim]
                 yield records.encode_triplet(out)
 
     written = records.write_records(dst, latent_records())
@@ -134,8 +161,13 @@ def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, 
 
 
 def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False, dtype="float16",
-                   process_index=None, process_count=None):
-    """Encodes this host's share of the files; returns {file name: done-marker}."""
+                   process_index=None, process_count=None, t5_path=None, tokenizer_path=None):
+    """Encodes this host's share of the files; returns {file name: done-marker}.
+
+    With ``t5_path`` and ``tokenizer_path`` the captions' umT5 embeddings are stored too.
+    """
+    if (t5_path is None) != (tokenizer_path is None):
+        raise ValueError("text encoding needs both --t5 and --tokenizer")
     import jax
 
     from camclone_jax.convert.vae import load_vae
@@ -153,6 +185,7 @@ def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False
         raise ValueError(f"height and width must be multiples of {sf}, "
                          f"got {clip_cfg.height}x{clip_cfg.width}")
     encoder = Encoder(vae_config, params, batch_size * (4 if i2v else 3), clip_cfg)
+    text = TextEncoder(t5_path, tokenizer_path, np.dtype(dtype)) if t5_path else None
     os.makedirs(out, exist_ok=True)
     markers = {}
     for f in mine:
@@ -164,7 +197,7 @@ def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False
                 markers[name] = json.load(fh)
             continue
         markers[name] = encode_file(f, dst, encoder, clip_cfg, vae_config, batch_size, i2v,
-                                    np.dtype(dtype))
+                                    np.dtype(dtype), text)
         log.info("%s: %d latent records, %d bad", name, markers[name]["written"],
                  len(markers[name]["bad"]))
     return markers
@@ -186,11 +219,14 @@ def main(argv=None):
     p.add_argument("--short_video", default=d.short_video, choices=("reject", "repeat_last"))
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--i2v", action="store_true", help="also encode [first frame, zeros...]")
+    p.add_argument("--t5", default=None, help="umT5 weights (anything convert.load_t5 reads)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json / sentencepiece model")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     cfg = transforms.ClipConfig(num_frames=a.frames, height=a.height, width=a.width,
                                 frame_stride=a.frame_stride, short_video=a.short_video)
     try:
-        markers = encode_records(a.records, a.vae, a.out, cfg, a.batch_size, a.i2v, a.dtype)
+        markers = encode_records(a.records, a.vae, a.out, cfg, a.batch_size, a.i2v, a.dtype,
+                                 t5_path=a.t5, tokenizer_path=a.tokenizer)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"{a.out}: {sum(m['written'] for m in markers.values())} latent records from "

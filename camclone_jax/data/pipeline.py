@@ -236,14 +236,19 @@ def make_loader(source, cfg):
     return TripletLoader(make_dataset(source, cfg), cfg)
 
 
-def global_batch(batch, mesh, data_axis="data"):
-    """Places this host's batch on `mesh` as global jax.Arrays sharded over `data_axis`.
+def global_batch(batch, mesh, data_axes=None):
+    """Places this host's batch on `mesh` as global jax.Arrays sharded over the batch axes.
 
-    Numeric fields become arrays of global shape [process_count * B, ...]; string fields
-    (caption) stay host-local numpy arrays.
+    The batch axis is sharded like the model's activations (``camclone_jax.sharding``: the
+    "data" and "fsdp" axes of the mesh that exist), or over ``data_axes`` when given. Numeric
+    fields become arrays of global shape [process_count * B, ...]; string fields (caption)
+    stay host-local numpy arrays.
     """
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
+
+    if data_axes is None:
+        data_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
 
     out = {}
     for key, value in batch.items():
@@ -251,6 +256,6 @@ def global_batch(batch, mesh, data_axis="data"):
         if value.dtype.kind in "USO":
             out[key] = value
             continue
-        spec = PartitionSpec(data_axis, *([None] * (value.ndim - 1)))
+        spec = PartitionSpec(data_axes, *([None] * (value.ndim - 1)))
         out[key] = jax.make_array_from_process_local_data(NamedSharding(mesh, spec), value)
     return out

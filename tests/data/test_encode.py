@@ -10,6 +10,7 @@ from camclone_jax.convert.vae import save_vae
 from camclone_jax.data import encode, pipeline, records, transforms
 from camclone_jax.models.vae import WanVAE, WanVAEConfig
 from tests.data.conftest import CLIP
+from tests.models.test_t5 import TINY, tokenizer_json  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,28 @@ def test_encode_rejects_frame_counts_the_vae_cannot_take(prepared_dir, tiny_vae,
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         encode.encode_records(prepared_dir, tiny_vae[0], str(tmp_path),
                               transforms.ClipConfig(num_frames=6, height=16, width=24))
+
+
+def test_encode_job_stores_caption_embeddings(prepared_dir, tiny_vae, tokenizer_json, tmp_path):
+    from camclone_jax.convert.encoders import save_t5
+    from camclone_jax.models import t5
+    from camclone_jax.models.tokenizer import load_tokenizer
+
+    t5_cfg = t5.T5Config.from_transformers(TINY)
+    t5_params = t5.init_t5_params(t5_cfg, 0)
+    save_t5(str(tmp_path / "t5"), t5_cfg, t5_params)
+    src = list(records.read_records(os.path.join(prepared_dir, "triplets-00000-of-00003.array_record")))
+    records.write_records(str(tmp_path / "in" / "a.array_record"), src[:2])
+    clip = transforms.ClipConfig(**CLIP)
+    with pytest.raises(ValueError, match="needs both --t5 and --tokenizer"):
+        encode.encode_records(str(tmp_path / "in"), tiny_vae[0], str(tmp_path / "x"), clip,
+                              t5_path=str(tmp_path / "t5"))
+    encode.encode_records(str(tmp_path / "in"), tiny_vae[0], str(tmp_path / "out"), clip,
+                          batch_size=2, dtype="float32", t5_path=str(tmp_path / "t5"),
+                          tokenizer_path=tokenizer_json)
+    out = [records.decode_triplet(r) for r in records.read_records(str(tmp_path / "out" / "a.array_record"))]
+    want, lengths = t5.encode_prompts([r["caption"] for r in out], load_tokenizer(tokenizer_json),
+                                      t5_cfg, t5_params)
+    for rec, w, n in zip(out, want, lengths):
+        assert rec["text_embedding"].shape == (n, t5_cfg.dim) and rec["text_encoder"].startswith("umt5:")
+        np.testing.assert_allclose(rec["text_embedding"], w[:n], atol=1e-5)

@@ -135,3 +135,9 @@ def test_global_batch_on_a_mesh(latent_dir):
     assert len(out["target"].sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(out["index"]), batch["index"])
     assert out["caption"].dtype.kind == "U"
+    # On the training mesh the batch is split over data x fsdp, as the model's sharding rules say.
+    from camclone_jax import sharding
+
+    full = pipeline.global_batch(batch, sharding.make_mesh({"data": 2, "fsdp": 4}))
+    assert tuple(full["target"].sharding.spec)[0] == ("data", "fsdp")
+    assert len(full["target"].sharding.device_set) == 8
