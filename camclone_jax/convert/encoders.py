@@ -17,7 +17,6 @@ Layout changes: torch linear weight [out, in] <-> kernel [in, out]; conv [dim, c
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Callable, Mapping
@@ -285,15 +284,9 @@ def export_t5(config: T5Config, params, out_dir: str, *, fmt: str = "transformer
     """Writes a transformers ``UMT5EncoderModel`` directory (config.json + model.safetensors),
     or with fmt="original" a single .safetensors file with Wan's T5Encoder keys."""
     state = t5_params_to_torch(params, config, fmt, dtype)
-    if fmt == "original":
-        if os.path.exists(out_dir) and not overwrite:
-            raise FileExistsError(f"{out_dir} already exists; pass overwrite to replace it")
-        io.write_safetensors(out_dir, state, {"format": "pt"})
-        return
-    with io.atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(t5_config_to_transformers(config), f, indent=2)
-        io.write_safetensors(os.path.join(tmp, "model.safetensors"), state, {"format": "pt"})
+    io.write_pytorch_weights(out_dir, state, overwrite=overwrite,
+                             config_json=None if fmt == "original" else t5_config_to_transformers(config),
+                             weights_name="model.safetensors")
 
 
 def save_t5(path: str, config: T5Config, params, *, source: str = "", overwrite: bool = False):

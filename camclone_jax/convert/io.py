@@ -260,6 +260,25 @@ def atomic_dir(path: str, overwrite: bool = False) -> Iterator[str]:
             shutil.rmtree(tmp)
 
 
+def write_pytorch_weights(path: str, state: Mapping[str, np.ndarray], *,
+                          config_json: dict | None = None, weights_name: str = "",
+                          overwrite: bool = False):
+    """Writes exported weights for the PyTorch world, atomically.
+
+    With ``config_json``: a model directory (``config.json`` + ``weights_name`` safetensors), as
+    diffusers / transformers ``from_pretrained`` read it. Without: one .safetensors file.
+    """
+    if config_json is None:
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
+        write_safetensors(path, state, {"format": "pt"})
+        return
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config_json, f, indent=2)
+        write_safetensors(os.path.join(tmp, weights_name), state, {"format": "pt"})
+
+
 # --------------------------------------------------------------------- our converted directory
 def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
                    source: str = "", overwrite: bool = False):

@@ -12,7 +12,6 @@ Per-block tensors are stacked on a leading layer axis on our side.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -256,13 +255,6 @@ def export_transformer(config: DiTConfig, params, out_dir: str, *, fmt: str = "d
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
     state = params_to_torch(params, config, fmt, dtype)
-    if fmt == "original":
-        if os.path.exists(out_dir) and not overwrite:
-            raise FileExistsError(f"{out_dir} already exists; pass overwrite to replace it")
-        io.write_safetensors(out_dir, state, {"format": "pt"})
-        return
-    with io.atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(config.to_diffusers(), f, indent=2)
-        io.write_safetensors(os.path.join(tmp, "diffusion_pytorch_model.safetensors"), state,
-                             {"format": "pt"})
+    io.write_pytorch_weights(out_dir, state, overwrite=overwrite,
+                             config_json=None if fmt == "original" else config.to_diffusers(),
+                             weights_name="diffusion_pytorch_model.safetensors")

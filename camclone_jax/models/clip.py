@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from camclone_jax.models.layers import AffineLayerNorm, dense
+from camclone_jax.models.params import init_plain, shapes_plain
 
 KIND = "clip"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -201,15 +202,12 @@ def _init_boxed(cfg: CLIPVisionConfig, rng):
 
 def init_clip_params(config: CLIPVisionConfig, rng: jax.Array | int = 0) -> dict:
     """Randomly initialised params as a plain nested dict."""
-    if isinstance(rng, int):
-        rng = jax.random.PRNGKey(rng)
-    return nn.meta.unbox(jax.jit(_init_boxed, static_argnums=0)(config, rng))
+    return init_plain(_init_boxed, config, rng)
 
 
 def clip_param_shapes(config: CLIPVisionConfig) -> dict:
     """``jax.ShapeDtypeStruct`` tree of the params, without allocating them."""
-    return nn.meta.unbox(jax.eval_shape(functools.partial(_init_boxed, config),
-                                        jax.random.PRNGKey(0)))
+    return shapes_plain(_init_boxed, config)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -35,23 +35,40 @@ def _init_boxed(cfg: DiTConfig, rng):
     return DiT(cfg).init(rng, *args, **kwargs)["params"]
 
 
-def init_params(config: DiTConfig, rng: jax.Array | int = 0) -> dict:
-    """Randomly initialised params as a plain nested dict."""
+# Generic over any model's ``init_boxed(config, rng) -> boxed params``; the DiT, umT5 and CLIP
+# helpers below and in t5.py / clip.py are these three applied to their own init function.
+def init_plain(init_boxed, config, rng: jax.Array | int = 0) -> dict:
+    """Randomly initialised params of ``init_boxed`` as a plain nested dict."""
     if isinstance(rng, int):
         rng = jax.random.PRNGKey(rng)
-    return nn.meta.unbox(jax.jit(_init_boxed, static_argnums=0)(config, rng))
+    return nn.meta.unbox(jax.jit(init_boxed, static_argnums=0)(config, rng))
 
 
-def param_shapes(config: DiTConfig) -> dict:
+def shapes_plain(init_boxed, config) -> dict:
     """``jax.ShapeDtypeStruct`` tree of the params, computed without allocating them."""
-    return nn.meta.unbox(jax.eval_shape(functools.partial(_init_boxed, config),
+    return nn.meta.unbox(jax.eval_shape(functools.partial(init_boxed, config),
                                         jax.random.PRNGKey(0)))
 
 
-def logical_specs(config: DiTConfig) -> dict:
+def specs_plain(init_boxed, config) -> dict:
     """Logical axis names of every param (e.g. ('layers', 'embed', 'heads')), same tree."""
-    boxed = jax.eval_shape(functools.partial(_init_boxed, config), jax.random.PRNGKey(0))
-    return nn.get_partition_spec(boxed)
+    return nn.get_partition_spec(jax.eval_shape(functools.partial(init_boxed, config),
+                                                jax.random.PRNGKey(0)))
+
+
+def init_params(config: DiTConfig, rng: jax.Array | int = 0) -> dict:
+    """Randomly initialised DiT params as a plain nested dict."""
+    return init_plain(_init_boxed, config, rng)
+
+
+def param_shapes(config: DiTConfig) -> dict:
+    """DiT param shapes without allocating them."""
+    return shapes_plain(_init_boxed, config)
+
+
+def logical_specs(config: DiTConfig) -> dict:
+    """Logical axis names of every DiT param."""
+    return specs_plain(_init_boxed, config)
 
 
 def count_params(tree) -> int:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from camclone_jax.models.layers import RMSNorm, dense
+from camclone_jax.models.params import init_plain, shapes_plain, specs_plain
 
 KIND = "t5"
 _normal = nn.initializers.normal
@@ -241,21 +242,17 @@ def _init_boxed(cfg: T5Config, rng):
 
 def init_t5_params(config: T5Config, rng: jax.Array | int = 0) -> dict:
     """Randomly initialised params as a plain nested dict."""
-    if isinstance(rng, int):
-        rng = jax.random.PRNGKey(rng)
-    return nn.meta.unbox(jax.jit(_init_boxed, static_argnums=0)(config, rng))
+    return init_plain(_init_boxed, config, rng)
 
 
 def t5_param_shapes(config: T5Config) -> dict:
     """``jax.ShapeDtypeStruct`` tree of the params, computed without allocating them."""
-    return nn.meta.unbox(jax.eval_shape(functools.partial(_init_boxed, config),
-                                        jax.random.PRNGKey(0)))
+    return shapes_plain(_init_boxed, config)
 
 
 def t5_logical_specs(config: T5Config) -> dict:
     """Logical axis names of every param (same tree as the params)."""
-    boxed = jax.eval_shape(functools.partial(_init_boxed, config), jax.random.PRNGKey(0))
-    return nn.get_partition_spec(boxed)
+    return specs_plain(_init_boxed, config)
 
 
 # ---------------------------------------------------------------------------- encoding
