@@ -139,7 +139,7 @@ def build_prompt_cache(out: str, prompts: Iterable[str], tokenizer, config, para
     Returns {"encoded": n new, "skipped": n already cached, "total": n in the cache}. Refuses
     (ValueError) to extend a cache built with another encoder config or max_length.
     """
-    from camclone_jax.models.t5 import encode_prompts
+    from camclone_jax.models.t5 import encode_prompts, prepare_params
 
     os.makedirs(os.path.join(out, "emb"), exist_ok=True)
     header = {"encoder": config.to_dict(), "max_length": max_length, "dim": config.dim}
@@ -157,6 +157,7 @@ def build_prompt_cache(out: str, prompts: Iterable[str], tokenizer, config, para
     wanted = list(dict.fromkeys(list(prompts) + ([negative_prompt] if negative_prompt is not None
                                                  else [])))
     todo = [p for p in wanted if prompt_key(p) not in index["prompts"]]
+    params = prepare_params(config, params)  # host -> device once, not once per chunk
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         emb, lengths = encode_prompts(chunk, tokenizer, config, params, max_length=max_length,
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
                                    negative_prompt=args.negative_prompt,
                                    max_length=args.max_length, batch_size=args.batch_size,
                                    source=os.path.abspath(args.t5))
-    except (ValueError, FileNotFoundError, ImportError, KeyError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{stats['encoded']} encoded, {stats['skipped']} already cached, "

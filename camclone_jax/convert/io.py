@@ -226,6 +226,12 @@ def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict:
 
 
 # ------------------------------------------------------------------------- atomic output paths
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str) -> Iterator[str]:
     """Yields a temp path beside ``path``; renames it onto ``path`` only if the block succeeds."""
@@ -235,6 +241,7 @@ def atomic_file(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -252,6 +259,7 @@ def atomic_dir(path: str, overwrite: bool = False) -> Iterator[str]:
                            dir=os.path.dirname(path))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir would
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -59,10 +59,12 @@ class TextEncoder:
 
     def __init__(self, t5_path, tokenizer_path, dtype=np.float16):
         from camclone_jax.convert.encoders import load_t5
+        from camclone_jax.models.t5 import prepare_params
         from camclone_jax.models.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer_path)
-        self.config, self.params = load_t5(t5_path)
+        self.config, params = load_t5(t5_path)
+        self.params = prepare_params(self.config, params)  # on the device once, for all batches
         self.dtype = dtype
         self.name = f"umt5:{os.path.abspath(t5_path)}"
 

@@ -114,14 +114,17 @@ def convert_shard(csv_path, out, shard, num_shards, min_frames):
     """
     rows = read_csv(csv_path)
     base_dir, csv_name = os.path.dirname(os.path.abspath(csv_path)), os.path.basename(csv_path)
-    cache, rejected, encoded = {}, [], []
-    for r in range(shard, len(rows), num_shards):
-        try:
-            encoded.append(row_record(rows[r], r, base_dir, min_frames, csv_name, cache))
-        except Rejected as e:
-            rejected.append({"row": r, "reason": e.reason, "detail": e.detail})
+    cache, rejected = {}, []
+
+    def encoded():  # streamed to the writer: one row's videos in memory at a time
+        for r in range(shard, len(rows), num_shards):
+            try:
+                yield row_record(rows[r], r, base_dir, min_frames, csv_name, cache)
+            except Rejected as e:
+                rejected.append({"row": r, "reason": e.reason, "detail": e.detail})
+
     written = records.write_records(os.path.join(out, shard_name(shard, num_shards, "array_record")),
-                                    encoded)
+                                    encoded())
     marker = {"shard": shard, "rows": len(range(shard, len(rows), num_shards)), "written": written,
               "rejected": rejected}
     _atomic_json(os.path.join(out, shard_name(shard, num_shards, "json")), marker)

@@ -9,7 +9,7 @@ numerically equal to diffusers' ``WanTransformer3DModel``.
 
 Top-level parameter paths: ``patch_embedding/{kernel,bias}`` (kernel [pt, ph, pw, c_in, dim]),
 ``time_embedding/{fc1,fc2}``, ``time_projection``, ``text_embedding/{fc1,fc2}``,
-``img_emb/{norm_in,fc1,fc2,norm_out}`` (I2V), ``blocks/...`` (stacked over layers, see
+``img_emb/{norm_in,mlp/fc1,mlp/fc2,norm_out}`` (I2V), ``blocks/...`` (stacked over layers, see
 blocks.py), ``head/modulation`` [2, dim] and ``head/proj``.
 """
 

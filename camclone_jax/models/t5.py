@@ -281,8 +281,9 @@ def encode_prompts(prompts: str | Sequence[str], tokenizer, config: T5Config, pa
 
     ``tokenizer`` is a ``camclone_jax.models.tokenizer.Tokenizer`` (or anything whose
     ``__call__(texts, max_length)`` returns (ids, mask) arrays of shape [b, max_length]).
-    Prompts are encoded in chunks of ``batch_size``; the last chunk is filled up with copies of
-    the first prompt (dropped from the result) so every call has one shape (one compilation).
+    Prompts are encoded in chunks of ``batch_size``; a short chunk (the last, or a call with
+    fewer prompts) is filled up with copies of the first prompt (dropped from the result), so
+    every call has one shape and the encoder compiles once.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
@@ -291,7 +292,7 @@ def encode_prompts(prompts: str | Sequence[str], tokenizer, config: T5Config, pa
     ids, mask = tokenizer(prompts, max_length=max_length)  # [n, L], [n, L]
     params = prepare_params(config, params)
     n = len(prompts)
-    step = max(1, min(batch_size, n))
+    step = max(1, batch_size)  # every call has this batch shape: one compilation per job
     pad = -n % step
     ids = np.concatenate([ids, np.repeat(ids[:1], pad, 0)]) if pad else ids
     mask = np.concatenate([mask, np.repeat(mask[:1], pad, 0)]) if pad else mask

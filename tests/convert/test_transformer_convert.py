@@ -189,3 +189,15 @@ def test_cli_import_export_info_and_no_partial_output(tmp_path, i2v_peer, capsys
     assert "cannot tell the checkpoint layout" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "never")
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".never")]
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.write_safetensors(str(tmp_path / "w.safetensors"), {"a": np.zeros(2, np.float32)})
+        with io.atomic_dir(str(tmp_path / "d")) as tmp:
+            open(os.path.join(tmp, "f"), "w").close()
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "w.safetensors").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "d").st_mode & 0o777 == 0o755
