@@ -96,9 +96,9 @@ def run(config) -> dict:
     tokens = 3 * f * h * w // (cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2])
     return dict(device=str(jax.devices()[0].platform), latent_shape=lat_shape,
                 tokens_per_sample=tokens, params=n_all, trainable_params=n_train,
-                output_shape=tuple(model.apply({"params": params}, clean, t * 1000, text,
-                                               cam_latents=cam, content_latents=content,
-                                               **extra).shape),
+                output_shape=tuple(jax.eval_shape(  # shape only: no second forward pass
+                    lambda p: model.apply({"params": p}, clean, t * 1000, text, cam_latents=cam,
+                                          content_latents=content, **extra), params).shape),
                 init_s=init_s, forward_compile_s=fwd_compile, forward_s=fwd_s,
                 step_compile_s=step_times[0], step_s=min(step_times[1:] or step_times),
                 losses=losses)

@@ -248,6 +248,13 @@ def atomic_file(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+def write_atomic(path: str, data: str | bytes):
+    """Writes text or bytes to ``path`` atomically (a temp file beside it, then a rename)."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str, overwrite: bool = False) -> Iterator[str]:
     """Yields a temp directory beside ``path``; moves it to ``path`` only if the block succeeds."""

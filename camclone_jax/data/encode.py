@@ -28,6 +28,7 @@ import sys
 
 import numpy as np
 
+from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import records, transforms, video
 from camclone_jax.data.pipeline import record_files
 
@@ -155,10 +156,7 @@ def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, 
     written = records.write_records(dst, latent_records())
     marker = {"source": os.path.abspath(src), "records": records.num_records(src),
               "written": written, "bad": bad}
-    tmp = os.path.splitext(dst)[0] + ".json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(marker, f, indent=1)
-    os.replace(tmp, os.path.splitext(dst)[0] + ".json")
+    write_atomic(os.path.splitext(dst)[0] + ".json", json.dumps(marker, indent=1))
     return marker
 
 

@@ -29,6 +29,7 @@ import os
 import sys
 
 
+from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import records, video
 
 CSV_COLUMNS = ("video_path", "caption", "ref_video_path", "content_video_path")
@@ -132,10 +133,7 @@ def convert_shard(csv_path, out, shard, num_shards, min_frames):
 
 
 def _atomic_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def _sha256(path):

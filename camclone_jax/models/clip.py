@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from camclone_jax.models.config import config_from_dict
 from camclone_jax.models.layers import AffineLayerNorm, dense
 from camclone_jax.models.params import init_plain, shapes_plain
 
@@ -95,10 +96,7 @@ class CLIPVisionConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CLIPVisionConfig":
         """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown CLIPVisionConfig fields: {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     @classmethod
     def from_transformers(cls, config: Mapping[str, Any], **overrides) -> "CLIPVisionConfig":

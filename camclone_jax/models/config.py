@@ -12,6 +12,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+def config_from_dict(cls, d: Mapping[str, Any]):
+    """Builds the dataclass ``cls`` from a dict; unknown keys are one error naming them all."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
+    return cls(**dict(d))
+
+
 CONCAT_MODES = ("frame", "channel")
 ATTENTION_BACKENDS = ("auto", "xla", "flash", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
@@ -125,11 +133,8 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DiTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DiTConfig keys: {unknown}")
-        return cls(**dict(d))
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        return config_from_dict(cls, d)
 
     # ---------------------------------------------------------------- diffusers interop
     @classmethod

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from camclone_jax.models.config import config_from_dict
 from camclone_jax.models.layers import RMSNorm, dense
 from camclone_jax.models.params import init_plain, shapes_plain, specs_plain
 
@@ -92,11 +93,7 @@ class T5Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "T5Config":
         """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown T5Config fields: {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     @classmethod
     def from_transformers(cls, config: Mapping[str, Any], **overrides) -> "T5Config":

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from camclone_jax.models.config import config_from_dict
 from camclone_jax.models.vae_layers import (
     CausalConv3d, Indexed, MidBlock, Resample, ResidualBlock, RMSNorm, UpBlock, sub_cache)
 from camclone_jax.models.vae_tiling import tiled_apply
@@ -130,11 +131,8 @@ class WanVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WanVAEConfig":
-        """Builds a config from ``to_dict`` output; unknown keys are an error."""
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown WanVAEConfig keys: {unknown}")
-        return cls(**d)
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        return config_from_dict(cls, d)
 
 
 # ------------------------------------------------------------------------------------ modules

@@ -29,6 +29,7 @@ import numpy as np
 import tqdm
 
 import camclone_jax
+from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import records, video
 from camclone_jax.data.synthetic import dataset as ds
 from camclone_jax.data.synthetic import trajectories as traj_lib
@@ -84,13 +85,6 @@ class GeneratorConfig:
         return [(s * self.num_groups // n, (s + 1) * self.num_groups // n) for s in range(n)]
 
 
-def _atomic_write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def _prepare_dir(out, config):
     """Returns the existing metadata if DIR already holds this dataset, else None (start or
     resume). Raises if DIR holds something else."""
@@ -142,7 +136,7 @@ def _write_location(out, plan, loc, frames, config, pool):
         pose_path = os.path.join(out, key.relpath("poses", "txt"))
         os.makedirs(os.path.dirname(pose_path), exist_ok=True)
         rows = traj_lib.to_realestate10k(c2w[k], traj.intrinsics, stamps)
-        _atomic_write(pose_path, traj_lib.format_realestate10k(key.relpath("videos", "mp4"), rows))
+        write_atomic(pose_path, traj_lib.format_realestate10k(key.relpath("videos", "mp4"), rows))
     return futures
 
 
@@ -191,7 +185,7 @@ def generate_dataset(out, config, progress=True):
             print(f"{out} already holds this complete dataset; nothing to do")
         return done
     start = time.time()
-    _atomic_write(os.path.join(out, "metadata.json"), json.dumps(_metadata(config, False), indent=1))
+    write_atomic(os.path.join(out, "metadata.json"), json.dumps(_metadata(config, False), indent=1))
     shards = config.shards()
     plans, all_triplets, entries = {}, [], []
     for g in range(config.num_groups):
@@ -238,12 +232,12 @@ def generate_dataset(out, config, progress=True):
         caption = plans[t.target.group].scenes[t.target.location].caption
         writer.writerow([t.target.relpath("videos", "mp4"), caption,
                          t.camera_ref.relpath("videos", "mp4"), t.content_ref.relpath("videos", "mp4")])
-    _atomic_write(os.path.join(out, CSV_NAME), buf.getvalue())
-    _atomic_write(os.path.join(out, "videos.json"), json.dumps(entries, indent=1))
+    write_atomic(os.path.join(out, CSV_NAME), buf.getvalue())
+    write_atomic(os.path.join(out, "videos.json"), json.dumps(entries, indent=1))
     _write_preview(out, [t for t in all_triplets if t.target.group == 0], config)
     counts = {"groups": config.num_groups, "locations": config.num_groups * ds.NUM_LOCATIONS,
               "trajectories": config.num_groups * ds.NUM_TRAJECTORIES, "videos": len(entries),
               "triplets": len(all_triplets), "shards": len(shards)}
     meta = _metadata(config, True, counts, round(time.time() - start, 2))
-    _atomic_write(os.path.join(out, "metadata.json"), json.dumps(meta, indent=1))
+    write_atomic(os.path.join(out, "metadata.json"), json.dumps(meta, indent=1))
     return meta
