@@ -29,6 +29,7 @@ setup(
         "imageio>=2.30",
         "imageio-ffmpeg>=0.5",
         "tqdm",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "tokenizers",  # umT5 tokenizer.json files
     ],
     extras_require={

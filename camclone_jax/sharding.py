@@ -63,6 +63,12 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence | None = None) -> Mesh:
     return Mesh(grid, MESH_AXES)
 
 
+def use_mesh(mesh: Mesh):
+    """Context manager making ``mesh`` the ambient mesh (``jax.set_mesh`` where it exists,
+    else the legacy ``with mesh:``), for sharding constraints given as bare specs."""
+    return jax.set_mesh(mesh) if hasattr(jax, "set_mesh") else mesh
+
+
 def logical_sharding(logical_specs, mesh: Mesh, rules=DEFAULT_RULES):
     """NamedSharding tree for a tree of logical PartitionSpecs (e.g. models.params.logical_specs)."""
     return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)

@@ -45,6 +45,8 @@ class ClipConfig:
     decode_threads: int = 1  # ffmpeg threads per video (each worker is a process)
     pixel_dtype: str = "float32"  # or "uint8": pixels stay 0..255 (4x less host memory and
     # inter-process traffic at 480x832x81); scale with `to_float` on the device
+    text_len: int = 0  # > 0: examples carry the record's cached caption embedding as
+    # text_embedding float32 [text_len, dim] (zero-padded or cut, as Wan pads to 512)
 
     def validate(self):
         """Raises ValueError naming the first bad field."""
@@ -56,6 +58,8 @@ class ClipConfig:
             raise ValueError(f"short_video must be 'reject' or 'repeat_last', got {self.short_video!r}")
         if self.pixel_dtype not in ("float32", "uint8"):
             raise ValueError(f"pixel_dtype must be 'float32' or 'uint8', got {self.pixel_dtype!r}")
+        if self.text_len < 0:
+            raise ValueError(f"text_len must be >= 0, got {self.text_len}")
         if not 0.0 <= self.v2v_ratio <= 1.0:
             raise ValueError(f"v2v_ratio must be in [0, 1], got {self.v2v_ratio}")
 
@@ -131,6 +135,18 @@ def _latent_example(rec, cfg):
     return out
 
 
+def _text_embedding(rec, cfg):
+    """The record's caption embedding padded/cut to [text_len, dim] float32."""
+    emb = rec.get("text_embedding")
+    if emb is None:
+        raise ConfigMismatchError(
+            "the pipeline wants cached caption embeddings (text_len > 0) but a record has no "
+            "text_embedding; encode the captions with `python -m camclone_jax.data.encode ... "
+            "--t5 PATH --tokenizer PATH`, or train without text (text_len=0)")
+    emb = np.asarray(emb, np.float32)[:cfg.text_len]  # [<=text_len, dim]
+    return np.pad(emb, ((0, cfg.text_len - len(emb)), (0, 0)))  # [text_len, dim]
+
+
 def example_from_record(raw, index, rng, cfg):
     """One example dict from record bytes (see the module docstring), or `bad_example`."""
     try:
@@ -139,6 +155,8 @@ def example_from_record(raw, index, rng, cfg):
             raise ConfigMismatchError(f"record {index} is of kind {rec['kind']!r}; the pipeline "
                                       f"reads kind {cfg.kind!r} (set kind={rec['kind']!r})")
         out = _pixel_example(rec, cfg) if cfg.kind == "mp4" else _latent_example(rec, cfg)
+        if cfg.text_len:
+            out["text_embedding"] = _text_embedding(rec, cfg)  # [text_len, dim]
     except ConfigMismatchError:
         raise
     except (BadExample, ValueError) as e:

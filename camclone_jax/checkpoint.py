@@ -1,0 +1,185 @@
+"""Training checkpoints (orbax ``CheckpointManager``) and the base model they refer to.
+
+A run's workdir:
+  WORKDIR/run.json            the run's config (JSON) and the base model's path
+  WORKDIR/base/               the base model when the config starts from random weights (our
+                              converted transformer format, written once)
+  WORKDIR/checkpoints/<step>/ state: step, trainable params, optimizer state, EMA, RNG key;
+                              data: the Grain iterator position (one JSON per process)
+  WORKDIR/export/             the trained model as one full param set (``export_model``)
+
+Only the trainable parameters are saved per checkpoint; the frozen ones are the base model,
+referenced by path and loaded at start. Saves are asynchronous (training goes on while the
+arrays are written) and atomic: orbax writes into a temporary directory and renames it when
+complete, so a crash mid-save leaves the previous checkpoint as the latest usable one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from camclone_jax.convert import transformer as transformer_io
+from camclone_jax.convert.io import (atomic_dir, flatten_params, is_converted_dir, write_atomic)
+
+log = logging.getLogger(__name__)
+RUN_FILE = "run.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or base model that does not fit the run (names what and how to fix it)."""
+
+
+def _without_none(state: dict) -> dict:
+    return {k: v for k, v in state.items() if v is not None}
+
+
+class Checkpointer:
+    """Async orbax checkpoints of the train state (+ data iterator) under ``directory``."""
+
+    def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
+        if save_every < 1 or keep < 1:
+            raise ValueError(f"checkpoint save_every and keep must be >= 1, got {save_every}, {keep}")
+        self.directory, self.save_every = os.path.abspath(directory), save_every
+        options = ocp.CheckpointManagerOptions(  # the interval is applied in `save`
+            max_to_keep=keep, save_interval_steps=1, create=True,
+            enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step (temporary, unfinished saves are ignored)."""
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: dict, loader=None, force: bool = False) -> bool:
+        """Starts saving ``state`` (and the loader position) at ``step`` if the interval says so
+        (or ``force``); returns whether a save started."""
+        import grain
+
+        if step % self.save_every and not force:
+            return False
+        items = {"state": ocp.args.StandardSave(_without_none(state))}
+        if loader is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(loader)
+        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def restore(self, abstract_state: dict, loader=None, step: int | None = None) -> dict:
+        """The state at ``step`` (default: latest), placed as ``abstract_state`` says (shapes,
+        dtypes, shardings: it may be another mesh than the one that saved); restores the
+        loader's position in place."""
+        import grain
+
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        items = {"state": ocp.args.StandardRestore(_without_none(abstract_state))}
+        if loader is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(loader)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"checkpoint {self.directory}/{step} does not fit this run's state (a changed "
+                f"model, optimizer rules or EMA setting?): {e}") from e
+        state = dict(restored["state"])
+        return {**{k: None for k in abstract_state}, **state}
+
+    def wait(self):
+        """Blocks until pending saves are complete."""
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+# ------------------------------------------------------------------------------ run record
+def write_run_record(workdir: str, config_json: dict, base: str):
+    """Writes WORKDIR/run.json (process 0 only)."""
+    if jax.process_index() == 0:
+        write_atomic(os.path.join(workdir, RUN_FILE),
+                     json.dumps({"config": config_json, "base": base}, indent=2))
+
+
+def read_run_record(workdir: str) -> dict | None:
+    path = os.path.join(workdir, RUN_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------------------ base model
+def load_base(path: str, dit_config, shardings=None):
+    """Base DiT params from ``path`` (anything ``convert.transformer.load_transformer`` reads),
+    checked against ``dit_config``'s architecture; placed by ``shardings`` when given (our
+    converted format is restored straight into them)."""
+    if not os.path.exists(path):
+        raise CheckpointError(
+            f"base checkpoint {path!r} does not exist; convert one with `python -m "
+            "camclone_jax.convert import --kind transformer --src WEIGHTS --out DIR`, or set "
+            "base_checkpoint='' to start from random weights (config.seed)")
+    from camclone_jax.models import params as params_lib
+
+    expected = flatten_params(params_lib.param_shapes(dit_config))
+    if is_converted_dir(path) and shardings is not None:
+        flat_shard = flatten_params(shardings)
+        abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=flat_shard[k])
+                    for k, v in expected.items()}
+        from camclone_jax.convert.io import unflatten_params
+        try:
+            params = ocp.StandardCheckpointer().restore(
+                os.path.join(os.path.abspath(path), "params"), unflatten_params(abstract))
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"base checkpoint {path} does not fit the configured model: {e}")
+        return params
+    _, params = transformer_io.load_transformer(path, dit_config)
+    got = flatten_params(params)
+    bad = sorted(k for k in expected if k not in got or tuple(got[k].shape) != expected[k].shape)
+    extra = sorted(set(got) - set(expected))
+    if bad or extra:
+        raise CheckpointError(f"base checkpoint {path} does not fit the configured model: "
+                              f"missing or mis-shaped {bad[:8]}, unexpected {extra[:8]}")
+    if shardings is not None:
+        params = jax.device_put(params, shardings)
+    return params
+
+
+def save_base(path: str, dit_config, params):
+    """Writes a freshly initialised base model (process 0 writes, everyone waits)."""
+    if jax.process_index() == 0:
+        transformer_io.save_transformer(path, dit_config, jax.device_get(params),
+                                        source="random init", overwrite=False)
+    _sync("save_base")
+
+
+def _sync(name: str):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+# ---------------------------------------------------------------------------------- export
+def export_model(out: str, dit_config, params, *, extra_files: dict | None = None,
+                 overwrite: bool = False, source: str = ""):
+    """Writes the full param set as our converted transformer directory (readable by
+    ``load_transformer``, the sampler and ``convert export``), plus small JSON side files
+    (e.g. codec.json, text.json) atomically in the same directory."""
+    if jax.process_index() == 0:
+        params = jax.device_get(params)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            transformer_io.save_transformer(os.path.join(tmp, "model"), dit_config, params,
+                                            source=source)
+            for name in os.listdir(os.path.join(tmp, "model")):
+                os.replace(os.path.join(tmp, "model", name), os.path.join(tmp, name))
+            os.rmdir(os.path.join(tmp, "model"))
+            for name, obj in (extra_files or {}).items():
+                with open(os.path.join(tmp, name), "w") as f:
+                    json.dump(obj, f, indent=2)
+    _sync("export_model")

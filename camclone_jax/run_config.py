@@ -1,0 +1,57 @@
+"""The defaults every training config (configs/*.py) starts from: ``base_config()``, per key.
+
+Experiment files (configs/demo.py, wan1_3b_camclone.py, paper.py, wan14b_camclone.py) change what they
+need; with ``lock_config=True`` a command-line override of a key that is not here is an error.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = {}  # DiTConfig fields (camclone_jax/models/config.py)
+    c.base_checkpoint = ""  # base DiT weights (any format convert reads); "": random init
+    c.clip_checkpoint = ""  # CLIP ViT-H/14 weights, for models with image cross-attention
+    c.frozen_dtype = "float32"  # storage dtype of the frozen base params ("bfloat16" halves it)
+
+    c.data = ml_collections.ConfigDict(dict(
+        path="",  # triplet ArrayRecord files: a folder, glob or file
+        val_path="",  # held-out triplets for the validation loss ("": none)
+        kind="mp4",  # "mp4" (pixels, with a codec) or "latent" (pre-encoded Wan VAE latents)
+        frames=81, height=480, width=832, frame_stride=1, short_video="reject",
+        v2v_ratio=0.5,  # the paper's 50% V2V / 50% I2V mix
+        text="cached",  # "cached" (records' text_embedding) or "none" (zero text context)
+        text_len=512,  # text tokens (Wan pads prompts to 512)
+        num_workers=2, max_bad_records=100,
+        codec=ml_collections.FieldReference(None, field_type=dict),  # e.g. {"kind": "pixel"}
+        synthetic=ml_collections.FieldReference(None, field_type=dict),  # generate if no path
+    ))
+    c.batch_size = 4  # global, per optimizer step
+    c.accum_steps = 1  # micro-batches per step (gradient accumulation)
+    c.total_steps = 1000
+
+    c.optim = ml_collections.ConfigDict(dict(
+        rules=[("self_attn", "train"), (".*", None)],  # (regex over param paths, rule)
+        lr=5e-5, warmup_steps=0, schedule="constant", end_factor=0.0,  # "constant" | "cosine"
+        b1=0.9, b2=0.999, weight_decay=0.0, clip_norm=1.0, ema_decay=0.0,
+    ))
+    c.objective = ml_collections.ConfigDict(dict(
+        timestep_sampling="shifted", shift=5.0, logit_mean=0.0, logit_std=1.0,
+        bell_weighting=False, text_drop_prob=0.0,
+    ))
+    c.nonfinite = "stop"  # NaN/inf loss: "stop" (raise; last good checkpoint kept) or "skip"
+
+    c.mesh = dict(data=-1, fsdp=1, context=1, tensor=1)  # -1: the remaining devices
+    c.mesh_devices = 0  # use the first N devices (single process only); 0: all of them
+    c.sharding_rules = ml_collections.FieldReference(None, field_type=list)  # None: defaults
+    c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, async_save=True))
+    c.log_every = 10
+    c.eval_every = 0  # steps between validation losses (0: never)
+    c.eval_batches = 4
+    c.peak_flops = 0.0  # per-device peak FLOP/s for MFU (0: from the device table)
+    c.export = True  # write WORKDIR/export (full params) at the end
+    c.sample = ml_collections.ConfigDict(dict(
+        enabled=False, steps=50, shift=5.0, cfg=5.0, seed=0,
+    ))
+    return c

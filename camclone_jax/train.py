@@ -1,0 +1,473 @@
+r"""CamClone training: `python -m camclone_jax.train --config=configs/X.py[:arg] --workdir=DIR`.
+
+``train_and_evaluate(config, workdir)`` is the whole job (a notebook calls it too); the
+``__main__`` block only parses flags (``--config.key=value`` overrides; an unknown key is an
+error). Phases, in order: processes and mesh; data; base model, parameter split and
+optimizer; shardings and the compiled step; checkpoint restore; the loop (checkpoints,
+metrics, validation, SIGTERM); export and the closing sample video.
+
+Re-running the same command resumes from the newest checkpoint in WORKDIR/checkpoints with the
+same data order, noise and RNG, so N + N steps equal 2N uninterrupted steps. SIGTERM / SIGINT
+save a checkpoint at the current step and return cleanly (status "preempted").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from camclone_jax import checkpoint as ckpt_lib
+from camclone_jax import observe, optim, sharding
+from camclone_jax import train_step as step_lib
+from camclone_jax.convert.io import flatten_params, unflatten_params
+from camclone_jax.data import codec as codec_lib
+from camclone_jax.data import pipeline
+from camclone_jax.data.transforms import ClipConfig
+from camclone_jax.models import params as params_lib
+from camclone_jax.models.config import DiTConfig
+
+log = logging.getLogger(__name__)
+DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient norm became NaN/inf (the update was not applied)."""
+
+
+# ------------------------------------------------------------------------------ data setup
+def ensure_dataset(data_cfg, workdir: str) -> tuple[str, str | None]:
+    """(train records, validation records or None): configured paths, or the synthetic
+    dataset generated on first use under WORKDIR/data (the demo's embedded default)."""
+    path, val = data_cfg.get("path", ""), data_cfg.get("val_path", "") or None
+    synth = data_cfg.get("synthetic")
+    if not path and synth:
+        from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
+        frames, height, width = data_cfg.frames, data_cfg.height, data_cfg.width
+        root = os.path.join(workdir, "data")
+        synth = dict(synth)
+        for split, groups, seed in (("train", synth["num_groups"], synth.get("seed", 0)),
+                                    ("val", synth.get("val_groups", 0), synth.get("val_seed", 1))):
+            if groups:
+                out = os.path.join(root, split)
+                if jax.process_index() == 0:
+                    generate_dataset(out, GeneratorConfig(
+                        num_groups=groups, frames=frames, height=height, width=width, seed=seed,
+                        preview_triplets=0), progress=False)
+        ckpt_lib._sync("dataset")
+        path = os.path.join(root, "train", "records")
+        val = os.path.join(root, "val", "records") if synth.get("val_groups") else None
+    if not path:
+        raise FileNotFoundError(
+            "config.data.path is empty: point it at triplet ArrayRecord files (make them with "
+            "`python -m camclone_jax.data.prepare` from a CamCloneDataset.csv, or `python -m "
+            "camclone_jax.data.synthetic --out DIR`), or set config.data.synthetic")
+    for p in (path, val):
+        if p and not (os.path.exists(p) or any(c in p for c in "*?[")):
+            raise FileNotFoundError(
+                f"dataset {p!r} does not exist; make one with `python -m camclone_jax.data."
+                "synthetic --out DIR` (synthetic) or `python -m camclone_jax.data.prepare` "
+                "(CamCloneDataset.csv), then `python -m camclone_jax.data.encode` for latents")
+    return path, val
+
+
+def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
+    """The Grain pipeline's config from the run config's ``data`` block."""
+    clip = ClipConfig(kind=data_cfg.kind, num_frames=data_cfg.frames, height=data_cfg.height,
+                      width=data_cfg.width, frame_stride=data_cfg.frame_stride,
+                      short_video=data_cfg.short_video, v2v_ratio=data_cfg.v2v_ratio,
+                      pixel_dtype="uint8" if data_cfg.kind == "mp4" else "float32",
+                      text_len=data_cfg.text_len if data_cfg.text == "cached" else 0)
+    kwargs = dict(clip=clip, batch_size=per_host_batch, seed=seed,
+                  num_workers=data_cfg.num_workers, max_bad_records=data_cfg.max_bad_records)
+    kwargs.update(overrides)
+    return pipeline.PipelineConfig(**kwargs)
+
+
+class ImageEncoder:
+    """CLIP tokens of each example's conditioning image, added to the host batch as
+    image_embeds [b, 257, d] (for models with image cross-attention). I2V examples see their
+    first frame; V2V examples a black frame (no image is given at V2V inference, as their
+    first-frame latent condition is zero too)."""
+
+    def __init__(self, path: str):
+        if not path or not os.path.exists(path):
+            raise FileNotFoundError(
+                f"this model has image cross-attention and needs CLIP weights, but "
+                f"config.clip_checkpoint={path!r} does not exist; import them with `python -m "
+                "camclone_jax.convert import --kind clip --src WEIGHTS --out DIR`")
+        from camclone_jax.convert.encoders import load_clip
+        from camclone_jax.models import clip
+        self._clip = clip
+        self.cfg, params = load_clip(path)
+        self.params = clip.prepare_params(self.cfg, params)
+
+    def __call__(self, batch: dict) -> dict:
+        first = np.asarray(batch["first_frame"])  # [b, H, W, 3]
+        black = np.zeros_like(first) if first.dtype == np.uint8 else np.full_like(first, -1.0)
+        i2v = (np.asarray(batch["task"]) == 0)[:, None, None, None]
+        pixels = self._clip.preprocess_images(np.where(i2v, first, black),
+                                              size=self.cfg.image_size)  # [b, S, S, 3]
+        embeds = self._clip.encode_images(self.cfg, self.params, pixels)  # [b, 257, d]
+        return {**batch, "image_embeds": np.asarray(embeds, np.float32)}
+
+
+def _device_batch(batch: dict, mesh, data_axes) -> dict:
+    return pipeline.global_batch({k: v for k, v in batch.items() if k not in DROP_KEYS},
+                                 mesh, data_axes)
+
+
+# ------------------------------------------------------------------------------ the job
+@dataclasses.dataclass
+class _Run:
+    """What the phases hand each other."""
+    mesh: object
+    dit_cfg: DiTConfig
+    step_cfg: step_lib.StepConfig
+    codec: object
+    data_axes: tuple
+
+
+def _mesh_devices(n: int):
+    """The first ``n`` devices (0: all)."""
+    if not n:
+        return None
+    if jax.process_count() > 1:
+        raise ValueError("mesh_devices must be 0 (all devices) in a multi-process run")
+    if n > jax.device_count():
+        raise ValueError(f"mesh_devices={n} but only {jax.device_count()} devices are present")
+    return jax.devices()[:n]
+
+
+def _data_axes(mesh):
+    return tuple(a for a in ("data", "fsdp") if mesh.shape.get(a, 1) > 1) or None
+
+
+def _check_batch(config, mesh):
+    data_size = mesh.shape["data"] * mesh.shape["fsdp"]
+    b, a = config.batch_size, config.accum_steps
+    if b % (jax.process_count() * a) or (b // a) % data_size:
+        raise ValueError(f"batch_size {b} must split into {a} micro-batches (accum_steps) whose "
+                         f"size the {data_size} data-parallel devices divide, and into "
+                         f"{jax.process_count()} processes")
+
+
+def _tokens_per_sample(dit_cfg: DiTConfig, data_cfg, codec) -> int:
+    if codec is not None:
+        f, h, w = codec.latent_shape(data_cfg.frames, data_cfg.height, data_cfg.width)
+    else:  # Wan VAE geometry
+        f, h, w = 1 + (data_cfg.frames - 1) // 4, data_cfg.height // 8, data_cfg.width // 8
+    pt, ph, pw = dit_cfg.patch_size
+    segments = 3 if dit_cfg.concat == "frame" else 1
+    return segments * (f // pt) * (h // ph) * (w // pw)
+
+
+class _SignalFlag:
+    """Sets a flag on SIGTERM/SIGINT while active (main thread only); restores handlers."""
+
+    def __init__(self):
+        self.raised, self._old = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def any_process(self) -> bool:
+        """True when a signal reached this or (multi-process) any other process."""
+        flag = self.raised is not None
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            flag = bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+        return flag
+
+
+def _config_json(config) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def _check_resume(workdir: str, config):
+    """A workdir belongs to one model and parameter split: refuse to resume another."""
+    record = ckpt_lib.read_run_record(workdir)
+    if record is None:
+        return
+    old, new = record["config"], _config_json(config)
+    arch = ("dim", "ffn_dim", "num_layers", "num_heads", "in_channels", "out_channels",
+            "text_dim", "image_dim", "patch_size", "concat", "spatial_attn")
+    for key in arch:
+        if old["model"].get(key) != new["model"].get(key):
+            raise ckpt_lib.CheckpointError(
+                f"{workdir} holds a run with model.{key}={old['model'].get(key)!r}, the config "
+                f"says {new['model'].get(key)!r}; use a new --workdir")
+    if old["optim"]["rules"] != new["optim"]["rules"]:
+        raise ckpt_lib.CheckpointError(f"{workdir} was trained with optimizer rules "
+                                       f"{old['optim']['rules']}; use a new --workdir")
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains as ``config`` says in ``workdir`` (resuming there); returns a summary dict with
+    the status ("done" or "preempted"), steps, losses and timings."""
+    workdir = os.path.abspath(workdir)
+    _maybe_initialize_distributed(config)
+    os.makedirs(workdir, exist_ok=True)
+    _check_resume(workdir, config)
+
+    # ------------------------------------------------------------------ mesh and settings
+    mesh = sharding.make_mesh(dict(config.mesh), _mesh_devices(config.mesh_devices))
+    rules = tuple(tuple(r) for r in config.sharding_rules) if config.get("sharding_rules") \
+        else sharding.DEFAULT_RULES
+    dit_cfg = DiTConfig.from_dict(dict(config.model))
+    codec = codec_lib.codec_from_dict(dict(config.data.codec)) if config.data.get("codec") else None
+    text_len = config.data.text_len
+    step_cfg = step_lib.StepConfig(accum_steps=config.accum_steps, text_len=text_len,
+                                   nonfinite=config.nonfinite, ema_decay=config.optim.ema_decay,
+                                   **dict(config.objective))
+    step_cfg.validate()
+    _check_batch(config, mesh)
+    data_axes = _data_axes(mesh)
+    image_encoder = ImageEncoder(config.clip_checkpoint) if dit_cfg.image_dim else None
+
+    def device_batch(raw):
+        raw = image_encoder(raw) if image_encoder else raw
+        return _device_batch(raw, mesh, data_axes)
+
+    # ------------------------------------------------------------------ data
+    train_path, val_path = ensure_dataset(config.data, workdir)
+    per_host = config.batch_size // jax.process_count()
+    loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host, config.seed))
+    val_batches = []
+    if val_path and config.eval_every:
+        val_loader = pipeline.make_loader(val_path, pipeline_config(
+            config.data, per_host, config.seed, shuffle=False, num_epochs=1, num_workers=0,
+            drop_remainder=True))
+        for _, batch in zip(range(config.eval_batches), val_loader):
+            val_batches.append(batch)
+        val_loader.close()
+
+    # ------------------------------------------------------------------ model and optimizer
+    logical = params_lib.logical_specs(dit_cfg)
+    param_sh = sharding.logical_sharding(logical, mesh, rules)  # NamedSharding tree
+    base_path = config.base_checkpoint or os.path.join(workdir, "base")
+    if not config.base_checkpoint and not os.path.exists(base_path):
+        params = jax.jit(lambda k: params_lib.init_params(dit_cfg, k), out_shardings=param_sh)(
+            jax.random.PRNGKey(config.seed))
+        ckpt_lib.save_base(base_path, dit_cfg, params)
+    else:
+        params = ckpt_lib.load_base(base_path, dit_cfg, param_sh)
+    ckpt_lib.write_run_record(workdir, _config_json(config), base_path)
+    rules_opt = [tuple(r) for r in config.optim.rules]
+    labels = optim.label_params(params, rules_opt)
+    trainable, frozen = step_lib.split_params(params, labels)
+    del params
+    frozen_dtype = jnp.dtype(config.frozen_dtype)
+    frozen = jax.tree_util.tree_map(lambda x: x.astype(frozen_dtype), frozen)
+    train_sh, frozen_sh = step_lib.split_params(param_sh, labels)
+    schedule = optim.warmup_cosine(config.optim.lr, config.optim.warmup_steps,
+                                   config.total_steps if config.optim.schedule == "cosine" else 0,
+                                   config.optim.end_factor)
+    tx = optim.make_optimizer(trainable, rules_opt, schedule, b1=config.optim.b1,
+                              b2=config.optim.b2, weight_decay=config.optim.weight_decay,
+                              clip_norm=config.optim.clip_norm or None)
+
+    # ------------------------------------------------------------------ shardings and step
+    replicated = NamedSharding(mesh, PartitionSpec())
+    ema = step_cfg.ema_decay > 0
+    state_sh = step_lib.state_shardings(tx, trainable, train_sh, replicated, ema)
+    init_fn = jax.jit(lambda tr: step_lib.init_state(tr, tx, config.seed, ema),
+                      out_shardings=state_sh)
+    abstract_state = jax.eval_shape(init_fn, trainable)
+    abstract_state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_sh)
+
+    def constrain(y):  # micro-batches [n, b/n, ...]: batch on axis 1
+        spec = PartitionSpec(None, data_axes, *([None] * (y.ndim - 2)))
+        return jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
+
+    step_fn = step_lib.make_train_step(flax_module(dit_cfg), tx, step_cfg, codec=codec,
+                                       batch_constraint=constrain, learning_rate=schedule)
+    eval_fn = step_lib.make_eval_loss(flax_module(dit_cfg), step_cfg, codec=codec)
+
+    # ------------------------------------------------------------------ checkpoint restore
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         save_every=config.checkpoint.every,
+                                         keep=config.checkpoint.keep,
+                                         async_save=config.checkpoint.async_save)
+    start = checkpointer.latest_step()
+    if start is not None:
+        state = checkpointer.restore(abstract_state, loader)
+        log.info("resumed from step %d", start)
+    else:
+        state, start = init_fn(trainable), 0
+    del trainable
+
+    writer = observe.MetricWriter(workdir)
+    progress = observe.Progress(config.total_steps, start, every=config.log_every)
+    summary = {"status": "done", "start_step": start, "losses": [], "val_losses": {}}
+    try:
+        with sharding.use_mesh(mesh), nn_rules(rules), _SignalFlag() as signals:
+            raw = next(loader)
+            summary["batch_indices"] = [raw["index"].tolist()]  # this host's records per step
+            first = device_batch(raw)
+            batch_sh = jax.tree_util.tree_map(lambda x: x.sharding, first)
+            train = jax.jit(step_fn, in_shardings=(state_sh, frozen_sh, batch_sh),
+                            out_shardings=(state_sh, replicated), donate_argnums=(0,))
+            evaluate = jax.jit(eval_fn)
+            t0 = time.perf_counter()
+            compiled = train.lower(state, frozen, first).compile()
+            summary["compile_s"] = time.perf_counter() - t0
+            flops = observe.compiled_flops(compiled)
+            peak = observe.peak_flops(override=config.peak_flops)
+            tokens = config.batch_size * _tokens_per_sample(dit_cfg, config.data, codec)
+            summary.update(step_flops_per_device=flops, tokens_per_step=tokens)
+
+            step, batch, pending = start, first, []
+            window_t, window_steps = time.perf_counter(), 0
+            while step < config.total_steps:
+                state, metrics = compiled(state, frozen, batch)
+                step += 1
+                window_steps += 1
+                pending.append((step, metrics))
+                last = step == config.total_steps
+                stop = signals.any_process()
+                if step % config.log_every == 0 or last or stop or \
+                        step % config.checkpoint.every == 0:
+                    fetched = jax.device_get([m for _, m in pending])
+                    step_s = (time.perf_counter() - window_t) / window_steps
+                    for (s, _), m in zip(pending, fetched):
+                        if not m["finite"]:
+                            _on_nonfinite(s, m, config, checkpointer, summary)
+                        summary["losses"].append((s, float(m["loss"])))
+                    m = fetched[-1]
+                    scalars = {"loss": float(np.mean([f["loss"] for f in fetched])),
+                               "grad_norm": float(m["grad_norm"]),
+                               "learning_rate": float(m.get("learning_rate", 0.0)),
+                               "step_s": step_s, "tokens_per_s": tokens / step_s,
+                               "mfu": observe.mfu(flops, step_s, peak)}
+                    writer.write(step, scalars)
+                    progress.update(step, scalars)
+                    pending, window_t, window_steps = [], time.perf_counter(), 0
+                    summary["step_s"] = step_s
+                if val_batches and (step % config.eval_every == 0 or last):
+                    val = _validate(evaluate, state, frozen, val_batches, device_batch, config)
+                    summary["val_losses"][step] = val
+                    writer.write(step, {"val_loss": val})
+                    progress.message(f"step {step}: validation loss {val:.4f}")
+                    window_t = time.perf_counter()
+                if stop:
+                    checkpointer.save(step, state, loader, force=True)
+                    summary["status"] = "preempted"
+                    progress.message(f"{signals.raised or 'signal'}: saved step {step}, exiting")
+                    break
+                checkpointer.save(step, state, loader, force=last)
+                if not last:
+                    raw = next(loader)
+                    summary["batch_indices"].append(raw["index"].tolist())
+                    batch = device_batch(raw)
+            summary["step"] = step
+            checkpointer.wait()
+            if summary["status"] == "done" and config.export:
+                _export(workdir, config, dit_cfg, state, frozen, codec)
+                summary["export"] = os.path.join(workdir, "export")
+    finally:
+        checkpointer.close()
+        writer.close()
+        loader.close()
+    if summary["status"] == "done" and config.get("sample") and config.sample.enabled:
+        summary["sample"] = _sample_video(workdir, config, val_path or train_path)
+    return summary
+
+
+def flax_module(dit_cfg):
+    from camclone_jax.models.dit import DiT
+    return DiT(dit_cfg)
+
+
+def nn_rules(rules):
+    import flax.linen as nn
+    return nn.logical_axis_rules(rules)
+
+
+def _on_nonfinite(step, metrics, config, checkpointer, summary):
+    summary.setdefault("nonfinite_steps", []).append(step)
+    if config.nonfinite == "stop":
+        checkpointer.wait()
+        raise NonFiniteLossError(
+            f"non-finite loss {float(metrics['loss'])} (grad norm {float(metrics['grad_norm'])}) "
+            f"at step {step}; the update was not applied and the last good checkpoint is step "
+            f"{checkpointer.latest_step()}. Lower the learning rate, check the data, or set "
+            "nonfinite='skip'")
+    log.warning("non-finite loss at step %d: update skipped", step)
+
+
+def _validate(evaluate, state, frozen, val_batches, device_batch, config) -> float:
+    """Mean validation loss over the held-out batches (fixed t grid and noise)."""
+    rng = jax.random.PRNGKey(config.seed + 1)
+    params = state["ema"] if state["ema"] is not None else state["params"]
+    losses = [float(evaluate(params, frozen, device_batch(b),
+                             jax.random.fold_in(rng, i))) for i, b in enumerate(val_batches)]
+    return float(np.mean(losses))
+
+
+def _export(workdir, config, dit_cfg, state, frozen, codec):
+    """WORKDIR/export: the full trained param set (EMA if kept) + codec.json + text.json."""
+    trained = state["ema"] if state["ema"] is not None else state["params"]
+    full = step_lib.merge_params(trained, jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32), frozen))
+    extra = {"text.json": {"kind": config.data.text, "text_len": config.data.text_len,
+                           "text_dim": dit_cfg.text_dim}}
+    if codec is not None:
+        extra["codec.json"] = codec.to_dict()
+    out = os.path.join(workdir, "export")
+    ckpt_lib.export_model(out, dit_cfg, full, extra_files=extra, overwrite=True,
+                          source=f"camclone_jax.train step {int(state['step'])}")
+
+
+def _sample_video(workdir, config, records_path):
+    """Writes WORKDIR/sample.mp4 from the exported model on a held-out triplet."""
+    from camclone_jax import sample_from_run
+    return sample_from_run.sample_run(workdir, config, records_path)
+
+
+def _maybe_initialize_distributed(config):
+    """Multi-process setup from the environment (camclone_jax.distributed), if present."""
+    try:
+        from camclone_jax import distributed
+    except ImportError:
+        return
+    distributed.initialize()
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", None, "ml_collections config file (configs/*.py[:arg])", lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def _main(argv):
+        del argv
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "batch_indices")}, indent=1,
+                         default=str))
+
+    app.run(_main)

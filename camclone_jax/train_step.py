@@ -1,0 +1,278 @@
+"""The CamClone training step: flow loss on frame-concatenated references, masked update.
+
+  state = init_state(trainable, tx, seed, ema=...)          # a plain dict (an orbax pytree)
+  step_fn = make_train_step(model, tx, codec, StepConfig(...), batch_spec=...)
+  state, metrics = step_fn(state, frozen, batch)            # jit it with shardings + donation
+
+The parameters are split in two plain trees by the optimizer rules (optim.label_params):
+``trainable`` (in the state, fp32, with optimizer moments and an optional EMA) and ``frozen``
+(passed alongside, never differentiated, optionally bf16). Only the trainable tree is
+checkpointed; the frozen one is the base model, referenced by path.
+
+One step (paper eq. 1-2, REFERENCE.md 1-2):
+  1. Inputs: the codec (if any) turns pixel clips into latents; I2V examples (task 0) get a zero
+     content latent and, for an I2V base (cond_channels > 0), the first-frame condition (mask +
+     latent of [first frame, zeros...]); V2V examples get a zero first-frame condition (the new
+     view's first frame is unknown at inference). Text: cached embeddings from the batch, or
+     zeros when the config trains without text; ``text_drop_prob`` zeroes it per example.
+  2. Per example: t from the configured sampler (uniform / logit-normal / shifted), noise z,
+     x_t = (1 - t) x + t z. The noise and t of the whole batch are drawn first, so splitting it
+     into micro-batches does not change them.
+  3. Loss = mean || v(x_t, 1000 t, refs) - (z - x) ||^2 over the target tokens (optionally
+     bell-weighted); gradients summed over ``accum_steps`` micro-batches (lax.scan), averaged.
+  4. Non-finite loss or gradient norm: the update is dropped (params, moments, EMA unchanged;
+     the step counter still advances) and ``metrics["finite"]`` is 0 so the loop can stop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from camclone_jax.convert.io import flatten_params, unflatten_params
+from camclone_jax.data.transforms import I2V, V2V
+from camclone_jax.diffusion import flow
+from camclone_jax.models.params import first_frame_condition
+
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The objective and update settings of one step."""
+
+    timestep_sampling: str = "shifted"  # uniform | logit_normal | shifted
+    shift: float = 5.0
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    bell_weighting: bool = False
+    accum_steps: int = 1  # micro-batches per step
+    ema_decay: float = 0.0  # 0: no EMA
+    text_len: int = 0  # tokens of the text context (zeros when no cached embeddings)
+    text_drop_prob: float = 0.0  # zero an example's text (for classifier-free guidance)
+    nonfinite: str = "stop"  # "stop" (loop raises) or "skip" (drop the step, go on)
+
+    def validate(self):
+        """Raises ValueError naming the first bad field."""
+        if self.timestep_sampling not in flow.SAMPLERS:
+            raise ValueError(f"timestep_sampling {self.timestep_sampling!r} not in {flow.SAMPLERS}")
+        if self.accum_steps < 1:
+            raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}")
+        if not 0.0 <= self.text_drop_prob <= 1.0:
+            raise ValueError(f"text_drop_prob must be in [0, 1], got {self.text_drop_prob}")
+
+
+# ------------------------------------------------------------------------------ parameters
+def split_params(params, labels) -> tuple[dict, dict]:
+    """(trainable, frozen) nested trees of ``params`` by an optim.label_params label tree."""
+    flat, flat_labels = flatten_params(params), flatten_params(labels)
+    trainable = {k: v for k, v in flat.items() if flat_labels[k] != "frozen"}
+    frozen = {k: v for k, v in flat.items() if flat_labels[k] == "frozen"}
+    if not trainable:
+        raise ValueError("the optimizer rules train no parameter at all")
+    return unflatten_params(trainable), unflatten_params(frozen)
+
+
+def merge_params(trainable, frozen) -> dict:
+    """The full nested param tree from its two parts."""
+    return unflatten_params({**flatten_params(frozen), **flatten_params(trainable)})
+
+
+def init_state(trainable, tx: optax.GradientTransformation, seed: int, ema: bool = False) -> dict:
+    """The train state: step, trainable params, optimizer state, EMA (or None), RNG key."""
+    return {"step": jnp.zeros((), jnp.int32), "params": trainable, "opt_state": tx.init(trainable),
+            "ema": jax.tree_util.tree_map(jnp.array, trainable) if ema else None,
+            "rng": jax.random.PRNGKey(seed)}
+
+
+def state_shardings(tx: optax.GradientTransformation, trainable, trainable_shardings, replicated,
+                    ema: bool = False) -> dict:
+    """Shardings of ``init_state``'s tree: optimizer moments and EMA follow their parameter's
+    sharding, counters and the RNG key are ``replicated``."""
+    abstract_opt = jax.eval_shape(tx.init, trainable)
+    opt = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, trainable_shardings,
+                                transform_non_params=lambda _: replicated,
+                                is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    return {"step": replicated, "params": trainable_shardings, "opt_state": opt,
+            "ema": trainable_shardings if ema else None, "rng": replicated}
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _per_example(mask, x):
+    """Broadcasts a [b] mask over x [b, ...]."""
+    return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+
+
+def model_inputs(batch: dict, dit_cfg, codec=None, text_len: int = 0) -> dict:
+    """Batch -> the DiT's inputs: x (clean target latents) and the keyword conditions.
+
+    ``batch``: target, camera_ref, content_ref (pixels [b, F, H, W, 3] with a codec, else
+    latents [b, f, h, w, C]), task [b], first_frame [b, H, W, 3] (pixels, for an I2V base with a
+    codec) or i2v_latents [b, f, h, w, C], text_embedding [b, text_len, dim] (if cached),
+    image_embeds [b, n, d] (CLIP, for models with image cross-attention).
+    """
+    def latents(key):
+        v = batch[key]
+        if codec is None:
+            return v.astype(jnp.float32)
+        if v.dtype == jnp.uint8:
+            v = v.astype(jnp.float32) / 127.5 - 1.0
+        return codec.encode(v)  # [b, f, h, w, C]
+
+    x, cam = latents("target"), latents("camera_ref")  # [b, f, h, w, C]
+    v2v = batch["task"] == V2V  # [b]
+    content = jnp.where(_per_example(v2v, x), latents("content_ref"), 0.0)  # I2V: zero content
+    out = {"x": x, "cam_latents": cam, "content_latents": content}
+    if dit_cfg.cond_channels:
+        if "i2v_latents" in batch:
+            image_latents = batch["i2v_latents"].astype(jnp.float32)  # [b, f, h, w, C]
+        elif codec is not None:
+            first = batch["first_frame"]  # [b, H, W, 3]
+            if first.dtype == jnp.uint8:
+                first = first.astype(jnp.float32) / 127.5 - 1.0
+            video = jnp.zeros(batch["target"].shape, jnp.float32).at[:, 0].set(first)
+            image_latents = codec.encode(video)  # [b, f, h, w, C]
+        else:
+            raise ValueError("this I2V-base model needs the first-frame condition: latent "
+                             "records need i2v_latents (encode with --i2v)")
+        cond = first_frame_condition(image_latents)  # [b, f, h, w, 4 + C]
+        if cond.shape[-1] != dit_cfg.cond_channels:
+            raise ValueError(f"first-frame condition has {cond.shape[-1]} channels, the model's "
+                             f"patch embedding expects {dit_cfg.cond_channels}")
+        out["first_frame"] = jnp.where(_per_example(batch["task"] == I2V, cond), cond, 0.0)
+    b = x.shape[0]
+    if "text_embedding" in batch:
+        out["text"] = batch["text_embedding"].astype(jnp.float32)  # [b, text_len, dim]
+    else:
+        out["text"] = jnp.zeros((b, max(text_len, 1), dit_cfg.text_dim), jnp.float32)
+    if dit_cfg.image_dim is not None:
+        if "image_embeds" not in batch:
+            raise ValueError("this model has image cross-attention: batches need image_embeds "
+                             "(CLIP tokens of the first frame; set config.clip_checkpoint)")
+        out["image_embeds"] = batch["image_embeds"]
+    return out
+
+
+# ------------------------------------------------------------------------------------ step
+def _tree_norm(tree):
+    """Global L2 norm (optax.tree.norm where it exists, else optax.global_norm)."""
+    tree_ns = getattr(optax, "tree", None)
+    return tree_ns.norm(tree) if hasattr(tree_ns, "norm") else optax.global_norm(tree)
+
+
+def _draw(rng, x, cfg: StepConfig):
+    """Per-example timesteps, positions, noise and text-drop mask for the whole batch."""
+    k_t, k_z, k_drop = jax.random.split(rng, 3)
+    b = x.shape[0]
+    t, u = flow.sample_timesteps(k_t, b, cfg.timestep_sampling, shift=cfg.shift,
+                                 logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)  # [b], [b]
+    z = jax.random.normal(k_z, x.shape, jnp.float32)  # [b, f, h, w, C]
+    keep_text = jax.random.uniform(k_drop, (b,)) >= cfg.text_drop_prob  # [b]
+    return {"t": t, "u": u, "z": z, "keep_text": keep_text}
+
+
+def make_loss_fn(model, cfg: StepConfig):
+    """loss(trainable, frozen, inputs, draws) -> scalar mean flow loss over the examples."""
+    def loss_fn(trainable, frozen, inputs, draws):
+        params = merge_params(trainable, frozen)
+        x, t = inputs["x"], draws["t"]
+        x_t = flow.add_noise(x, draws["z"], t)  # [b, f, h, w, C]
+        text = jnp.where(_per_example(draws["keep_text"], inputs["text"]), inputs["text"], 0.0)
+        kwargs = {k: inputs[k] for k in ("cam_latents", "content_latents", "first_frame",
+                                         "image_embeds") if k in inputs}
+        v = model.apply({"params": params}, x_t, flow.model_timesteps(t), text, **kwargs)
+        weights = flow.bell_weight(draws["u"]) if cfg.bell_weighting else None
+        return flow.flow_loss(v, x, draws["z"], weights)
+    return loss_fn
+
+
+def _micro_batches(tree, n: int, constrain: Callable):
+    """[b, ...] leaves -> [n, b/n, ...]; micro-batch i holds examples i, i+n, i+2n, ... so each
+    stays spread over the data-parallel devices."""
+    def split(x):
+        if x.shape[0] % n:
+            raise ValueError(f"batch of {x.shape[0]} does not split into {n} micro-batches")
+        y = x.reshape((x.shape[0] // n, n) + x.shape[1:]).swapaxes(0, 1)  # [n, b/n, ...]
+        return constrain(y)
+    return jax.tree_util.tree_map(split, tree)
+
+
+def make_train_step(model, tx: optax.GradientTransformation, cfg: StepConfig, *, codec=None,
+                    batch_constraint: Callable[[Any], Any] | None = None,
+                    learning_rate: Callable | None = None):
+    """The step function (state, frozen, batch) -> (state, metrics); jit it outside.
+
+    ``batch_constraint`` maps a [n, b/n, ...] micro-batch array to itself with a sharding
+    constraint (batch on axis 1); ``learning_rate`` (a schedule) is reported in the metrics.
+    """
+    cfg.validate()
+    loss_fn = make_loss_fn(model, cfg)
+    grad_fn = jax.value_and_grad(loss_fn)
+    constrain = batch_constraint or (lambda y: y)
+
+    def step_fn(state, frozen, batch):
+        inputs = model_inputs(batch, model.config, codec, cfg.text_len)
+        rng = jax.random.fold_in(state["rng"], state["step"])
+        draws = _draw(rng, inputs["x"], cfg)
+        params = state["params"]
+        if cfg.accum_steps == 1:
+            loss, grads = grad_fn(params, frozen, inputs, draws)
+        else:
+            micro = _micro_batches((inputs, draws), cfg.accum_steps, constrain)
+
+            def body(carry, mb):
+                loss_i, grads_i = grad_fn(params, frozen, *mb)
+                return jax.tree_util.tree_map(jnp.add, carry, (loss_i, grads_i)), None
+
+            zeros = (jnp.zeros((), jnp.float32),
+                     jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
+            (loss, grads), _ = jax.lax.scan(body, zeros, micro)
+            loss, grads = jax.tree_util.tree_map(lambda g: g / cfg.accum_steps, (loss, grads))
+        grad_norm = _tree_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new = {"params": optax.apply_updates(params, updates), "opt_state": opt_state}
+        if state["ema"] is not None:
+            d = cfg.ema_decay
+            new["ema"] = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, state["ema"],
+                                                new["params"])
+        else:
+            new["ema"] = None
+        keep = lambda a, b: jnp.where(finite, a, b)  # drop a non-finite update
+        new = {k: jax.tree_util.tree_map(keep, v, state[k]) for k, v in new.items()}
+        new.update(step=state["step"] + 1, rng=state["rng"])
+        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite.astype(jnp.int32)}
+        if learning_rate is not None:
+            metrics["learning_rate"] = learning_rate(state["step"])
+        return new, metrics
+
+    return step_fn
+
+
+def make_eval_loss(model, cfg: StepConfig, *, codec=None, num_timesteps: int = 4):
+    """Validation loss (trainable, frozen, batch, rng) -> scalar: the flow loss averaged over a
+    fixed grid of ``num_timesteps`` t values (mid-points of [0, 1]) with noise from ``rng``, so
+    it is deterministic and comparable across steps."""
+    loss_fn = make_loss_fn(model, dataclasses.replace(cfg, bell_weighting=False))
+
+    def eval_fn(trainable, frozen, batch, rng):
+        inputs = model_inputs(batch, model.config, codec, cfg.text_len)
+        x = inputs["x"]
+        total = 0.0
+        for i in range(num_timesteps):
+            draws = _draw(jax.random.fold_in(rng, i), x, cfg)
+            draws["t"] = jnp.full(x.shape[:1], (i + 0.5) / num_timesteps)  # [b]
+            draws["keep_text"] = jnp.ones(x.shape[:1], bool)
+            total = total + loss_fn(trainable, frozen, inputs, draws)
+        return total / num_timesteps
+
+    return eval_fn

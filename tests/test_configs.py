@@ -1,0 +1,39 @@
+"""The shipped configs: they build, their models match the presets, overrides are locked."""
+
+import pytest
+
+from camclone_jax import models
+from camclone_jax.models.config import DiTConfig
+from configs import demo, paper, wan1_3b_camclone, wan14b_camclone, wan2_1
+
+
+@pytest.mark.parametrize("arg", ["1.3b-t2v", "1.3b-i2v", "14b-t2v", "14b-i2v"])
+def test_wan_configs_build_the_presets(arg):
+    cfg = models.DiTConfig.from_dict(dict(wan2_1.get_config(arg).model))
+    assert cfg == models.preset(f"wan2.1-{arg}", dtype="bfloat16")
+
+
+@pytest.mark.parametrize("module,frames,size,batch", [
+    (wan1_3b_camclone, 81, (480, 832), 4), (paper, 77, (384, 672), 64),
+    (wan14b_camclone, 81, (480, 832), 8), (demo, 17, (64, 112), 4)])
+def test_training_configs(module, frames, size, batch):
+    config = module.get_config()
+    cfg = DiTConfig.from_dict(dict(config.model))
+    assert (config.data.frames, (config.data.height, config.data.width)) == (frames, size)
+    assert config.batch_size == batch
+    assert config.optim.rules[0] == ("self_attn", "train") and config.optim.rules[-1] == (".*", None)
+    if module is not demo:  # the paper's recipe
+        assert config.optim.lr == 5e-5 and config.objective.shift == 5.0
+        assert cfg.in_channels == 36 and cfg.image_dim == 1280 and cfg.dtype == "bfloat16"
+    else:
+        assert cfg.num_layers == 4 and config.data.codec["kind"] == "pixel"
+    assert module.__doc__ and "python -m camclone_jax.train" in module.__doc__
+
+
+def test_locked_config_rejects_unknown_keys():
+    config = demo.get_config()
+    config.lock()
+    with pytest.raises(AttributeError):
+        config.modle = {}
+    with pytest.raises(AttributeError):
+        config.optim.learning_rate = 1.0

@@ -1,0 +1,187 @@
+"""The training job end to end: exact resume, SIGTERM, checkpoints, export, failures."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from camclone_jax import checkpoint as ckpt_lib
+from camclone_jax import train
+from camclone_jax.convert.io import flatten_params
+from camclone_jax.convert.transformer import load_transformer
+from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
+from configs import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("synthetic"))
+    generate_dataset(out, GeneratorConfig(num_groups=1, frames=9, height=32, width=48, seed=0,
+                                          preview_triplets=0), progress=False)
+    return os.path.join(out, "records")
+
+
+def tiny_config(records, total_steps=4, **overrides):
+    config = demo.get_config()
+    config.model.update(dim=32, ffn_dim=64, num_layers=2, num_heads=2, text_dim=16, freq_dim=32)
+    config.data.update(path=records, val_path=records, frames=9, height=32, width=48,
+                       num_workers=0, text_len=4)
+    config.data.synthetic = None
+    config.batch_size = 2
+    config.total_steps = total_steps
+    config.checkpoint.update(every=2, keep=5)
+    config.log_every = 1
+    config.eval_every = 0
+    config.sample.enabled = False
+    for key, value in overrides.items():
+        target = config
+        *path, leaf = key.split(".")
+        for p in path:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+def trained_params(workdir):
+    return flatten_params(load_transformer(os.path.join(workdir, "export"))[1])
+
+
+@pytest.fixture(scope="module")
+def straight(records, tmp_path_factory):
+    """8 uninterrupted steps: the reference for the resume tests."""
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    return workdir, train.train_and_evaluate(tiny_config(records, 8), workdir)
+
+
+def test_resume_is_exact(records, straight, tmp_path):
+    ref_dir, ref = straight
+    first = train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))
+    second = train.train_and_evaluate(tiny_config(records, 8), str(tmp_path))
+    assert second["start_step"] == 4 and second["step"] == 8
+    assert first["batch_indices"] + second["batch_indices"] == ref["batch_indices"]
+    assert first["losses"] + second["losses"] == ref["losses"]  # bit-identical on CPU
+    a, b = trained_params(tmp_path), trained_params(ref_dir)
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+    assert ref["losses"][-1][1] < ref["losses"][0][1] * 1.5  # sane, finite training
+    # Checkpoints every 2 steps (keep 5); the base is referenced, not copied into them.
+    ckpts = ckpt_lib.Checkpointer(os.path.join(tmp_path, "checkpoints"), save_every=2, keep=5)
+    assert ckpts.all_steps() == [2, 4, 6, 8]
+    ckpts.close()
+    run = json.load(open(os.path.join(tmp_path, "run.json")))
+    assert run["base"] == os.path.join(str(tmp_path), "base")
+    state_files = glob.glob(os.path.join(tmp_path, "checkpoints", "8", "state", "**"), recursive=True)
+    assert not any("cross_attn" in f or "ffn" in f for f in state_files)
+
+
+def test_export_is_the_full_trained_model(records, straight):
+    workdir, _ = straight
+    cfg, params = load_transformer(os.path.join(workdir, "export"))
+    base = flatten_params(load_transformer(os.path.join(workdir, "base"))[1])
+    flat = flatten_params(params)
+    assert set(flat) == set(base) and cfg.num_layers == 2
+    moved = {k for k in flat if not np.array_equal(flat[k], base[k])}
+    assert moved and all("self_attn" in k for k in moved)
+    assert json.load(open(os.path.join(workdir, "export", "codec.json")))["kind"] == "pixel"
+    assert json.load(open(os.path.join(workdir, "export", "text.json")))["kind"] == "none"
+    # TensorBoard events and the JSONL log hold the loss of every step.
+    assert glob.glob(os.path.join(workdir, "tb", "events.out.tfevents.*"))
+    logged = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [m["step"] for m in logged] == list(range(1, 9))
+    assert all(m["tokens_per_s"] > 0 and np.isfinite(m["loss"]) for m in logged)
+
+
+def test_sigterm_saves_and_resume_matches(records, straight, tmp_path):
+    ref_dir, _ = straight
+    cfg_args = ["--config.model.dim=32", "--config.model.ffn_dim=64", "--config.model.num_layers=2",
+                "--config.model.num_heads=2", "--config.model.text_dim=16",
+                "--config.model.freq_dim=32", f"--config.data.path={records}",
+                "--config.data.frames=9", "--config.data.height=32", "--config.data.width=48",
+                "--config.data.num_workers=0", "--config.data.text_len=4",
+                "--config.batch_size=2", "--config.checkpoint.every=100", "--config.log_every=1",
+                "--config.eval_every=0", "--config.sample.enabled=False"]
+    # demo.py's synthetic block is ignored when data.path is set
+    cmd = [sys.executable, "-m", "camclone_jax.train", "--config=configs/demo.py",
+           f"--workdir={tmp_path}", "--config.total_steps=8"] + cfg_args
+    proc = subprocess.Popen(cmd + ["--config.total_steps=100000"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(tmp_path, "metrics.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and len(open(metrics).readlines()) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert '"status": "preempted"' in out
+    stopped = json.loads(out[out.index("{"):])["step"]
+    assert 2 <= stopped < 8, "stop before the 8 steps the reference ran"
+    ckpts = ckpt_lib.Checkpointer(os.path.join(tmp_path, "checkpoints"), save_every=100, keep=3)
+    assert ckpts.latest_step() == stopped
+    ckpts.close()
+    resumed = train.train_and_evaluate(tiny_config(records, 8, **{"checkpoint.every": 100}),
+                                       str(tmp_path))
+    assert resumed["start_step"] == stopped
+    a, b = trained_params(tmp_path), trained_params(ref_dir)
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+
+
+def test_a_crash_mid_save_leaves_the_previous_checkpoint(records, tmp_path):
+    train.train_and_evaluate(tiny_config(records, 2), str(tmp_path))
+    ckpt_dir = os.path.join(tmp_path, "checkpoints")
+    # A save of step 4 that died half-way: orbax's temporary directory, never renamed.
+    partial = os.path.join(ckpt_dir, "4.orbax-checkpoint-tmp-1234")
+    shutil.copytree(os.path.join(ckpt_dir, "2"), partial)
+    os.remove(glob.glob(os.path.join(partial, "state", "*"))[0])
+    result = train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))
+    assert result["start_step"] == 2 and result["step"] == 4
+
+
+def test_nonfinite_loss_stops_with_the_last_good_checkpoint(records, tmp_path):
+    config = tiny_config(records, 6, **{"optim.lr": 1e30, "optim.clip_norm": 0.0,
+                                        "optim.warmup_steps": 0, "optim.schedule": "constant"})
+    with pytest.raises(train.NonFiniteLossError, match=r"at step \d+.*last good checkpoint"):
+        train.train_and_evaluate(config, str(tmp_path))
+    skip = tiny_config(records, 3, **{"optim.lr": 1e30, "optim.clip_norm": 0.0,
+                                      "nonfinite": "skip", "optim.warmup_steps": 0})
+    result = train.train_and_evaluate(skip, str(tmp_path / "skip"))
+    assert result["status"] == "done" and result["nonfinite_steps"]
+
+
+def test_bad_setups_name_the_problem(records, tmp_path):
+    with pytest.raises(FileNotFoundError, match="camclone_jax.data.synthetic"):
+        train.train_and_evaluate(tiny_config(str(tmp_path / "missing")), str(tmp_path / "a"))
+    with pytest.raises(ckpt_lib.CheckpointError, match="convert import"):
+        train.train_and_evaluate(tiny_config(records, base_checkpoint=str(tmp_path / "nope")),
+                                 str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="micro-batches"):
+        train.train_and_evaluate(tiny_config(records, accum_steps=3), str(tmp_path / "c"))
+    typo = subprocess.run([sys.executable, "-m", "camclone_jax.train", "--config=configs/demo.py",
+                           f"--workdir={tmp_path}/d", "--config.modle.dim=8"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert typo.returncode != 0 and "modle" in typo.stderr
+
+
+def test_image_cross_attention_model_gets_clip_tokens(records, tmp_path):
+    from camclone_jax.convert.encoders import save_clip
+    from camclone_jax.models import clip
+    clip_cfg = clip.CLIPVisionConfig(dim=32, num_heads=4, mlp_dim=64, num_layers=2,
+                                     image_size=28, patch_size=7)
+    save_clip(str(tmp_path / "clip"), clip_cfg, clip.init_clip_params(clip_cfg, 0))
+    config = tiny_config(records, 2, clip_checkpoint=str(tmp_path / "clip"),
+                         **{"model.image_dim": 32})
+    result = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert result["step"] == 2 and all(np.isfinite(loss) for _, loss in result["losses"])
+    with pytest.raises(FileNotFoundError, match="clip_checkpoint"):
+        train.train_and_evaluate(tiny_config(records, 2, **{"model.image_dim": 32}),
+                                 str(tmp_path / "run2"))

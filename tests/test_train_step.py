@@ -1,0 +1,150 @@
+"""The training step: what trains, accumulation, sharded layouts, the non-finite guard."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from camclone_jax import optim, sharding
+from camclone_jax import train_step as step_lib
+from camclone_jax.convert.io import flatten_params
+from camclone_jax.data.codec import PixelCodec
+from camclone_jax.models import DiT, DiTConfig
+from camclone_jax.models import params as params_lib
+
+CFG = DiTConfig(dim=32, ffn_dim=64, num_layers=2, num_heads=2, in_channels=36, out_channels=16,
+                text_dim=16, freq_dim=32, attention="xla")
+RULES = [("self_attn", "train"), (".*", None)]
+LAT = (3, 4, 6, 16)  # latent frames, h, w, channels
+
+
+def make_batch(b, seed=0, text_len=4):
+    rng = np.random.default_rng(seed)
+    batch = {k: rng.standard_normal((b,) + LAT).astype(np.float32)
+             for k in ("target", "camera_ref", "content_ref", "i2v_latents")}
+    batch["task"] = (np.arange(b) % 2).astype(np.int32)  # I2V, V2V, ...
+    batch["text_embedding"] = rng.standard_normal((b, text_len, 16)).astype(np.float32)
+    return batch
+
+
+def setup(step_cfg=step_lib.StepConfig(text_len=4), lr=1e-3, tx=None):
+    params = params_lib.init_params(CFG, 0)
+    labels = optim.label_params(params, RULES)
+    trainable, frozen = step_lib.split_params(params, labels)
+    tx = tx or optim.make_optimizer(trainable, RULES, lr)
+    state = step_lib.init_state(trainable, tx, seed=0, ema=step_cfg.ema_decay > 0)
+    step = step_lib.make_train_step(DiT(CFG), tx, step_cfg)
+    return params, state, frozen, tx, step
+
+
+def test_one_step_trains_exactly_self_attention():
+    params, state, frozen, tx, step = setup()
+    new, metrics = jax.jit(step)(state, frozen, make_batch(2))
+    assert np.isfinite(metrics["loss"]) and metrics["finite"] == 1
+    before = flatten_params(params)
+    after = flatten_params(step_lib.merge_params(new["params"], frozen))
+    assert set(after) == set(before)
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    trainable = {k for k in before if "self_attn" in k}
+    assert changed == trainable  # every self_attn param moved, nothing else did
+    assert trainable and all("self_attn" in k for k in flatten_params(new["params"]))
+    # No optimizer state for frozen params: Adam moments exist for the trainable leaves only.
+    moments = [x for x in jax.tree_util.tree_leaves(new["opt_state"]) if x.ndim > 0]
+    n_train = sum(v.size for v in flatten_params(new["params"]).values())
+    assert sum(m.size for m in moments) == 2 * n_train
+    assert int(new["step"]) == 1
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+    batch = make_batch(4, seed=1)
+    _, state, frozen, _, step1 = setup()
+    _, _, _, _, step4 = setup(step_lib.StepConfig(text_len=4, accum_steps=4))
+    full, m1 = jax.jit(step1)(state, frozen, batch)
+    acc, m4 = jax.jit(step4)(state, frozen, batch)
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(full["params"]), jax.tree_util.tree_leaves(acc["params"])):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_nonfinite_loss_drops_the_update_but_advances_the_step():
+    _, state, frozen, _, step = setup()
+    batch = make_batch(2)
+    batch["target"][0, 0, 0, 0, 0] = np.nan
+    new, metrics = jax.jit(step)(state, frozen, batch)
+    assert metrics["finite"] == 0 and not np.isfinite(metrics["loss"])
+    for a, b in zip(jax.tree_util.tree_leaves(state["params"]), jax.tree_util.tree_leaves(new["params"])):
+        np.testing.assert_array_equal(a, b)
+    assert int(new["step"]) == 1
+
+
+def test_ema_tracks_the_params():
+    _, state, frozen, _, step = setup(step_lib.StepConfig(text_len=4, ema_decay=0.5))
+    new, _ = jax.jit(step)(state, frozen, make_batch(2))
+    for e, p0, p1 in zip(*(jax.tree_util.tree_leaves(t) for t in
+                           (new["ema"], state["params"], new["params"]))):
+        np.testing.assert_allclose(e, 0.5 * p0 + 0.5 * p1, atol=1e-6)
+
+
+def test_i2v_and_v2v_inputs():
+    batch = {k: jnp.asarray(v) for k, v in make_batch(2).items()}
+    inputs = step_lib.model_inputs(batch, CFG, text_len=4)
+    assert not np.any(inputs["content_latents"][0]) and np.any(inputs["content_latents"][1])
+    ff = inputs["first_frame"]  # [b, f, h, w, 4 + C]
+    assert ff.shape == (2,) + LAT[:3] + (20,)
+    assert np.all(ff[0, 0, ..., :4] == 1) and not np.any(ff[1])  # V2V: no first frame
+    # Pixel codec: pixels in, the same latents the codec gives.
+    codec = PixelCodec()
+    pix = jnp.asarray(np.random.default_rng(0).integers(0, 255, (2, 9, 32, 48, 3)), jnp.uint8)
+    pbatch = {"target": pix, "camera_ref": pix, "content_ref": pix, "first_frame": pix[:, 0],
+              "task": jnp.array([0, 1])}
+    cfg = DiTConfig(dim=32, ffn_dim=64, num_layers=1, num_heads=2, in_channels=2 * 192 + 4,
+                    out_channels=192, text_dim=16, freq_dim=32)
+    out = step_lib.model_inputs(pbatch, cfg, codec, text_len=3)
+    assert out["x"].shape == (2, 3, 4, 6, 192) and out["text"].shape == (2, 3, 16)
+    np.testing.assert_allclose(out["x"], codec.encode(pix.astype(jnp.float32) / 127.5 - 1))
+    np.testing.assert_array_equal(out["first_frame"][0, 0, ..., 4:], out["x"][0, 0])
+
+
+def test_rules_must_cover_every_param_and_train_something():
+    params = params_lib.init_params(CFG, 0)
+    with pytest.raises(ValueError, match="match no optimizer rule"):
+        optim.label_params(params, [("self_attn", "train")])
+    with pytest.raises(ValueError, match="train no parameter"):
+        step_lib.split_params(params, optim.label_params(params, [(".*", None)]))
+
+
+LAYOUTS = [dict(data=8), dict(fsdp=8), dict(data=2, context=2, tensor=2),
+           dict(fsdp=2, context=2, tensor=2)]
+
+
+@pytest.mark.parametrize("axes", LAYOUTS, ids=lambda a: "+".join(f"{k}{v}" for k, v in a.items()))
+def test_sharded_step_matches_one_device(axes):
+    """Same loss and update on 8 fake devices in each layout as on one device (plain SGD, so
+    the update is the gradient itself; Adam's first step, lr * g / (|g| + eps), would amplify
+    float noise in near-zero gradients)."""
+    batch = make_batch(8, seed=2)
+    params, state, frozen, tx, step = setup(tx=optax.sgd(0.1))
+    ref_state, ref_m = jax.jit(step)(state, frozen, batch)
+
+    mesh = sharding.make_mesh(axes)
+    rules = sharding.DEFAULT_RULES
+    param_sh = sharding.logical_sharding(params_lib.logical_specs(CFG), mesh, rules)
+    labels = optim.label_params(params, RULES)
+    train_sh, frozen_sh = step_lib.split_params(param_sh, labels)
+    repl = NamedSharding(mesh, PartitionSpec())
+    state_sh = step_lib.state_shardings(tx, state["params"], train_sh, repl)
+    data_axes = tuple(a for a in ("data", "fsdp") if a in axes)
+    batch_sh = {k: NamedSharding(mesh, PartitionSpec(data_axes)) for k in batch}
+    import flax.linen as nn
+    with sharding.use_mesh(mesh), nn.logical_axis_rules(rules):
+        fn = jax.jit(step, in_shardings=(state_sh, frozen_sh, batch_sh),
+                     out_shardings=(state_sh, repl))
+        new, m = fn(jax.device_put(state, state_sh), jax.device_put(frozen, frozen_sh),
+                    jax.device_put(batch, batch_sh))
+    np.testing.assert_allclose(m["loss"], ref_m["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m["grad_norm"], ref_m["grad_norm"], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(new["params"]), jax.tree_util.tree_leaves(ref_state["params"])):
+        np.testing.assert_allclose(a, b, atol=1e-6)
