@@ -11,6 +11,11 @@ included). Backends:
   * "cudnn": ``jax.nn.dot_product_attention(implementation="cudnn")``, cuDNN flash attention
     (GPU, 16-bit inputs; float32 inputs are run in bfloat16).
   * "auto": cudnn on GPU with a 16-bit compute dtype, flash otherwise.
+
+``context_parallel="ulysses" | "ring"`` splits the sequence over the mesh's context axis
+(models/context_parallel.py); each shard then runs one of the backends above on its piece.
+``local_attention`` is the single-device entry, with an optional ``kv_len``: keys at positions
+``>= kv_len`` are padding and masked out (used by the sequence-parallel paths).
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+LOCAL_BACKENDS = ("xla", "flash", "cudnn")
+CONTEXT_PARALLEL_MODES = ("none", "ulysses", "ring")
 
 
 def resolve_backend(backend: str, dtype) -> str:
@@ -30,35 +39,65 @@ def resolve_backend(backend: str, dtype) -> str:
 
 
 def dot_product_attention(q, k, v, *, backend: str = "xla", block_q: int = 128,
-                          block_kv: int = 8192):
-    """Softmax(q k^T / sqrt(d)) v per head: [b, lq, h, d] x [b, lk, h, d] -> [b, lq, h, d]."""
+                          block_kv: int = 8192, context_parallel: str = "none",
+                          shard_kv: bool = True):
+    """Softmax(q k^T / sqrt(d)) v per head: [b, lq, h, d] x [b, lk, h, d] -> [b, lq, h, d].
+
+    ``context_parallel`` other than "none" shards the sequence over the ambient mesh's context
+    axis (a no-op without a mesh or with a context axis of size 1); ``shard_kv=False`` keeps
+    keys/values whole on every shard (cross-attention to short text), see context_parallel.py.
+    """
     if q.ndim != 4 or k.shape != v.shape or q.shape[::2] != k.shape[::2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"attention shapes do not agree: q {q.shape}, k {k.shape}, v {v.shape}")
     backend = resolve_backend(backend, q.dtype)
+    if backend not in LOCAL_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}")
+    if context_parallel not in CONTEXT_PARALLEL_MODES:
+        raise ValueError(f"context_parallel={context_parallel!r} is not one of "
+                         f"{CONTEXT_PARALLEL_MODES}")
+    if context_parallel != "none":
+        from camclone_jax.models import context_parallel as cp  # cp imports this module
+
+        return cp.context_parallel_attention(q, k, v, mode=context_parallel, backend=backend,
+                                             block_q=block_q, block_kv=block_kv,
+                                             shard_kv=shard_kv)
+    return local_attention(q, k, v, backend=backend, block_q=block_q, block_kv=block_kv)
+
+
+def local_attention(q, k, v, *, backend: str, block_q: int = 128, block_kv: int = 8192,
+                    kv_len: int | None = None):
+    """One device's attention with a concrete backend; keys at positions >= kv_len are masked."""
+    if kv_len is not None and kv_len >= k.shape[1]:
+        kv_len = None
     if backend == "xla":
-        return reference_attention(q, k, v)
+        return reference_attention(q, k, v, kv_len=kv_len)
     if backend == "flash":
-        return blockwise_attention(q, k, v, block_q=block_q, block_kv=block_kv)
+        return blockwise_attention(q, k, v, block_q=block_q, block_kv=block_kv, kv_len=kv_len)
     if backend == "cudnn":
         dtype = q.dtype
         if jnp.dtype(dtype).itemsize != 2:
             q, k, v = (x.astype(jnp.bfloat16) for x in (q, k, v))
-        out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        lengths = None if kv_len is None else jnp.full((q.shape[0],), kv_len, jnp.int32)  # [b]
+        out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                           implementation="cudnn")
         return out.astype(dtype)
     raise ValueError(f"unknown attention backend {backend!r}")
 
 
-def reference_attention(q, k, v):
-    """Full-matrix attention with the softmax in float32."""
+def reference_attention(q, k, v, kv_len: int | None = None):
+    """Full-matrix attention with the softmax in float32; keys >= kv_len masked if given."""
     scale = q.shape[-1] ** -0.5
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)  # [b, h, lq, lk]
+    if kv_len is not None:
+        valid = jnp.arange(k.shape[1]) < kv_len  # [lk]
+        scores = jnp.where(valid[None, None, None, :], scores, -jnp.inf)
     probs = jax.nn.softmax(scores * scale, axis=-1)  # [b, h, lq, lk]
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v,
                      preferred_element_type=jnp.float32)  # [b, lq, h, d]
     return out.astype(q.dtype)
 
 
-def _pad_to(x, multiple: int, axis: int = 1):
+def pad_to(x, multiple: int, axis: int = 1):
     """Zero-pads axis to a multiple; returns (padded, original length)."""
     n = x.shape[axis]
     pad = -n % multiple
@@ -69,38 +108,63 @@ def _pad_to(x, multiple: int, axis: int = 1):
     return x, n
 
 
-def blockwise_attention(q, k, v, *, block_q: int = 128, block_kv: int = 8192):
-    """Flash-style attention in plain XLA; exact up to float rounding, any length."""
-    b, lq, h, d = q.shape
-    lk = k.shape[1]
+def to_tiles(x, block: int):
+    """[b, l, h, d] -> heads-major tiles [l_pad / block, b, h, block, d], zero-padded."""
+    x, _ = pad_to(x, block)
+    b, length, h, d = x.shape
+    return x.reshape(b, length // block, block, h, d).transpose(1, 0, 3, 2, 4)
+
+
+def from_tiles(tiles, length: int):
+    """Inverse of ``to_tiles``: [n, b, h, block, d] -> [b, length, h, d]."""
+    n, b, h, block, d = tiles.shape
+    return tiles.transpose(1, 0, 3, 2, 4).reshape(b, n * block, h, d)[:, :length]
+
+
+def blockwise_attention(q, k, v, *, block_q: int = 128, block_kv: int = 8192,
+                        kv_len: int | None = None):
+    """Flash-style attention in plain XLA; exact up to float rounding, any length.
+
+    Keys at positions >= ``kv_len`` (default: all keys valid) are masked out.
+    """
+    lq, lk = q.shape[1], k.shape[1]
+    kv_len = lk if kv_len is None else min(int(kv_len), lk)
     block_q, block_kv = min(block_q, lq), min(block_kv, lk)
-    q, _ = _pad_to(q, block_q)
-    k, _ = _pad_to(k, block_kv)
-    v, _ = _pad_to(v, block_kv)
-    nq, nk = q.shape[1] // block_q, k.shape[1] // block_kv
     # Heads-major tiles, so every tile product is a plain batched matmul over (b, h).
-    q_tiles = q.reshape(b, nq, block_q, h, d).transpose(1, 0, 3, 2, 4)  # [nq, b, h, bq, d]
-    k_tiles = k.reshape(b, nk, block_kv, h, d).transpose(1, 0, 3, 2, 4)  # [nk, b, h, bk, d]
-    v_tiles = v.reshape(b, nk, block_kv, h, d).transpose(1, 0, 3, 2, 4)  # [nk, b, h, bk, d]
-    out = _flash_tiles(q_tiles, k_tiles, v_tiles, lk)  # [nq, b, h, bq, d]
-    out = out.transpose(1, 0, 3, 2, 4).reshape(b, nq * block_q, h, d)  # [b, lq_pad, h, d]
-    return out[:, :lq]
+    q_tiles = to_tiles(q, block_q)  # [nq, b, h, bq, d]
+    k_tiles = to_tiles(k, block_kv)  # [nk, b, h, bk, d]
+    v_tiles = to_tiles(v, block_kv)  # [nk, b, h, bk, d]
+    out = _flash_tiles(q_tiles, k_tiles, v_tiles, kv_len)  # [nq, b, h, bq, d]
+    return from_tiles(out, lq)  # [b, lq, h, d]
 
 
-def _scores(q_tile, k_tile, kv_index, kv_len: int):
-    """Scaled scores of one tile pair, padded keys masked: [b, h, bq, bk] float32."""
+def _needs_mask(kv_len, k_tiles) -> bool:
+    """Static: whether any key slot of the tiles can be padding (always, for a traced kv_len)."""
+    if isinstance(kv_len, (int, np.integer)):
+        return int(kv_len) < k_tiles.shape[0] * k_tiles.shape[3]
+    return True
+
+
+def _scores(q_tile, k_tile, kv_index, kv_len, masked: bool):
+    """Scaled scores of one tile pair, keys >= kv_len masked: [b, h, bq, bk] float32."""
     s = jnp.einsum("bhqd,bhkd->bhqk", q_tile, k_tile, preferred_element_type=jnp.float32)
-    block_kv = k_tile.shape[2]
-    if kv_len % block_kv:  # only the last tile holds padding, but the mask is cheap
+    if masked:
+        block_kv = k_tile.shape[2]
         valid = kv_index * block_kv + jnp.arange(block_kv) < kv_len  # [bk]
         s = jnp.where(valid[None, None, None, :], s, -jnp.inf)
     return s
 
 
-def _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len):
-    """Online-softmax forward; returns (out tiles, log-sum-exp [nq, b, h, bq])."""
+def forward_tiles(q_tiles, k_tiles, v_tiles, kv_len, out_dtype=None):
+    """Online-softmax forward; returns (out tiles, log-sum-exp [nq, b, h, bq] float32).
+
+    ``kv_len`` may be traced (ring attention). Query rows that see no valid key get out 0 and
+    lse -inf, so partial results over key blocks can be merged safely.
+    """
     scale = q_tiles.shape[-1] ** -0.5
     nk = k_tiles.shape[0]
+    masked = _needs_mask(kv_len, k_tiles)
+    out_dtype = q_tiles.dtype if out_dtype is None else out_dtype
 
     def one_q_tile(q_tile):
         b, h, bq, d = q_tile.shape
@@ -109,10 +173,11 @@ def _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len):
         def step(carry, kv):
             m, l, acc = carry  # [b, h, bq], [b, h, bq], [b, h, bq, d]
             k_tile, v_tile, index = kv
-            s = _scores(q_tile, k_tile, index, kv_len)  # [b, h, bq, bk]
+            s = _scores(q_tile, k_tile, index, kv_len, masked)  # [b, h, bq, bk]
             m_new = jnp.maximum(m, s.max(axis=-1))  # [b, h, bq]
-            p = jnp.exp(s - m_new[..., None])  # [b, h, bq, bk]
-            correction = jnp.exp(m - m_new)  # [b, h, bq]
+            m_safe = jnp.where(jnp.isneginf(m_new), 0.0, m_new)  # all-masked rows: exp(-inf) = 0
+            p = jnp.exp(s - m_safe[..., None])  # [b, h, bq, bk]
+            correction = jnp.exp(m - m_safe)  # [b, h, bq]
             pv = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v_tile.dtype), v_tile,
                             preferred_element_type=jnp.float32)  # [b, h, bq, d]
             return (m_new, l * correction + p.sum(-1), acc * correction[..., None] + pv), None
@@ -120,33 +185,24 @@ def _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len):
         init = (jnp.full((b, h, bq), -jnp.inf, jnp.float32), jnp.zeros((b, h, bq), jnp.float32),
                 jnp.zeros((b, h, bq, d), jnp.float32))
         (m, l, acc), _ = jax.lax.scan(step, init, (k_tiles, v_tiles, jnp.arange(nk)))
-        return (acc / l[..., None]).astype(q_tile.dtype), m + jnp.log(l)
+        out = acc / jnp.where(l == 0, 1.0, l)[..., None]  # [b, h, bq, d]
+        return out.astype(out_dtype), m + jnp.log(l)
 
     return jax.lax.map(one_q_tile, q_tiles)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _flash_tiles(q_tiles, k_tiles, v_tiles, kv_len: int):
-    """Attention over tiles q [nq, b, h, bq, d], k/v [nk, b, h, bk, d] -> [nq, b, h, bq, d]."""
-    return _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len)[0]
+def backward_tiles(q_tiles, k_tiles, v_tiles, lse, delta, d_out, kv_len):
+    """Flash-attention backward of one key/value range, float32 (dq, dk, dv).
 
-
-def _flash_fwd(q_tiles, k_tiles, v_tiles, kv_len):
-    out, lse = _forward_tiles(q_tiles, k_tiles, v_tiles, kv_len)
-    return out, (q_tiles, k_tiles, v_tiles, out, lse)
-
-
-def _flash_bwd(kv_len, residuals, d_out):
-    """Flash-attention backward: probabilities recomputed per tile from the saved lse.
-
+    ``lse`` [nq, b, h, bq] is the log-sum-exp over ALL keys the queries attend to (possibly more
+    than these tiles: ring attention), ``delta`` = sum(d_out * out, -1) with the final output.
     Key/value tiles are the outer loop, carrying their own small dK/dV accumulators over the
     query tiles; dQ is accumulated once per key/value tile (once in total when one tile holds
     all keys, the usual CPU setting), not rewritten for every query tile.
     """
-    q_tiles, k_tiles, v_tiles, out, lse = residuals
     scale = q_tiles.shape[-1] ** -0.5
+    masked = _needs_mask(kv_len, k_tiles)
     q_scaled = q_tiles * jnp.asarray(scale, q_tiles.dtype)  # [nq, b, h, bq, d]
-    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1)  # [nq, b, h, bq]
 
     def one_kv_tile(dq_acc, kv):
         k_tile, v_tile, index = kv  # [b, h, bk, d], [b, h, bk, d], []
@@ -154,7 +210,7 @@ def _flash_bwd(kv_len, residuals, d_out):
         def one_q_tile(dkv, q):
             dk, dv = dkv  # [b, h, bk, d] each, float32
             q_tile, do_tile, lse_tile, delta_tile = q
-            s = _scores(q_tile, k_tile, index, kv_len)  # [b, h, bq, bk]
+            s = _scores(q_tile, k_tile, index, kv_len, masked)  # [b, h, bq, bk]
             p = jnp.exp(s - lse_tile[..., None])  # [b, h, bq, bk]
             dv = dv + jnp.einsum("bhqk,bhqd->bhkd", p.astype(do_tile.dtype), do_tile,
                                  preferred_element_type=jnp.float32)
@@ -172,7 +228,31 @@ def _flash_bwd(kv_len, residuals, d_out):
     nk = k_tiles.shape[0]
     dq, (dk, dv) = jax.lax.scan(one_kv_tile, jnp.zeros(q_tiles.shape, jnp.float32),
                                 (k_tiles, v_tiles, jnp.arange(nk)))
-    return (dq * scale).astype(q_tiles.dtype), dk.astype(k_tiles.dtype), dv.astype(v_tiles.dtype)
+    return dq * scale, dk, dv  # [nq, b, h, bq, d], [nk, b, h, bk, d] x2
+
+
+def output_delta(d_out, out):
+    """sum(dO * O) over head_dim, float32: the softmax-backward row term [..., bq]."""
+    return jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _flash_tiles(q_tiles, k_tiles, v_tiles, kv_len: int):
+    """Attention over tiles q [nq, b, h, bq, d], k/v [nk, b, h, bk, d] -> [nq, b, h, bq, d]."""
+    return forward_tiles(q_tiles, k_tiles, v_tiles, kv_len)[0]
+
+
+def _flash_fwd(q_tiles, k_tiles, v_tiles, kv_len):
+    out, lse = forward_tiles(q_tiles, k_tiles, v_tiles, kv_len)
+    return out, (q_tiles, k_tiles, v_tiles, out, lse)
+
+
+def _flash_bwd(kv_len, residuals, d_out):
+    """Flash-attention backward: probabilities recomputed per tile from the saved lse."""
+    q_tiles, k_tiles, v_tiles, out, lse = residuals
+    dq, dk, dv = backward_tiles(q_tiles, k_tiles, v_tiles, lse, output_delta(d_out, out), d_out,
+                                kv_len)
+    return dq.astype(q_tiles.dtype), dk.astype(k_tiles.dtype), dv.astype(v_tiles.dtype)
 
 
 _flash_tiles.defvjp(_flash_fwd, _flash_bwd)

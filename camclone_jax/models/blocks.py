@@ -26,15 +26,21 @@ from camclone_jax.models.rope import apply_rope
 ACT = ("batch", "length", "act_embed")
 
 
-def _attend(cfg: DiTConfig, q, k, v):
-    """Splits heads, runs the configured attention kernel, merges heads."""
+def _attend(cfg: DiTConfig, q, k, v, shard_kv: bool = True):
+    """Splits heads, runs the configured attention kernel, merges heads.
+
+    Under ``cfg.context_parallel`` the queries are sharded over the context axis; keys/values
+    too when ``shard_kv`` (self-attention), else they stay whole on every shard (text/image
+    cross-attention: a few hundred tokens).
+    """
     b, lq, _ = q.shape
     lk = k.shape[1]
     q = q.reshape(b, lq, cfg.num_heads, cfg.head_dim)  # [b, lq, h, d]
     k = k.reshape(b, lk, cfg.num_heads, cfg.head_dim)  # [b, lk, h, d]
     v = v.reshape(b, lk, cfg.num_heads, cfg.head_dim)  # [b, lk, h, d]
     out = dot_product_attention(q, k, v, backend=cfg.attention, block_q=cfg.flash_block_q,
-                                block_kv=cfg.flash_block_kv)  # [b, lq, h, d]
+                                block_kv=cfg.flash_block_kv, context_parallel=cfg.context_parallel,
+                                shard_kv=shard_kv)  # [b, lq, h, d]
     return out.reshape(b, lq, cfg.dim)  # [b, lq, dim]
 
 
@@ -74,12 +80,13 @@ class CrossAttention(nn.Module):
         if cfg.qk_norm:
             q = RMSNorm(cfg.eps, cfg.dtype, name="norm_q")(q)
             k = RMSNorm(cfg.eps, cfg.dtype, name="norm_k")(k)
-        out = _attend(cfg, q, k, v)  # [b, L, dim]
+        out = _attend(cfg, q, k, v, shard_kv=False)  # [b, L, dim]
         if image_context is not None:
             k_img = proj("k_img")(image_context)  # [b, Li, dim]
             if cfg.qk_norm:
                 k_img = RMSNorm(cfg.eps, cfg.dtype, name="norm_k_img")(k_img)
-            out = out + _attend(cfg, q, k_img, proj("v_img")(image_context))  # [b, L, dim]
+            v_img = proj("v_img")(image_context)  # [b, Li, dim]
+            out = out + _attend(cfg, q, k_img, v_img, shard_kv=False)  # [b, L, dim]
         return dense(cfg.dim, ("heads", "embed"), "o", cfg.dtype, cfg.param_dtype)(out)
 
 

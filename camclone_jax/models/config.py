@@ -22,6 +22,7 @@ def config_from_dict(cls, d: Mapping[str, Any]):
 
 CONCAT_MODES = ("frame", "channel")
 ATTENTION_BACKENDS = ("auto", "xla", "flash", "cudnn")
+CONTEXT_PARALLEL = ("none", "ulysses", "ring")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -58,6 +59,11 @@ class DiTConfig:
       flash_block_q / flash_block_kv: tile sizes of the blockwise attention. The defaults (128
         queries against up to 8192 keys, so usually one key tile and no rescaling) were the
         fastest forward and backward in benchmarks/dit.py on CPU.
+      context_parallel: sequence parallel attention over the mesh's context axis: "none",
+        "ulysses" (all-to-all sequence <-> heads; heads per tensor shard must divide by the
+        context size) or "ring" (key/value chunks passed round with ppermute); see
+        models/context_parallel.py. Needs a mesh in scope (``jax.set_mesh``); a no-op without
+        one or with a context axis of size 1.
       scan_layers: run the blocks with ``nn.scan`` (one compiled block; params stacked on a
         leading "layers" axis). The param layout is always stacked, whatever this says.
       remat: rematerialisation policy per block: none, full, dots, dots_no_batch.
@@ -85,6 +91,7 @@ class DiTConfig:
     attention: str = "auto"
     flash_block_q: int = 128
     flash_block_kv: int = 8192
+    context_parallel: str = "none"
     scan_layers: bool = True
     remat: str = "none"
 
@@ -101,6 +108,8 @@ class DiTConfig:
             problems.append(f"in_channels {self.in_channels} < out_channels {self.out_channels}")
         for name, value, allowed in (("concat", self.concat, CONCAT_MODES),
                                      ("attention", self.attention, ATTENTION_BACKENDS),
+                                     ("context_parallel", self.context_parallel,
+                                      CONTEXT_PARALLEL),
                                      ("remat", self.remat, REMAT_POLICIES),
                                      ("dtype", self.dtype, DTYPES),
                                      ("param_dtype", self.param_dtype, DTYPES)):
