@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from camclone_jax.convert import transformer as transformer_io
-from camclone_jax.convert.io import (atomic_dir, flatten_params, is_converted_dir, write_atomic)
+from camclone_jax.convert.io import flatten_params, is_converted_dir, write_atomic
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -69,10 +69,16 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointSave(loader)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
+    def has_data_state(self, step: int) -> bool:
+        """Whether ``step`` holds this process's data iterator position (it does not when the
+        checkpoint was written by a different number of processes)."""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return os.path.exists(os.path.join(self.directory, str(step), "data", name))
+
     def restore(self, abstract_state: dict, loader=None, step: int | None = None) -> dict:
         """The state at ``step`` (default: latest), placed as ``abstract_state`` says (shapes,
         dtypes, shardings: it may be another mesh than the one that saved); restores the
-        loader's position in place."""
+        loader's position in place when given (see ``has_data_state``)."""
         import grain
 
         step = self.latest_step() if step is None else step
@@ -152,11 +158,8 @@ def load_base(path: str, dit_config, shardings=None):
 
 
 def save_base(path: str, dit_config, params):
-    """Writes a freshly initialised base model (process 0 writes, everyone waits)."""
-    if jax.process_index() == 0:
-        transformer_io.save_transformer(path, dit_config, jax.device_get(params),
-                                        source="random init", overwrite=False)
-    _sync("save_base")
+    """Writes a freshly initialised base model (our converted format; every process calls it)."""
+    transformer_io.save_transformer(path, dit_config, params, source="random init")
 
 
 def _sync(name: str):
@@ -170,16 +173,7 @@ def export_model(out: str, dit_config, params, *, extra_files: dict | None = Non
                  overwrite: bool = False, source: str = ""):
     """Writes the full param set as our converted transformer directory (readable by
     ``load_transformer``, the sampler and ``convert export``), plus small JSON side files
-    (e.g. codec.json, text.json) atomically in the same directory."""
-    if jax.process_index() == 0:
-        params = jax.device_get(params)
-        with atomic_dir(out, overwrite=overwrite) as tmp:
-            transformer_io.save_transformer(os.path.join(tmp, "model"), dit_config, params,
-                                            source=source)
-            for name in os.listdir(os.path.join(tmp, "model")):
-                os.replace(os.path.join(tmp, "model", name), os.path.join(tmp, name))
-            os.rmdir(os.path.join(tmp, "model"))
-            for name, obj in (extra_files or {}).items():
-                with open(os.path.join(tmp, name), "w") as f:
-                    json.dump(obj, f, indent=2)
-    _sync("export_model")
+    (e.g. codec.json, text.json), atomically; every process calls it."""
+    from camclone_jax.convert.io import save_converted
+    save_converted(out, transformer_io.KIND, dit_config.to_dict(), params, source=source,
+                   overwrite=overwrite, extra_files=extra_files)

@@ -32,7 +32,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.total_steps = 1000
 
     c.optim = ml_collections.ConfigDict(dict(
-        rules=[("self_attn", "train"), (".*", None)],  # (regex over param paths, rule)
+        rules=(("self_attn", "train"), (".*", None)),  # (regex over param paths, rule)
         lr=5e-5, warmup_steps=0, schedule="constant", end_factor=0.0,  # "constant" | "cosine"
         b1=0.9, b2=0.999, weight_decay=0.0, clip_norm=1.0, ema_decay=0.0,
     ))

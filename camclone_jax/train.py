@@ -310,9 +310,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                          keep=config.checkpoint.keep,
                                          async_save=config.checkpoint.async_save)
     start = checkpointer.latest_step()
-    if start is not None:
+    if start is not None and checkpointer.has_data_state(start):
         state = checkpointer.restore(abstract_state, loader)
         log.info("resumed from step %d", start)
+    elif start is not None:  # saved by another process count: the global order is the same
+        state = checkpointer.restore(abstract_state)
+        loader.close()
+        loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host,
+                                                                   config.seed), skip_batches=start)
+        log.warning("resumed from step %d written by another number of processes: the data "
+                    "restarts at global batch %d (exact unless bad records were skipped)",
+                    start, start)
     else:
         state, start = init_fn(trainable), 0
     del trainable
@@ -338,6 +346,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
             summary.update(step_flops_per_device=flops, tokens_per_step=tokens)
 
             step, batch, pending = start, first, []
+            if val_batches and start == 0:  # the untrained model's loss, for comparison
+                val = _validate(evaluate, state, frozen, val_batches, device_batch, config)
+                summary["val_losses"][0] = val
+                writer.write(0, {"val_loss": val})
+                progress.message(f"step 0: validation loss {val:.4f}")
             window_t, window_steps = time.perf_counter(), 0
             while step < config.total_steps:
                 state, metrics = compiled(state, frozen, batch)
@@ -383,7 +396,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             summary["step"] = step
             checkpointer.wait()
             if summary["status"] == "done" and config.export:
-                _export(workdir, config, dit_cfg, state, frozen, codec)
+                _export(workdir, config, dit_cfg, state, frozen, codec, step)
                 summary["export"] = os.path.join(workdir, "export")
     finally:
         checkpointer.close()
@@ -425,7 +438,7 @@ def _validate(evaluate, state, frozen, val_batches, device_batch, config) -> flo
     return float(np.mean(losses))
 
 
-def _export(workdir, config, dit_cfg, state, frozen, codec):
+def _export(workdir, config, dit_cfg, state, frozen, codec, step):
     """WORKDIR/export: the full trained param set (EMA if kept) + codec.json + text.json."""
     trained = state["ema"] if state["ema"] is not None else state["params"]
     full = step_lib.merge_params(trained, jax.tree_util.tree_map(
@@ -436,7 +449,7 @@ def _export(workdir, config, dit_cfg, state, frozen, codec):
         extra["codec.json"] = codec.to_dict()
     out = os.path.join(workdir, "export")
     ckpt_lib.export_model(out, dit_cfg, full, extra_files=extra, overwrite=True,
-                          source=f"camclone_jax.train step {int(state['step'])}")
+                          source=f"camclone_jax.train step {step}")
 
 
 def _sample_video(workdir, config, records_path):
@@ -465,7 +478,9 @@ if __name__ == "__main__":
 
     def _main(argv):
         del argv
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        from absl import logging as absl_logging
+        if not flags.FLAGS["verbosity"].present:  # orbax and grain log a lot at INFO
+            absl_logging.set_verbosity(absl_logging.WARNING)
         result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
         print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "batch_indices")}, indent=1,
                          default=str))

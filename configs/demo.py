@@ -8,8 +8,10 @@ at 64x112, plus 1 held-out group with unseen scenes and trajectories) into WORKD
 model is a 4-layer Wan-style DiT with the I2V first-frame condition, in pixel space (the
 documented switch: data.codec "pixel", 8x8 space-to-depth and every 4th frame, so latents have
 the Wan VAE's geometry, 5 x 8 x 14, with 192 channels). Its base weights start random (saved to
-WORKDIR/base) and, as in the paper, only the 3D self-attention trains. The loss falls within
-the first hundred steps; the validation loss on held-out triplets is logged, and the run ends
+WORKDIR/base). The demo has no pretrained base to fine-tune, so it trains the whole tiny model
+(optim.rules); every other config keeps the paper's rule, where only the 3D self-attention
+trains (with a frozen random base that reaches a validation loss of 2.25 here, against 1.31
+when everything trains). The loss falls within the first hundred steps; the validation loss on held-out triplets is logged, and the run ends
 by exporting the model and writing WORKDIR/sample.mp4 (camera ref | content or first frame |
 result). Under 10 minutes on 2 CPU cores. Re-running resumes.
 """
@@ -27,12 +29,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                         in_channels=2 * channels + 4, out_channels=channels, text_dim=32,
                         freq_dim=64, attention="auto", patch_size=(1, 2, 2))
     config.data.update(
-        frames=17, height=64, width=112, num_workers=1, text="none", text_len=8,
+        frames=17, height=64, width=112, num_workers=0, text="none", text_len=8,
         codec=dict(kind="pixel", spatial_factor=8, temporal_factor=4, scale=2.0),
         synthetic=dict(num_groups=3, seed=0, val_groups=1, val_seed=1000))
     config.batch_size = 4
     config.total_steps = 600
-    config.optim.update(lr=1e-3, warmup_steps=20, schedule="cosine", end_factor=0.1)
+    config.optim.update(rules=((".*", "train"),), lr=1e-3, warmup_steps=20, schedule="cosine",
+                        end_factor=0.1)
     config.objective.update(timestep_sampling="logit_normal", shift=1.0)
     config.mesh = dict(data=-1, fsdp=1, context=1, tensor=1)
     config.mesh_devices = 1  # a one-device toy, whatever the machine has

@@ -43,6 +43,7 @@ def tiny_config(records, total_steps=4, **overrides):
     config.log_every = 1
     config.eval_every = 0
     config.sample.enabled = False
+    config.optim.schedule = "constant"  # a cosine's lr would depend on total_steps
     for key, value in overrides.items():
         target = config
         *path, leaf = key.split(".")

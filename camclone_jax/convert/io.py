@@ -296,16 +296,43 @@ def write_pytorch_weights(path: str, state: Mapping[str, np.ndarray], *,
 
 # --------------------------------------------------------------------- our converted directory
 def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
-                   source: str = "", overwrite: bool = False):
-    """Writes ``path/config.json`` and ``path/params`` (orbax) atomically."""
+                   source: str = "", overwrite: bool = False, extra_files: Mapping | None = None):
+    """Writes ``path/config.json``, ``path/params`` (orbax) and ``extra_files`` ({name: JSON
+    object}) atomically. In a multi-process job every process calls it with the same global
+    arrays (orbax writes each process's shards); process 0 writes the rest and renames."""
+    import jax
     import orbax.checkpoint as ocp
 
-    with atomic_dir(path, overwrite=overwrite) as tmp:
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump({"kind": kind, "config": dict(config), "source": source}, f, indent=2)
+    def write(tmp):
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(tmp, "params"), dict(params))
         checkpointer.wait_until_finished()
+        if jax.process_index() == 0:
+            files = {"config.json": {"kind": kind, "config": dict(config), "source": source}}
+            for name, obj in {**files, **(extra_files or {})}.items():
+                with open(os.path.join(tmp, name), "w") as f:
+                    json.dump(obj, f, indent=2)
+
+    if jax.process_count() == 1:
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            write(tmp)
+        return
+    from jax.experimental import multihost_utils
+
+    path = os.path.abspath(path)
+    tmp = path + ".partial"  # the same on every process
+    if jax.process_index() == 0:
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    multihost_utils.sync_global_devices(f"save_converted:start:{path}")
+    write(tmp)
+    multihost_utils.sync_global_devices(f"save_converted:written:{path}")
+    if jax.process_index() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    multihost_utils.sync_global_devices(f"save_converted:done:{path}")
 
 
 def load_converted(path: str) -> tuple[str, dict, dict]:

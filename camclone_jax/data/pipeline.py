@@ -6,11 +6,18 @@
     batch = global_batch(batch, mesh)           # numeric fields as global jax.Arrays
 
 Order of operations (`make_dataset`): records (a grain `MapDataset` over ArrayRecord files)
--> paired with their global index -> this host's slice, records i with i % process_count ==
-process_index (the tail n % process_count records are dropped so hosts yield equal counts)
--> seeded shuffle (reshuffled each epoch) -> repeat (num_epochs; None: forever) -> decode,
-frame sampling, resize + crop, task draw (transforms.py, seeded per element) -> bad examples
-skipped and counted -> batch -> `mp_prefetch` over `num_workers` processes.
+-> paired with their global index -> seeded shuffle (reshuffled each epoch) -> repeat
+(num_epochs; None: forever) -> decode, frame sampling, resize + crop, task draw (transforms.py,
+seeded per position in this global stream) -> this host's part of every global batch: with
+B = batch_size * process_count, host p takes positions [j B + p b, j B + (p + 1) b) of global
+batch j (lazily: only its own examples are read and decoded) -> bad examples skipped and
+counted -> batch -> `mp_prefetch` over `num_workers` processes.
+
+So the global batches (host 0's rows, then host 1's, ...) do not depend on the number of
+processes: 2 hosts x batch 4 see exactly the examples, tasks and order of 1 host x batch 8,
+and a run may resume with another process count (`skip_batches`). The hosts' shards are
+disjoint and together cover each epoch (a final partial global batch is dropped when
+num_epochs is finite).
 
 A batch is a dict of numpy arrays with a leading batch axis: target, camera_ref, content_ref
 float32 [B, F, H, W, 3] in [-1, 1] (latent kind: [B, L, h, w, C] latents, and i2v_latents if
@@ -155,8 +162,29 @@ def _ensure_flags_parsed():
         flags.FLAGS.mark_as_parsed()
 
 
-def make_dataset(source, cfg):
-    """The grain IterDataset of batches (see the module docstring for the order of steps)."""
+class _HostSlice(grain.MapDataset):
+    """Host ``index`` of ``count``'s rows of every global batch of ``batch * count`` elements."""
+
+    def __init__(self, parent, batch, index, count):
+        super().__init__(parent)
+        self._b, self._index, self._count = batch, index, count
+
+    def __len__(self):
+        return len(self._parent) // (self._b * self._count) * self._b
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.slice(i)
+        j, k = divmod(i, self._b)  # global batch j, row k of this host's part
+        return self._parent[(j * self._count + self._index) * self._b + k]
+
+    def __str__(self):
+        return f"HostSlice(batch={self._b}, host={self._index}/{self._count})"
+
+
+def make_dataset(source, cfg, skip_batches=0):
+    """The grain IterDataset of batches (see the module docstring for the order of steps),
+    starting after the first ``skip_batches`` global batches."""
     cfg.clip.validate()
     if cfg.batch_size < 1 or cfg.num_workers < 0 or cfg.max_bad_records < 0 or cfg.read_threads < 1:
         raise ValueError("batch_size and read_threads must be >= 1, num_workers and "
@@ -164,17 +192,14 @@ def make_dataset(source, cfg):
     index, count = _host(cfg)
     src = make_source(source)
     ds = grain.MapDataset.source(src).map_with_index(lambda i, x: (i, x))
-    usable = len(ds) - len(ds) % count
-    if usable < len(ds):
-        log.info("dropping the last %d of %d records so %d hosts get equal shares",
-                 len(ds) - usable, len(ds), count)
-    if usable == 0:
-        raise ValueError(f"{len(ds)} records cannot be shared by {count} hosts")
-    ds = ds[:usable][index::count]  # this host's records
+    if len(ds) < cfg.batch_size * count:
+        raise ValueError(f"{len(ds)} records cannot fill one global batch of "
+                         f"{cfg.batch_size} x {count} hosts")
     if cfg.shuffle:
         ds = ds.shuffle(seed=cfg.seed)
     ds = ds.repeat(cfg.num_epochs)
     ds = ds.random_map(TripletTransform(cfg.clip), seed=cfg.seed)
+    ds = _HostSlice(ds, cfg.batch_size, index, count)[skip_batches * cfg.batch_size:]
     read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
     it = _SkipBadDataset(ds.to_iter_dataset(read), cfg.max_bad_records)
     it = it.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
@@ -231,9 +256,10 @@ class TripletLoader:
             self._it.close()
 
 
-def make_loader(source, cfg):
-    """A `TripletLoader` over `source` (see `make_source`) with config `cfg`."""
-    return TripletLoader(make_dataset(source, cfg), cfg)
+def make_loader(source, cfg, skip_batches=0):
+    """A `TripletLoader` over `source` (see `make_source`) with config `cfg`, starting at global
+    batch ``skip_batches`` (how a run resumes under another process count)."""
+    return TripletLoader(make_dataset(source, cfg, skip_batches), cfg)
 
 
 def global_batch(batch, mesh, data_axes=None):
