@@ -29,7 +29,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 from camclone_jax import checkpoint as ckpt_lib
 from camclone_jax import observe, optim, sharding
 from camclone_jax import train_step as step_lib
-from camclone_jax.convert.io import flatten_params, unflatten_params
 from camclone_jax.data import codec as codec_lib
 from camclone_jax.data import pipeline
 from camclone_jax.data.transforms import ClipConfig

@@ -1,0 +1,488 @@
+"""CamClone inference: references + prompt -> video, as a library (the CLI is sample.py).
+
+    pipe = CamClonePipeline.from_checkpoint("ckpt/", vae="Wan2.1_VAE.pth",
+                                            prompt_cache="cache/prompts")
+    result = pipe.generate("cam.mp4", "a red car in the snow", image="first.png",
+                           frames=81, height=480, width=832, seed=0)
+    result.video                 # uint8 [81, 480, 832, 3]
+
+Tasks, conditioned exactly as ``camclone_jax.train`` trains them. I2V (an ``image``): the
+content reference is all-zero latents. V2V (a ``content_ref`` video): its latents are the
+content reference, and an I2V base gets a zero first-frame condition (mask zeros) and the CLIP
+tokens of a black frame, since the re-shot video's first frame is unknown. In I2V the image
+enters as follows:
+  * I2V base (``cond_channels > 0``, e.g. Wan 2.1 I2V, the public checkpoint): the first-frame
+    mask + latent channels (``first_frame_condition`` of the codec latents of [image, zeros...])
+    and, when the model has image cross-attention (``image_dim``), CLIP image tokens, which need
+    the CLIP weights (``clip=``).
+  * T2V-style base (``cond_channels == 0``, e.g. the tiny demo models): frame replacement: the
+    first latent frame of the sample is pinned to the image latent, noised to the current
+    level, before every model call, and set to it exactly at the end (``sampler.Replacement``).
+
+Codec: anything with ``encode(frames [b, F, H, W, 3] in [-1, 1]) -> latents [b, f, h, w, C]``,
+``decode(latents) -> frames``, ``latent_channels``, ``temporal_factor``, ``spatial_factor``:
+``VAECodec`` (Wan VAE, tiled) or the pixel codec of ``camclone_jax.data.codec``.
+
+Checkpoint directory extras (optional; explicit arguments win for the codec):
+  codec.json  {"kind": "vae", "path": "..."} (relative to the checkpoint) or {"kind": "pixel",
+              ...} (``PixelCodec.to_dict()``; read by ``data.codec.codec_from_dict``).
+  text.json   {"kind": "none", "text_len": 16}: the model was trained without text; it gets
+              zero embeddings [text_len, text_dim] and no guidance (cfg 1).
+Text otherwise comes from the JAX umT5 encoder (``t5=`` + ``tokenizer=``; loaded for the
+prompts, then freed before the DiT goes to the device) or a prompt cache (``prompt_cache=``).
+
+Memory: DiT weights in bfloat16 on accelerators (``dtype="auto"``); text and image encoders are
+freed after encoding; the DiT goes to the device only after them; the VAE decodes in tiles;
+``mesh`` shards the sampling (the CFG pair, batched, over ``data``; tokens over ``context``;
+weights by the logical rules of ``camclone_jax.sharding``). ``SampleResult.peak_memory``
+reports the device peak where the backend tracks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import resource
+import time
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from camclone_jax import sharding
+from camclone_jax.data import reference
+from camclone_jax.data.transforms import to_float
+from camclone_jax.diffusion import sampler
+from camclone_jax.encode_prompts import WAN_NEGATIVE_PROMPT
+from camclone_jax.models.config import DiTConfig
+from camclone_jax.models.dit import DiT
+from camclone_jax.models.params import first_frame_condition
+from camclone_jax.conditioning import (  # re-exported: the pipeline's parts
+    CachedText, ClipImages, NoText, TextSource, UMT5Text, VAECodec, load_codec)
+
+DEFAULT_CFG = 5.0
+
+
+# ----------------------------------------------------------------------------- the jitted loop
+_PROGRESS: dict[str, Any] = {"fn": None}
+TRACES = {"denoise": 0}  # how often the sampling loop was traced (tests check it compiles once)
+
+
+def _progress_tick(done):
+    """Host side of the loop's progress callback: forwards to the current progress function."""
+    fn = _PROGRESS["fn"]
+    if fn is not None:
+        fn(int(done))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "solver", "order", "guided", "batched"))
+def _denoise(params, cond, noise, tables, scale, replacement, *, cfg: DiTConfig, solver: str,
+             order: int, guided: bool, batched: bool = True):
+    """The whole sampling loop as one program (see sampler.sample_loop)."""
+    TRACES["denoise"] += 1
+    model = DiT(cfg)
+
+    def model_fn(x, timestep, ctx):
+        n = x.shape[0]
+        with nn.logical_axis_rules(sharding.DEFAULT_RULES):
+            return model.apply({"params": params}, x, jnp.full((n,), timestep), ctx["text"],
+                               cam_latents=ctx["cam"], content_latents=ctx["content"],
+                               image_embeds=ctx.get("image"), first_frame=ctx.get("first_frame"))
+
+    def velocity(x, timestep, sigma):
+        shared = {k: v for k, v in cond.items() if k not in ("text", "neg_text")}
+        pos = dict(shared, text=cond["text"])
+        neg = dict(shared, text=cond["neg_text"]) if guided else None
+        return sampler.guided_velocity(model_fn, x, timestep, pos, neg, scale, batched=batched)
+
+    return sampler.sample_loop(velocity, noise, tables, solver=solver, order=order,
+                               replacement=replacement, progress=_progress_tick)
+
+
+# ------------------------------------------------------------------------------ options, result
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+    """Everything about one sample except its inputs (defaults: the public release's setup).
+
+    cfg None means 5 for text-conditioned models and 1 (no guidance) for text-free ones;
+    cfg_batched: the cond/uncond pair as one batch of 2 (default; data parallel on a mesh) or
+    two calls per step (False: half the activation memory, same work, one device's batch);
+    schedule None is the solver's usual spacing (``sampler.default_spacing``); sampling, short,
+    fit, max_crop: the reference rules of ``camclone_jax.data.reference``; fps: the output frame
+    rate (and the rate fps-aware sampling resamples to).
+    """
+
+    frames: int = 81
+    height: int = 480
+    width: int = 832
+    steps: int = 50
+    shift: float = 5.0
+    cfg: float | None = None
+    cfg_batched: bool = True
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    seed: int = 0
+    solver: str = "euler"
+    order: int = 2
+    schedule: str | None = None
+    sampling: str = "uniform"
+    short: str = "error"
+    fit: str = "crop"
+    max_crop: float = reference.DEFAULT_MAX_CROP
+    fps: float = 16.0
+
+    def replace(self, **changes) -> "SampleOptions":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown sample options {unknown}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class SampleResult:
+    """A generated video and what it was made from (all uint8 [.., H, W, 3] frames)."""
+
+    video: np.ndarray  # [F, H, W, 3]
+    camera_ref: np.ndarray  # [F, H, W, 3]
+    content_ref: np.ndarray | None  # [F, H, W, 3] (V2V)
+    first_frame: np.ndarray | None  # [H, W, 3]
+    latents: np.ndarray  # [f, h, w, C]
+    task: str  # "i2v" or "v2v"
+    seconds: dict
+    peak_memory: dict
+
+    def side_by_side(self) -> np.ndarray:
+        """[F, H, k*W, 3]: camera reference | content reference or first frame | result."""
+        panels = [self.camera_ref]
+        if self.content_ref is not None:
+            panels.append(self.content_ref)
+        elif self.first_frame is not None:
+            panels.append(np.broadcast_to(self.first_frame, self.video.shape))
+        return np.concatenate(panels + [self.video], axis=2)
+
+
+def _to_uint8(frames) -> np.ndarray:
+    x = np.round((np.asarray(frames, np.float32) + 1.0) * 127.5)  # [-1, 1] -> [0, 255]
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def peak_memory() -> dict:
+    """Peak bytes so far: {"device": max over local devices or None, "host": process RSS}."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return {"device": max(peaks) if peaks else None,
+            "host": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def resolve_dtype(dtype: str) -> str:
+    """"auto" -> bfloat16 on GPU/TPU, float32 on CPU."""
+    if dtype == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be auto, float32 or bfloat16, got {dtype!r}")
+    return dtype
+
+
+def auto_mesh_axes(num_devices: int, batch: int, tokens: int) -> dict[str, int]:
+    """Data parallel over what divides the batch (the CFG pair), context parallel over the rest
+    where it divides the token count; leftover devices are not used."""
+    data = math.gcd(batch, num_devices)
+    context = max(c for c in range(1, num_devices // data + 1)
+                  if (num_devices // data) % c == 0 and tokens % c == 0)
+    return {"data": data, "context": context}
+
+
+# ------------------------------------------------------------------------------- the pipeline
+class CamClonePipeline:
+    """A DiT with its codec, text source and (I2V bases) CLIP; ``generate`` makes videos."""
+
+    def __init__(self, config: DiTConfig, params, codec, text: TextSource, *,
+                 clip: ClipImages | None = None, mesh=None, dtype: str = "auto",
+                 context_parallel: str | None = None):
+        dtype = resolve_dtype(dtype)
+        changes = dict(dtype=dtype, param_dtype=dtype, remat="none")
+        if context_parallel is not None:  # "none", "ulysses" or "ring" (see DiTConfig)
+            changes["context_parallel"] = context_parallel
+        self.config = config.replace(**changes)
+        self.codec, self.text, self.clip, self.mesh = codec, text, clip, mesh
+        if codec.latent_channels != config.out_channels:
+            raise ValueError(f"the codec makes {codec.latent_channels}-channel latents, the DiT "
+                             f"predicts {config.out_channels}; wrong --vae for this checkpoint?")
+        if config.cond_channels and config.cond_channels != 4 + codec.latent_channels:
+            raise ValueError(f"the DiT has {config.cond_channels} first-frame channels; expected "
+                             f"4 + {codec.latent_channels} (mask + latent)")
+        np_dtype = jnp.dtype(dtype)
+        self._host_params = jax.tree_util.tree_map(lambda p: np.asarray(p).astype(np_dtype), params)
+        self._params = None  # placed on the device at the first sample, after the encoders ran
+
+    # -------------------------------------------------------------------------- construction
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, *, vae: str | None = None, t5: str | None = None,
+                        tokenizer: str | None = None, prompt_cache: str | None = None,
+                        clip: str | None = None, dtype: str = "auto", mesh=None,
+                        context_parallel: str | None = None,
+                        text_max_length: int = 512) -> "CamClonePipeline":
+        """Loads what ``checkpoint`` needs (see the module docstring for the rules)."""
+        from camclone_jax.convert.io import read_json
+        from camclone_jax.convert.transformer import load_transformer
+
+        if not os.path.exists(checkpoint):
+            raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        base = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
+        extra = {name: read_json(os.path.join(base, f"{name}.json")) for name in ("codec", "text")
+                 if os.path.isfile(os.path.join(base, f"{name}.json"))}
+        config, params = load_transformer(checkpoint)
+        if vae is not None:
+            codec = VAECodec.load(vae)
+        elif "codec" in extra:
+            codec = load_codec(extra["codec"], base)
+        else:
+            raise ValueError(f"no codec for {checkpoint}: pass --vae PATH (Wan VAE weights) or "
+                             "put a codec.json in the checkpoint directory")
+        text_kind = extra.get("text", {}).get("kind")
+        if text_kind == "none":
+            if t5 or prompt_cache:
+                raise ValueError(f"{checkpoint} was trained without text (text.json kind none); "
+                                 "drop --t5/--prompt_cache")
+            text = NoText(extra["text"].get("text_len", 1), config.text_dim)
+        elif text_kind not in (None, "t5", "umt5"):
+            raise ValueError(f"unknown text kind {text_kind!r} in {base}/text.json")
+        elif t5 is not None or tokenizer is not None:
+            if t5 is None or tokenizer is None:
+                raise ValueError("the umT5 encoder needs both --t5 (weights) and --tokenizer")
+            text = UMT5Text(t5, tokenizer, dtype=resolve_dtype(dtype), max_length=text_max_length)
+        elif prompt_cache is not None:
+            text = CachedText(prompt_cache)
+        else:
+            raise ValueError("no text conditioning: pass --t5 PATH --tokenizer PATH (JAX umT5) or "
+                             "--prompt_cache DIR (python -m camclone_jax.encode_prompts)")
+        if config.image_dim is not None and clip is None:
+            raise ValueError(f"{checkpoint} is an I2V-base model with CLIP image cross-attention "
+                             f"(image_dim={config.image_dim}): pass --clip PATH (Wan's CLIP "
+                             "ViT-H/14 weights)")
+        clip_enc = ClipImages(clip, resolve_dtype(dtype)) if config.image_dim is not None else None
+        return cls(config, params, codec, text, clip=clip_enc, mesh=mesh, dtype=dtype,
+                   context_parallel=context_parallel)
+
+    # ------------------------------------------------------------------------------- helpers
+    def params(self):
+        """DiT params on the device(s), placed on first use (sharded by the mesh if any)."""
+        if self._params is None:
+            if self.mesh is None:
+                self._params = jax.device_put(self._host_params)
+            else:
+                from camclone_jax.models.params import logical_specs
+
+                self._params = jax.device_put(self._host_params, sharding.logical_sharding(
+                    logical_specs(self.config), self.mesh))
+        return self._params
+
+    def guidance(self, opts: SampleOptions) -> float:
+        """The CFG scale of a sample: opts.cfg, or the default; 1 means no guidance."""
+        if opts.cfg is None:
+            return DEFAULT_CFG if self.text.guidance else 1.0
+        if opts.cfg != 1.0 and not self.text.guidance:
+            raise ValueError(f"cfg={opts.cfg}: this model has no text conditioning, so there is "
+                             "nothing to guide; use cfg 1 (the default for it)")
+        return float(opts.cfg)
+
+    def check_options(self, opts: SampleOptions):
+        """Raises ValueError naming every option the model/codec cannot take."""
+        c, (pt, ph, pw) = self.codec, self.config.patch_size
+        tf, sf = c.temporal_factor, c.spatial_factor
+        problems = []
+        if opts.frames < 1 or (opts.frames - 1) % tf or ((opts.frames - 1) // tf + 1) % pt:
+            k = max(0, (opts.frames - 1) // tf)
+            problems.append(f"frames={opts.frames} must be 1 + {tf}k (e.g. {1 + tf * k} or "
+                            f"{1 + tf * (k + 1)})")
+        for name, size, p in (("height", opts.height, ph), ("width", opts.width, pw)):
+            if size < 1 or size % (sf * p):
+                problems.append(f"{name}={size} must be a positive multiple of {sf * p}")
+        if opts.steps < 1:
+            problems.append(f"steps={opts.steps} must be >= 1")
+        if not opts.fps > 0:
+            problems.append(f"fps={opts.fps} must be positive")
+        for name, allowed in (("solver", sampler.SOLVERS), ("sampling", reference.SAMPLING),
+                              ("short", reference.SHORT), ("fit", reference.FIT)):
+            if getattr(opts, name) not in allowed:
+                problems.append(f"{name}={getattr(opts, name)!r} is not one of {allowed}")
+        if opts.schedule is not None and opts.schedule not in sampler.SPACINGS:
+            problems.append(f"schedule={opts.schedule!r} is not one of {sampler.SPACINGS}")
+        if problems:
+            raise ValueError("invalid sample options: " + "; ".join(problems))
+
+    def latent_shape(self, opts: SampleOptions) -> tuple[int, int, int, int, int]:
+        c = self.codec
+        return (1, 1 + (opts.frames - 1) // c.temporal_factor, opts.height // c.spatial_factor,
+                opts.width // c.spatial_factor, c.latent_channels)
+
+    def _check_mesh(self, batch: int, latent_shape):
+        if self.mesh is None:
+            return
+        s = self.mesh.shape
+        dp = s["data"] * s["fsdp"]
+        if batch % dp:
+            raise ValueError(f"mesh data*fsdp={dp} does not divide the batch of {batch} (2 with "
+                             "guidance: the cond/uncond pair; 1 without); use context parallel")
+        _, f, h, w, _ = latent_shape
+        pt, ph, pw = self.config.patch_size
+        tokens = 3 * (f // pt) * (h // ph) * (w // pw)
+        if tokens % s["context"]:
+            raise ValueError(f"mesh context={s['context']} does not divide the {tokens} tokens")
+
+    def _put(self, tree):
+        if self.mesh is None:
+            return jax.device_put(tree)
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    # ------------------------------------------------------------------------------ sampling
+    def prepare_prompts(self, prompts: Sequence[str]):
+        """Encodes prompts ahead of the samples (batch jobs: the text encoder loads once)."""
+        self.text.embed(list(prompts))
+        self.text.release()
+
+    def generate(self, camera_ref, prompt: str = "", *, image=None, content_ref=None,
+                 options: SampleOptions | None = None, progress: bool = True,
+                 **overrides) -> SampleResult:
+        """One video. camera_ref / content_ref: a video path or uint8 [n, H, W, 3]; image: an
+        image path or uint8 [H, W, 3]; ``overrides``: SampleOptions fields."""
+        opts = (options or SampleOptions()).replace(**overrides)
+        self.check_options(opts)
+        if (image is None) == (content_ref is None):
+            raise ValueError("give either an image (I2V: --image) or a content video (V2V: "
+                             "--content_ref), not both")
+        scale = self.guidance(opts)
+        guided = scale != 1.0
+        shape = self.latent_shape(opts)
+        self._check_mesh(2 if guided and opts.cfg_batched else 1, shape)
+        times, t0 = {}, time.perf_counter()
+        load = dict(sampling=opts.sampling, fps=opts.fps, short=opts.short, fit=opts.fit,
+                    max_crop=opts.max_crop)
+        fhw = (opts.frames, opts.height, opts.width)
+        cam = reference.load_reference_video(camera_ref, *fhw, what="camera reference", **load)
+        content = None if content_ref is None else reference.load_reference_video(
+            content_ref, *fhw, what="content reference", **load)
+        first = None
+        if image is not None:
+            first = reference.load_image(image, opts.height, opts.width, fit=opts.fit,
+                                         max_crop=opts.max_crop, what="first-frame image")
+
+        # Encoders first (freed after), then the DiT goes to the device.
+        texts = self.text.embed([prompt] + ([opts.negative_prompt] if guided else []))  # [n, L, D]
+        if texts.shape[-1] != self.config.text_dim:
+            raise ValueError(f"text embeddings have width {texts.shape[-1]}, the DiT takes "
+                             f"{self.config.text_dim}; wrong text encoder or prompt cache?")
+        self.text.release()
+        cond = {"text": texts[:1]}
+        if guided:
+            cond["neg_text"] = texts[1:2]
+        if self.config.image_dim is not None:  # V2V: a black frame, as in training
+            black = np.zeros((opts.height, opts.width, 3), np.uint8)
+            cond["image"] = self.clip.encode(black if first is None else first)  # [1, 257, d]
+        cond["cam"] = encode_float(self.codec, to_float(cam))  # [1, f, h, w, C]
+        cond["content"] = (jnp.zeros(shape, jnp.float32) if content is None
+                           else encode_float(self.codec, to_float(content)))  # [1, f, h, w, C]
+        for name in ("cam", "content"):
+            if tuple(cond[name].shape) != shape:
+                raise ValueError(f"the codec encoded the {name} reference to {cond[name].shape}, "
+                                 f"expected {shape}")
+        noise = jax.random.normal(jax.random.key(opts.seed), shape, jnp.float32)  # [1, f, h, w, C]
+        replacement = None
+        if first is not None and self.config.cond_channels:
+            image_video = np.zeros((opts.frames, opts.height, opts.width, 3), np.float32)
+            image_video[0] = to_float(first)  # [image, zeros...], as Wan I2V encodes it
+            cond["first_frame"] = first_frame_condition(
+                encode_float(self.codec, image_video))  # [1, f, h, w, 4 + C]
+        elif self.config.cond_channels:  # V2V on an I2V base: no first frame, as in training
+            cond["first_frame"] = jnp.zeros(shape[:-1] + (self.config.cond_channels,))
+        elif first is not None:
+            known = jnp.zeros(shape, jnp.float32).at[:, :1].set(
+                encode_float(self.codec, to_float(first)[None]))  # [1, f, h, w, C]
+            mask = jnp.zeros((1, shape[1], 1, 1, 1), jnp.float32).at[:, 0].set(1.0)
+            replacement = sampler.Replacement(known, noise, mask)
+        times["encode"] = time.perf_counter() - t0
+
+        spacing = opts.schedule or sampler.default_spacing(opts.solver)
+        tables = sampler.solver_tables(sampler.make_schedule(opts.steps, opts.shift, spacing),
+                                       opts.solver, opts.order)
+        t0 = time.perf_counter()
+        latents = self.denoise(cond, noise, tables, scale, replacement, solver=opts.solver,
+                               order=opts.order, guided=guided, batched=opts.cfg_batched,
+                               progress=progress)
+        times["denoise"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        video = _to_uint8(self.codec.decode(latents)[0])  # [F, H, W, 3]
+        times["decode"] = time.perf_counter() - t0
+        if video.shape != (opts.frames, opts.height, opts.width, 3):
+            raise ValueError(f"the codec decoded {video.shape}, expected "
+                             f"{(opts.frames, opts.height, opts.width, 3)}")
+        return SampleResult(video=video, camera_ref=cam, content_ref=content, first_frame=first,
+                            latents=np.asarray(latents[0]),
+                            task="i2v" if content is None else "v2v", seconds=times,
+                            peak_memory=peak_memory())
+
+    def denoise(self, cond: dict, noise, tables: dict, scale: float, replacement=None, *,
+                solver: str = "euler", order: int = 2, guided: bool = True,
+                batched: bool = True, progress: bool = True):
+        """Runs the jitted sampling loop -> latents [1, f, h, w, C] (float32)."""
+        from tqdm.auto import tqdm
+
+        params = self.params()
+        args = self._put((cond, noise, {k: jnp.asarray(v) for k, v in tables.items()},
+                          jnp.float32(scale), replacement))
+        bar = tqdm(total=len(tables["sigma"]), desc="denoising", unit="step",
+                   disable=not progress, leave=False)
+        _PROGRESS["fn"] = lambda done: bar.update(max(0, done - bar.n))  # idempotent
+        try:
+            if self.mesh is None:
+                out = _denoise(params, *args, cfg=self.config, solver=solver, order=order,
+                               guided=guided, batched=batched)
+            else:
+                with _ambient(self.mesh):
+                    out = _denoise(params, *args, cfg=self.config, solver=solver, order=order,
+                                   guided=guided, batched=batched)
+            out = jax.block_until_ready(out)
+            if self.mesh is not None:  # the codec's weights live on the default device
+                out = jax.device_put(out, jax.devices()[0])
+        finally:
+            _PROGRESS["fn"] = None
+            bar.close()
+        return out
+
+
+def _ambient(mesh):
+    """Makes ``mesh`` the ambient mesh of the sampling call (sharding constraints, context
+    parallel attention): ``jax.set_mesh`` where it exists, else ``with mesh``."""
+    return jax.set_mesh(mesh) if hasattr(jax, "set_mesh") else mesh
+
+
+def encode_float(codec, frames) -> jnp.ndarray:
+    """codec.encode of float frames [F, H, W, 3] in [-1, 1] -> latents [1, f, h, w, C]."""
+    return jnp.asarray(codec.encode(jnp.asarray(frames, jnp.float32)[None]), jnp.float32)
+
+
+def write_video(path: str, frames: np.ndarray, fps: float):
+    """Writes uint8 frames as an H.264 mp4, atomically (no partial file on failure)."""
+    from camclone_jax.data.video import write_mp4
+
+    if not path.lower().endswith(".mp4"):
+        raise ValueError(f"output {path} must end in .mp4")
+    write_mp4(path, frames, fps)
+
+
+def describe(result: SampleResult) -> str:
+    """One log line about a finished sample."""
+    mem = result.peak_memory
+    dev = f"{mem['device'] / 2**30:.2f} GiB" if mem["device"] is not None else "n/a"
+    secs = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    return (f"{result.task} {result.video.shape[0]}x{result.video.shape[1]}x"
+            f"{result.video.shape[2]}: {secs}; peak device memory {dev}, host "
+            f"{mem['host'] / 2**30:.2f} GiB")
+
+
+__all__ = ["CamClonePipeline", "SampleOptions", "SampleResult", "VAECodec", "load_codec", "UMT5Text", "CachedText", "NoText", "ClipImages", "TextSource",
+           "auto_mesh_axes", "peak_memory", "write_video", "describe", "encode_float"]
