@@ -83,9 +83,18 @@ def _progress_tick(done):
 @functools.partial(jax.jit, static_argnames=("cfg", "solver", "order", "guided", "batched"))
 def _denoise(params, cond, noise, tables, scale, replacement, *, cfg: DiTConfig, solver: str,
              order: int, guided: bool, batched: bool = True):
-    """The whole sampling loop as one program (see sampler.sample_loop)."""
+    """The whole sampling loop as one program (see sampler.sample_loop).
+
+    With block-sparse condition attention (``cfg.cond_attention`` "joint"/"segment") the
+    condition tokens' keys/values are built once, before the loop, and every step runs the
+    target tokens only (``_cached_velocity``).
+    """
     TRACES["denoise"] += 1
     model = DiT(cfg)
+    if cfg.cond_attention != "full":
+        velocity = _cached_velocity(model, params, cond, scale, guided=guided, batched=batched)
+        return sampler.sample_loop(velocity, noise, tables, solver=solver, order=order,
+                                   replacement=replacement, progress=_progress_tick)
 
     def model_fn(x, timestep, ctx):
         n = x.shape[0]
@@ -102,6 +111,48 @@ def _denoise(params, cond, noise, tables, scale, replacement, *, cfg: DiTConfig,
 
     return sampler.sample_loop(velocity, noise, tables, solver=solver, order=order,
                                replacement=replacement, progress=_progress_tick)
+
+
+def _cached_velocity(model: DiT, params, cond: dict, scale, *, guided: bool, batched: bool):
+    """velocity(x, timestep, sigma) over a condition K/V cache built here, once per sample.
+
+    Condition tokens see only condition tokens, timestep 0 and the prompt, so one cache per
+    prompt (the guided pair: two, batched as one cache of 2 when ``batched``) serves every
+    step; per step the DiT runs the target tokens against [target K/V | cached K/V]. Guidance
+    is combined as in ``sampler.guided_velocity``, with the batched inputs joined once here
+    rather than at every step.
+    """
+    def apply(*args, **kwargs):
+        with nn.logical_axis_rules(sharding.DEFAULT_RULES):
+            return model.apply({"params": params}, *args, **kwargs)
+
+    texts = [cond["text"]] + ([cond["neg_text"]] if guided else [])  # [n, L, D] each
+    groups = [texts] if batched else [[t] for t in texts]  # texts joined into one call each
+    calls = []
+    for group in groups:
+        rep = lambda a, r=len(group): a if r == 1 else jnp.concatenate([a] * r)  # [r n, ...]
+        ctx = {"text": jnp.concatenate(group) if len(group) > 1 else group[0],
+               "image": None if "image" not in cond else rep(cond["image"]),
+               "first_frame": None if "first_frame" not in cond else rep(cond["first_frame"])}
+        ctx["cache"] = apply(ctx["text"], rep(cond["cam"]), rep(cond["content"]),
+                             image_embeds=ctx["image"],
+                             method=DiT.build_cond_cache)  # {"k", "v"}: [r n, layers, Lc, dim]
+        calls.append((len(group), ctx))
+
+    def velocity(x, timestep, sigma):
+        outs = []
+        for r, ctx in calls:
+            xr = x if r == 1 else jnp.concatenate([x] * r)  # [r n, f, h, w, C]
+            outs.append(apply(xr, jnp.full((xr.shape[0],), timestep), ctx["text"],
+                              image_embeds=ctx["image"], first_frame=ctx["first_frame"],
+                              cond_cache=ctx["cache"]))
+        v = outs[0] if len(outs) == 1 else jnp.concatenate(outs)  # [(1 or 2) n, ...]
+        if not guided:
+            return v
+        n = x.shape[0]
+        return sampler.cfg_combine(v[:n], v[n:], scale)
+
+    return velocity
 
 
 # ------------------------------------------------------------------------------ options, result
@@ -328,9 +379,8 @@ class CamClonePipeline:
         if batch % dp:
             raise ValueError(f"mesh data*fsdp={dp} does not divide the batch of {batch} (2 with "
                              "guidance: the cond/uncond pair; 1 without); use context parallel")
-        _, f, h, w, _ = latent_shape
-        pt, ph, pw = self.config.patch_size
-        tokens = 3 * (f // pt) * (h // ph) * (w // pw)
+        from camclone_jax.models.dit import sequence_lengths
+        tokens = sum(sequence_lengths(self.config, latent_shape).values())
         if tokens % s["context"]:
             raise ValueError(f"mesh context={s['context']} does not divide the {tokens} tokens")
 

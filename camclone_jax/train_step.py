@@ -16,8 +16,9 @@ One step (paper eq. 1-2, REFERENCE.md 1-2):
      view's first frame is unknown at inference). Text: cached embeddings from the batch, or
      zeros when the config trains without text; ``text_drop_prob`` zeroes it per example.
   2. Per example: t from the configured sampler (uniform / logit-normal / shifted), noise z,
-     x_t = (1 - t) x + t z. The noise and t of the whole batch are drawn first, so splitting it
-     into micro-batches does not change them.
+     x_t = (1 - t) x + t z, and a latent-drop key (used when the model's ``cond_drop`` > 0).
+     The noise, t and keys of the whole batch are drawn first, so splitting it into
+     micro-batches does not change them.
   3. Loss = mean || v(x_t, 1000 t, refs) - (z - x) ||^2 over the target tokens (optionally
      bell-weighted); gradients summed over ``accum_steps`` micro-batches (lax.scan), averaged.
   4. Non-finite loss or gradient norm: the update is dropped (params, moments, EMA unchanged;
@@ -168,19 +169,30 @@ def _tree_norm(tree):
     return tree_ns.norm(tree) if hasattr(tree_ns, "norm") else optax.global_norm(tree)
 
 
+_COND_DROP_STREAM = 0x636F6E64  # fold_in data of the latent-drop keys ("cond")
+
+
 def _draw(rng, x, cfg: StepConfig):
-    """Per-example timesteps, positions, noise and text-drop mask for the whole batch."""
+    """Per-example timesteps, positions, noise, text-drop mask and latent-drop keys."""
     k_t, k_z, k_drop = jax.random.split(rng, 3)
     b = x.shape[0]
     t, u = flow.sample_timesteps(k_t, b, cfg.timestep_sampling, shift=cfg.shift,
                                  logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)  # [b], [b]
     z = jax.random.normal(k_z, x.shape, jnp.float32)  # [b, f, h, w, C]
     keep_text = jax.random.uniform(k_drop, (b,)) >= cfg.text_drop_prob  # [b]
-    return {"t": t, "u": u, "z": z, "keep_text": keep_text}
+    # Folded in (not a 4th split) so t, z and the text mask stay what they were.
+    cond_keys = jax.random.split(jax.random.fold_in(rng, _COND_DROP_STREAM), b)  # [b, key]
+    return {"t": t, "u": u, "z": z, "keep_text": keep_text, "cond_keys": cond_keys}
 
 
-def make_loss_fn(model, cfg: StepConfig):
-    """loss(trainable, frozen, inputs, draws) -> scalar mean flow loss over the examples."""
+def make_loss_fn(model, cfg: StepConfig, train: bool = True):
+    """loss(trainable, frozen, inputs, draws) -> scalar mean flow loss over the examples.
+
+    ``train``: latent drop of the condition tokens (the model's ``cond_drop``) is on, with the
+    per-example keys of ``draws``; evaluation passes False and sees every token.
+    """
+    drop = train and getattr(model.config, "cond_drop", 0.0) > 0
+
     def loss_fn(trainable, frozen, inputs, draws):
         params = merge_params(trainable, frozen)
         x, t = inputs["x"], draws["t"]
@@ -188,6 +200,8 @@ def make_loss_fn(model, cfg: StepConfig):
         text = jnp.where(_per_example(draws["keep_text"], inputs["text"]), inputs["text"], 0.0)
         kwargs = {k: inputs[k] for k in ("cam_latents", "content_latents", "first_frame",
                                          "image_embeds") if k in inputs}
+        if drop:
+            kwargs["cond_drop_key"] = draws["cond_keys"]
         v = model.apply({"params": params}, x_t, flow.model_timesteps(t), text, **kwargs)
         weights = flow.bell_weight(draws["u"]) if cfg.bell_weighting else None
         return flow.flow_loss(v, x, draws["z"], weights)
@@ -262,7 +276,7 @@ def make_eval_loss(model, cfg: StepConfig, *, codec=None, num_timesteps: int = 4
     """Validation loss (trainable, frozen, batch, rng) -> scalar: the flow loss averaged over a
     fixed grid of ``num_timesteps`` t values (mid-points of [0, 1]) with noise from ``rng``, so
     it is deterministic and comparable across steps."""
-    loss_fn = make_loss_fn(model, dataclasses.replace(cfg, bell_weighting=False))
+    loss_fn = make_loss_fn(model, dataclasses.replace(cfg, bell_weighting=False), train=False)
 
     def eval_fn(trainable, frozen, batch, rng):
         inputs = model_inputs(batch, model.config, codec, cfg.text_len)

@@ -3,8 +3,9 @@
 ``DiTConfig`` is a frozen dataclass (hashable, so it can be a Flax module attribute). It maps
 one-to-one onto diffusers' ``WanTransformer3DModel`` config (``from_diffusers`` /
 ``to_diffusers``) for the fields the architecture has in common; the rest are ours:
-CamClone conditioning (``concat``, ``spatial_attn``) and execution (dtypes, attention backend,
-scan/remat).
+CamClone conditioning (``concat``, ``spatial_attn``), the cost-cutting options of the
+condition tokens (``cam_downsample``, ``cond_drop``, ``cond_attention``) and execution (dtypes,
+attention backend, scan/remat).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def config_from_dict(cls, d: Mapping[str, Any]):
 
 
 CONCAT_MODES = ("frame", "channel")
+COND_ATTENTION = ("full", "joint", "segment")
+PREDICTIONS = ("velocity", "sample")
 ATTENTION_BACKENDS = ("auto", "xla", "flash", "cudnn")
 CONTEXT_PARALLEL = ("none", "ulysses", "ring")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
@@ -59,6 +62,11 @@ class DiTConfig:
       flash_block_q / flash_block_kv: tile sizes of the blockwise attention. The defaults (128
         queries against up to 8192 keys, so usually one key tile and no rescaling) were the
         fastest forward and backward in benchmarks/dit.py on CPU.
+      prediction: what the head predicts: "velocity" (Wan: v = z - x) or "sample" (the clean x,
+        turned into v = (x_t - x) / max(t, 0.05) inside the model, so training and sampling still
+        see a velocity). "sample" is for narrow models on high-dimensional tokens (pixel space):
+        a velocity head must reproduce the noise through the model's width, a sample head only
+        the image (as in Li & He, "Back to Basics: Let Denoising Generative Models Denoise").
       context_parallel: sequence parallel attention over the mesh's context axis: "none",
         "ulysses" (all-to-all sequence <-> heads; heads per tensor shard must divide by the
         context size) or "ring" (key/value chunks passed round with ppermute); see
@@ -67,6 +75,29 @@ class DiTConfig:
       scan_layers: run the blocks with ``nn.scan`` (one compiled block; params stacked on a
         leading "layers" axis). The param layout is always stacked, whatever this says.
       remat: rematerialisation policy per block: none, full, dots, dots_no_batch.
+
+    Cost-cutting options for the tripled sequence of frame concatenation (the paper's stated
+    limitation). They change no parameter, so a checkpoint loads under any of them, but they do
+    change the function (fine-tune with the option on). Defaults reproduce the release exactly.
+    All need ``concat="frame"`` and no ``spatial_attn``.
+      cam_downsample: spatial average-pooling factor of the camera-reference latents before
+        patchify (camera motion is global): k gives k^2 fewer camera tokens. The pooled tokens
+        keep the spatial extent of the target in RoPE: token (i, j) of the pooled grid sits at
+        height/width positions (k i, k j), the position of the top-left target token it
+        covers (integer positions shared with the target grid; temporal positions unchanged).
+        Latent height and width must be multiples of k times the patch size.
+      cond_drop: "latent drop", training only: each example keeps a random subset of
+        round((1 - cond_drop) n) of the n tokens of each reference segment (camera and content
+        separately; a fixed count, so shapes are static) and the rest are removed from the
+        sequence, their RoPE positions travelling with the kept tokens. Active only when the
+        DiT gets a ``cond_drop_key`` (train_step passes one); sampling keeps every token.
+      cond_attention: "full" (the release: every token attends to every token, one timestep
+        modulates all), or block-sparse: target tokens attend to every token while condition
+        tokens attend only to condition tokens: "joint" (camera and content references
+        together) or "segment" (each reference only to itself, the cheapest). Condition tokens
+        are then modulated with the fixed timestep 0 (they are clean), so they depend on neither
+        the noisy target nor t: their keys/values are computed once per sample and cached
+        across denoising steps (``DiT.build_cond_cache``, ``cond_cache=``).
     """
 
     dim: int = 1536
@@ -92,8 +123,12 @@ class DiTConfig:
     flash_block_q: int = 128
     flash_block_kv: int = 8192
     context_parallel: str = "none"
+    prediction: str = "velocity"
     scan_layers: bool = True
     remat: str = "none"
+    cam_downsample: int = 1
+    cond_drop: float = 0.0
+    cond_attention: str = "full"
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -108,15 +143,30 @@ class DiTConfig:
             problems.append(f"in_channels {self.in_channels} < out_channels {self.out_channels}")
         for name, value, allowed in (("concat", self.concat, CONCAT_MODES),
                                      ("attention", self.attention, ATTENTION_BACKENDS),
+                                     ("prediction", self.prediction, PREDICTIONS),
                                      ("context_parallel", self.context_parallel,
                                       CONTEXT_PARALLEL),
                                      ("remat", self.remat, REMAT_POLICIES),
+                                     ("cond_attention", self.cond_attention, COND_ATTENTION),
                                      ("dtype", self.dtype, DTYPES),
                                      ("param_dtype", self.param_dtype, DTYPES)):
             if value not in allowed:
                 problems.append(f"{name}={value!r} is not one of {allowed}")
+        if int(self.cam_downsample) != self.cam_downsample or self.cam_downsample < 1:
+            problems.append(f"cam_downsample must be a positive integer, got {self.cam_downsample}")
+        if not 0.0 <= self.cond_drop < 1.0:
+            problems.append(f"cond_drop must be in [0, 1), got {self.cond_drop}")
+        if self.cuts_cost and (self.concat != "frame" or self.spatial_attn):
+            problems.append("cam_downsample, cond_drop and cond_attention need concat='frame' "
+                            f"without spatial_attn (got concat={self.concat!r}, "
+                            f"spatial_attn={self.spatial_attn})")
         if problems:
             raise ValueError("invalid DiTConfig: " + "; ".join(problems))
+
+    @property
+    def cuts_cost(self) -> bool:
+        """Whether any cost-cutting option (cam_downsample, cond_drop, cond_attention) is on."""
+        return self.cam_downsample != 1 or self.cond_drop > 0 or self.cond_attention != "full"
 
     @property
     def head_dim(self) -> int:
@@ -177,9 +227,10 @@ class DiTConfig:
 
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers ``WanTransformer3DModel`` config dict of this architecture."""
-        if self.concat != "frame" or self.spatial_attn:
-            raise ValueError("only concat='frame' without spatial_attn exists in diffusers "
-                             f"(got concat={self.concat!r}, spatial_attn={self.spatial_attn})")
+        if self.concat != "frame" or self.spatial_attn or self.prediction != "velocity":
+            raise ValueError("only concat='frame', velocity prediction, no spatial_attn exists "
+                             f"in diffusers (got concat={self.concat!r}, spatial_attn="
+                             f"{self.spatial_attn}, prediction={self.prediction!r})")
         return {
             "_class_name": "WanTransformer3DModel",
             "patch_size": list(self.patch_size), "num_attention_heads": self.num_heads,

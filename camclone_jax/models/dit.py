@@ -7,6 +7,15 @@ timestep modulates every token; the prediction is sliced back to the target fram
 references the model is plain Wan 2.1 (T2V, or I2V with ``first_frame`` and ``image_embeds``),
 numerically equal to diffusers' ``WanTransformer3DModel``.
 
+Cost-cutting options (``DiTConfig.cam_downsample``, ``cond_drop``, ``cond_attention``; all off
+by default) shrink or sparsify the condition tokens. The sequence is built per segment
+(``input_segments``, ``Segment``, ``segment_rope``): each is patchified on its own grid with its
+own RoPE positions, then the token lists are joined (with every option off this is the same
+sequence and the same tables as patchifying the frame-concatenated video). With block-sparse
+condition attention the condition tokens' keys/values do not depend on the noisy target or the
+timestep, so sampling computes them once (``DiT.build_cond_cache``) and each denoising step
+runs the target tokens only (``DiT(...)(latents, t, text, cond_cache=cache)``).
+
 Top-level parameter paths: ``patch_embedding/{kernel,bias}`` (kernel [pt, ph, pw, c_in, dim]),
 ``time_embedding/{fc1,fc2}``, ``time_projection``, ``text_embedding/{fc1,fc2}``,
 ``img_emb/{norm_in,mlp/fc1,mlp/fc2,norm_out}`` (I2V), ``blocks/...`` (stacked over layers, see
@@ -15,16 +24,18 @@ blocks.py), ``head/modulation`` [2, dim] and ``head/proj``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from camclone_jax.models.blocks import ACT, WanBlock
+from camclone_jax.models.blocks import ACT, TokenLayout, WanBlock
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.layers import MLP, AffineLayerNorm, dense, modulate, sinusoidal_embedding
-from camclone_jax.models.rope import rope_tables
+from camclone_jax.models.rope import axis_dims
 
 _REMAT_POLICIES = {
     "full": None,
@@ -37,12 +48,8 @@ def _shape_error(what: str, got, expected: str):
     return ValueError(f"{what} has shape {tuple(got)}, expected {expected}")
 
 
-def assemble_input(cfg: DiTConfig, latents, cam_latents=None, content_latents=None,
-                   first_frame=None):
-    """Validates the inputs and joins them into the patch-embedding input.
-
-    Returns (x [b, frames_total, h, w, patch_in_channels], target latent frames).
-    """
+def _target_input(cfg: DiTConfig, latents, first_frame):
+    """Validates the noisy target (+ I2V first-frame channels) -> [b, f, h, w, in_channels]."""
     if latents.ndim != 5 or latents.shape[-1] != cfg.out_channels:
         raise _shape_error("latents", latents.shape,
                            f"(batch, frames, height, width, {cfg.out_channels})")
@@ -57,28 +64,218 @@ def assemble_input(cfg: DiTConfig, latents, cam_latents=None, content_latents=No
             got = None if first_frame is None else tuple(first_frame.shape)
             raise ValueError(f"this I2V model needs first_frame of shape {want} (first-frame mask "
                              f"and latent channels), got {got}")
-        target = jnp.concatenate([latents, first_frame.astype(latents.dtype)], -1)  # [b, f, h, w, c_in]
-    elif first_frame is not None:
+        first_frame = first_frame.astype(latents.dtype)
+        return jnp.concatenate([latents, first_frame], -1)  # [b, f, h, w, c_in]
+    if first_frame is not None:
         raise ValueError("first_frame was given but the model has no first-frame channels "
                          f"(in_channels {cfg.in_channels} == out_channels {cfg.out_channels})")
-    else:
-        target = latents
+    return latents
 
-    if cam_latents is None and content_latents is not None:
-        raise ValueError("content_latents needs cam_latents (pass zeros for no camera reference)")
-    if cam_latents is None and cfg.concat == "frame":
-        return target, f  # plain Wan: no reference segments
+
+def reference_inputs(cfg: DiTConfig, shape, cam_latents, content_latents=None, dtype=None):
+    """The camera and content reference segments, channel-padded to ``in_channels``.
+
+    ``shape`` is the target latents' shape, which both references must have; a missing content
+    reference is all zeros (I2V). The camera reference is average-pooled spatially by
+    ``cam_downsample``. Returns [cam [b, f, h/k, w/k, c_in], content [b, f, h, w, c_in]].
+    """
+    shape = tuple(shape)
+    dtype = dtype or cam_latents.dtype
+    k = int(cfg.cam_downsample)
+    if k > 1 and (shape[2] % (k * cfg.patch_size[1]) or shape[3] % (k * cfg.patch_size[2])):
+        raise ValueError(f"cam_downsample={k}: latent height and width {shape[2:4]} must be "
+                         f"multiples of {k} x the patch size {cfg.patch_size[1:]}")
     refs = []
     for name, ref in (("cam_latents", cam_latents), ("content_latents", content_latents)):
         if ref is None:
-            ref = jnp.zeros_like(latents)  # I2V: all-zero content reference
-        if tuple(ref.shape) != tuple(latents.shape):
+            ref = jnp.zeros(shape, dtype)  # I2V: all-zero content reference
+        if tuple(ref.shape) != shape:
             raise ValueError(f"{name} shape {tuple(ref.shape)} differs from the target latents "
-                             f"shape {tuple(latents.shape)}")
+                             f"shape {shape}")
+        ref = ref.astype(dtype)
+        if name == "cam_latents" and k > 1:
+            ref = pool_spatial(ref, k)  # [b, f, h/k, w/k, c]
         pad = [(0, 0)] * 4 + [(0, cfg.cond_channels)]
-        refs.append(jnp.pad(ref.astype(latents.dtype), pad))  # [b, f, h, w, c_in]
-    axis = 1 if cfg.concat == "frame" else -1
-    return jnp.concatenate([target, *refs], axis=axis), f
+        refs.append(jnp.pad(ref, pad))  # [b, f, h', w', c_in]
+    return refs
+
+
+def input_segments(cfg: DiTConfig, latents, cam_latents=None, content_latents=None,
+                   first_frame=None):
+    """Validates the inputs and returns the patch-embedding input of each sequence segment.
+
+    Returns a list of [b, f, h_i, w_i, patch_in_channels] arrays: [target] for plain Wan (no
+    references) and for channel concatenation (references joined on the channel axis), else
+    [target, camera reference, content reference], to be laid end to end along the frames.
+    """
+    target = _target_input(cfg, latents, first_frame)  # [b, f, h, w, c_in]
+    if cam_latents is None and content_latents is not None:
+        raise ValueError("content_latents needs cam_latents (pass zeros for no camera reference)")
+    if cam_latents is None and cfg.concat == "frame":
+        return [target]  # plain Wan: no reference segments
+    refs = reference_inputs(cfg, latents.shape, cam_latents, content_latents, latents.dtype)
+    if cfg.concat == "channel":
+        return [jnp.concatenate([target, *refs], axis=-1)]  # [b, f, h, w, 3 c_in]
+    return [target, *refs]
+
+
+def assemble_input(cfg: DiTConfig, latents, cam_latents=None, content_latents=None,
+                   first_frame=None):
+    """Validates the inputs and joins them into the patch-embedding input.
+
+    Returns (x [b, frames_total, h, w, patch_in_channels], target latent frames). Only for
+    segments of one spatial size (``cam_downsample`` 1); the DiT itself uses
+    ``input_segments``.
+    """
+    if cfg.cam_downsample != 1:
+        raise ValueError("cam_downsample > 1 gives segments of different sizes; use "
+                         "input_segments")
+    segments = input_segments(cfg, latents, cam_latents, content_latents, first_frame)
+    return jnp.concatenate(segments, axis=1), latents.shape[1]
+
+
+def pool_spatial(x, k: int):
+    """Average pool of height and width by k: [b, f, h, w, c] -> [b, f, h/k, w/k, c]."""
+    b, f, h, w, c = x.shape
+    return x.reshape(b, f, h // k, k, w // k, k, c).mean(axis=(3, 5))
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One part of the token sequence: its token grid and its RoPE positions.
+
+    Token (i, j, l) of ``grid`` (frames, height, width) sits at RoPE positions
+    (t0 + i, stride * j, stride * l).
+    """
+
+    grid: tuple[int, int, int]
+    t0: int = 0
+    stride: int = 1
+
+    @property
+    def length(self) -> int:
+        return math.prod(self.grid)
+
+
+def _angles(positions: np.ndarray, band: int, theta: float) -> np.ndarray:
+    """RoPE angles [n, band // 2] of one axis band at integer positions [n], float64."""
+    inv_freq = 1.0 / theta ** (np.arange(0, band, 2, dtype=np.float64)[: band // 2] / band)
+    return positions.astype(np.float64)[:, None] * inv_freq[None, :]
+
+
+def segment_rope(segments, head_dim: int, theta: float = 10000.0,
+                 max_seq_len: int | None = None):
+    """cos and sin tables [sum of segment lengths, head_dim // 2] (float32), segments in order.
+
+    Like ``rope.rope_tables`` (angles in float64 numpy at trace time, full tables broadcast in
+    the graph) but with each segment's own positions; for contiguous stride-1 segments the two
+    are equal.
+    """
+    bands = axis_dims(head_dim)
+    expand = [(slice(None), None, None), (None, slice(None), None), (None, None, slice(None))]
+    cos, sin = [], []
+    for seg in segments:
+        f, h, w = seg.grid
+        positions = (seg.t0 + np.arange(f), seg.stride * np.arange(h), seg.stride * np.arange(w))
+        if max_seq_len is not None and max(int(p[-1]) + 1 for p in positions) > max_seq_len:
+            raise ValueError(f"token grid {seg.grid} at positions t0={seg.t0}, stride "
+                             f"{seg.stride} exceeds rope_max_seq_len {max_seq_len} on some axis")
+        angles = [_angles(p, band, theta) for p, band in zip(positions, bands)]  # [n, band/2]
+
+        def table(fn):
+            parts = [jnp.broadcast_to(jnp.asarray(fn(a), jnp.float32)[idx],
+                                      (f, h, w, a.shape[1]))
+                     for a, idx in zip(angles, expand)]  # [f, h, w, band/2] each
+            return jnp.concatenate(parts, axis=-1).reshape(f * h * w, head_dim // 2)  # [n, d/2]
+
+        cos.append(table(np.cos))
+        sin.append(table(np.sin))
+    return _join(cos, 0), _join(sin, 0)
+
+
+def _join(parts, axis: int):
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
+
+
+def kept_tokens(n: int, drop: float) -> int:
+    """Tokens of an n-token segment that latent drop keeps: round((1 - drop) n), at least 1."""
+    return max(1, n - int(round(drop * n)))
+
+
+def _example_keys(key, b: int):
+    """One PRNG key per example: a single key is split, per-example keys [b, ...] pass."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if key.ndim == (0 if typed else 1):
+        return jax.random.split(key, b)
+    if key.shape[0] != b:
+        raise ValueError(f"cond_drop_key holds {key.shape[0]} keys for a batch of {b}")
+    return key
+
+
+def drop_tokens(keys, tokens, cos, sin, keep: int):
+    """A random subset of ``keep`` tokens per example, in their original order.
+
+    keys: per-example PRNG keys; tokens [b, n, p]; cos, sin [n, d/2]. Returns tokens
+    [b, keep, p] and per-example tables [b, keep, d/2] (positions travel with the tokens).
+    """
+    n = tokens.shape[1]
+    scores = jax.vmap(lambda k: jax.random.uniform(k, (n,)))(keys)  # [b, n]
+    idx = jnp.sort(jax.lax.top_k(scores, keep)[1], axis=-1)  # [b, keep]
+    tokens = jnp.take_along_axis(tokens, idx[..., None], axis=1)  # [b, keep, p]
+    return tokens, cos[idx], sin[idx]  # [b, keep, p], [b, keep, d/2] x2
+
+
+def token_sequence(cfg: DiTConfig, arrays, first: int, target_frames: int, cond_drop_key=None):
+    """Patchifies consecutive segments, lays them end to end with their RoPE tables, and
+    applies latent drop to the reference segments when ``cond_drop_key`` is given.
+
+    Args:
+      arrays: patch-embedding inputs [b, f, h_i, w_i, c] of segments ``first``, ``first`` + 1,
+        ... (0 target, 1 camera reference, 2 content reference).
+      target_frames: token frames of the target; segment i starts at temporal position
+        i * target_frames (the release's positions); the camera reference has RoPE stride
+        ``cam_downsample`` in height and width.
+    Returns:
+      tokens [b, L, pt*ph*pw*c]; cos, sin [L, d/2] (per example, [b, L, d/2], after latent
+      drop); the token count of each segment; the ``Segment`` of each.
+    """
+    b = arrays[0].shape[0]
+    tokens, tables, segments = [], [], []
+    for index, a in enumerate(arrays, start=first):
+        tok, grid = patchify(a.astype(cfg.dtype), cfg.patch_size)  # [b, n_i, pt*ph*pw*c]
+        seg = Segment(grid, t0=target_frames * index,
+                      stride=int(cfg.cam_downsample) if index == 1 else 1)
+        cs = segment_rope([seg], cfg.head_dim, cfg.rope_theta, cfg.rope_max_seq_len)  # [n_i, d/2]
+        if cond_drop_key is not None and cfg.cond_drop > 0 and index > 0:
+            keys = jax.vmap(lambda k, i=index: jax.random.fold_in(k, i))(
+                _example_keys(cond_drop_key, b))  # this segment's per-example keys
+            tok, *cs = drop_tokens(keys, tok, *cs, kept_tokens(tok.shape[1], cfg.cond_drop))
+        tokens.append(tok)  # [b, n_i', p]
+        tables.append(cs)  # [(b,) n_i', d/2] x2
+        segments.append(seg)
+    if any(c.ndim == 3 for c, _ in tables):  # some tables per example: make them all so
+        tables = [[jnp.broadcast_to(c, (b,) + c.shape[-2:]) for c in cs] for cs in tables]
+    cos = _join([c for c, _ in tables], -2)  # [(b,) L, d/2]
+    sin = _join([s for _, s in tables], -2)  # [(b,) L, d/2]
+    return _join(tokens, 1), cos, sin, [t.shape[1] for t in tokens], segments
+
+
+def sequence_lengths(cfg: DiTConfig, latent_shape, train: bool = False) -> dict[str, int]:
+    """Tokens per segment (target, cam, content) for target latents of ``latent_shape``
+    [b, f, h, w, c] with references, with the cost-cutting options of ``cfg``; ``train``
+    applies latent drop (which sampling does not)."""
+    _, f, h, w, _ = latent_shape
+    pt, ph, pw = cfg.patch_size
+    k = int(cfg.cam_downsample) if cfg.concat == "frame" else 1
+    grids = {"target": (f // pt, h // ph, w // pw), "cam": (f // pt, h // (ph * k), w // (pw * k)),
+             "content": (f // pt, h // ph, w // pw)}
+    if cfg.concat == "channel":
+        return {"target": math.prod(grids["target"]), "cam": 0, "content": 0}
+    out = {name: math.prod(g) for name, g in grids.items()}
+    if train and cfg.cond_drop > 0:
+        for name in ("cam", "content"):
+            out[name] = kept_tokens(out[name], cfg.cond_drop)
+    return out
 
 
 def patchify(x, patch):
@@ -105,9 +302,9 @@ class DiT(nn.Module):
 
     config: DiTConfig
 
-    @nn.compact
     def __call__(self, latents, timesteps, text_embeds, *, cam_latents=None,
-                 content_latents=None, image_embeds=None, first_frame=None):
+                 content_latents=None, image_embeds=None, first_frame=None, cond_drop_key=None,
+                 cond_cache=None):
         """Predicts the flow velocity of the target latents.
 
         Args:
@@ -119,26 +316,92 @@ class DiT(nn.Module):
           image_embeds: [b, image_len, image_dim] CLIP tokens (I2V base only).
           first_frame: [b, f, h, w, in_channels - out_channels] first-frame mask and latent
             channels (I2V base only); see ``first_frame_condition``.
+          cond_drop_key: turns latent drop (``cond_drop``) on, for training: one PRNG key, or
+            one per example ([b] typed or [b, 2] raw keys). None (sampling): every token kept.
+          cond_cache: the condition tokens' keys/values from ``build_cond_cache`` (block-sparse
+            ``cond_attention`` only), in place of ``cam_latents`` / ``content_latents``: the
+            step then runs the target tokens alone.
         Returns:
           velocity [b, f, h, w, out_channels], float32.
         """
-        cfg = self.config
-        x, target_frames = assemble_input(cfg, latents, cam_latents, content_latents, first_frame)
-        b = x.shape[0]
-        timesteps = jnp.broadcast_to(jnp.asarray(timesteps, jnp.float32), (b,))  # [b]
-        self._check_context(b, text_embeds, image_embeds)
+        if cond_cache is not None:
+            if self.config.cond_attention == "full":
+                raise ValueError("cond_cache needs block-sparse condition attention "
+                                 "(cond_attention 'joint' or 'segment'); with 'full' the "
+                                 "condition tokens depend on the noisy target")
+            if cam_latents is not None or content_latents is not None:
+                raise ValueError("cond_cache replaces cam_latents/content_latents: pass one or "
+                                 "the other")
+            if cond_drop_key is not None:
+                raise ValueError("latent drop (cond_drop_key) is for training; a cached "
+                                 "sampling step keeps every condition token")
+        return self._run(latents, timesteps, text_embeds, cam_latents, content_latents,
+                         image_embeds, first_frame, cond_drop_key, cond_cache, build=False)
 
-        # Patch embedding: a conv with kernel = stride = patch, done as one matmul.
-        tokens, grid = patchify(x.astype(cfg.dtype), cfg.patch_size)  # [b, L, pt*ph*pw*c]
+    def build_cond_cache(self, text_embeds, cam_latents, content_latents=None,
+                         image_embeds=None):
+        """Keys and values of the condition tokens in every layer, for cached sampling.
+
+        Needs block-sparse ``cond_attention``: condition tokens then see only condition tokens
+        and timestep 0, so this is all they depend on (the text and image context included, so
+        guidance needs one cache per prompt). Arguments as in ``__call__``; ``cam_latents``
+        has the target's shape.
+
+        Returns:
+          {"k": [b, num_layers, Lc, dim], "v": [b, num_layers, Lc, dim]} (compute dtype),
+          batch first so caches of several prompts concatenate like any batched input.
+        """
+        if self.config.cond_attention == "full":
+            raise ValueError("build_cond_cache needs block-sparse condition attention "
+                             "(cond_attention 'joint' or 'segment')")
+        if cam_latents is None:
+            raise ValueError("build_cond_cache needs cam_latents")
+        return self._run(None, None, text_embeds, cam_latents, content_latents, image_embeds,
+                         None, None, None, build=True)
+
+    @nn.compact
+    def _run(self, latents, timesteps, text_embeds, cam_latents, content_latents, image_embeds,
+             first_frame, cond_drop_key, cond_cache, *, build: bool):
+        """The forward pass: velocity, or (``build``) the condition K/V cache."""
+        cfg = self.config
+        sparse = cfg.cond_attention != "full"
+
+        # Segments: patch-embedding inputs with their token grids and RoPE positions.
+        if build:
+            b, f = cam_latents.shape[:2]
+            arrays = reference_inputs(cfg, cam_latents.shape, cam_latents, content_latents)
+            n_target = 0
+        else:
+            b, f = latents.shape[:2]
+            arrays = input_segments(cfg, latents, cam_latents, content_latents, first_frame)
+        tokens, cos, sin, lengths, segments = token_sequence(
+            cfg, arrays, first=1 if build else 0, target_frames=f // cfg.patch_size[0],
+            cond_drop_key=cond_drop_key)  # [b, L, p], [(b,) L, d/2] x2
+        if not build:
+            n_target = lengths[0]
+
+        text_embeds = jnp.asarray(text_embeds)
+        self._check_context(b, text_embeds, image_embeds)
         x = PatchEmbed(cfg, name="patch_embedding")(tokens)  # [b, L, dim]
         x = nn.with_logical_constraint(x, ACT)
 
         # Timestep: sinusoid -> MLP (float32) -> 6 modulation vectors per block.
-        temb = MLP(cfg.dim, cfg.dim, "silu", ("in", "mlp"), ("mlp", "embed"), "float32",
-                   cfg.param_dtype, name="time_embedding")(
-            sinusoidal_embedding(timesteps, cfg.freq_dim))  # [b, dim]
-        t_mod = dense(6 * cfg.dim, ("embed", "mod"), "time_projection", "float32",
-                      cfg.param_dtype)(jax.nn.silu(temb)).reshape(b, 6, cfg.dim)  # [b, 6, dim]
+        time_mlp = MLP(cfg.dim, cfg.dim, "silu", ("in", "mlp"), ("mlp", "embed"), "float32",
+                       cfg.param_dtype, name="time_embedding")
+        time_proj = dense(6 * cfg.dim, ("embed", "mod"), "time_projection", "float32",
+                          cfg.param_dtype)
+
+        def embed_time(t):  # [b] -> temb [b, dim], t_mod [b, 6, dim]
+            temb = time_mlp(sinusoidal_embedding(t, cfg.freq_dim))  # [b, dim]
+            return temb, time_proj(jax.nn.silu(temb)).reshape(b, 6, cfg.dim)
+
+        temb = t_mod = t_mod_cond = None
+        if not build:
+            timesteps = jnp.broadcast_to(jnp.asarray(timesteps, jnp.float32), (b,))  # [b]
+            temb, t_mod = embed_time(timesteps)
+        has_cond = sum(lengths) > n_target
+        if sparse and has_cond:  # condition tokens are clean: fixed timestep 0
+            t_mod_cond = embed_time(jnp.zeros((b,), jnp.float32))[1]  # [b, 6, dim]
 
         context = MLP(cfg.dim, cfg.dim, "gelu_tanh", ("in", "mlp"), ("mlp", "embed"),
                       cfg.dtype, cfg.param_dtype, name="text_embedding")(
@@ -147,14 +410,56 @@ class DiT(nn.Module):
         if cfg.image_dim is not None:
             image_context = ImageEmbedding(cfg, name="img_emb")(image_embeds)  # [b, 257, dim]
 
-        cos, sin = rope_tables(grid, cfg.head_dim, cfg.rope_theta, cfg.rope_max_seq_len)
-        x = self._blocks(grid)(x, (t_mod, context, image_context, cos, sin))[0]  # [b, L, dim]
+        layout = None
+        if sparse and (has_cond or cond_cache is not None):
+            cond_lengths = lengths if build else lengths[1:]
+            layout = TokenLayout(n_target, self._groups(n_target, cond_lengths), emit_kv=build)
+        if cond_cache is not None:
+            self._check_cache(cond_cache, b, latents.shape)
+        # Whole-sequence grid for the 2D spatial attention (segments of one spatial size).
+        grid = (sum(seg.grid[0] for seg in segments), *segments[0].grid[1:])
+        inputs = (t_mod, context, image_context, cos, sin, t_mod_cond)
+        blocks = self._blocks(grid, layout, cached=cond_cache is not None)
+        if cond_cache is not None:
+            x, _ = blocks(x, inputs, cond_cache)  # [b, L_target, dim]
+        else:
+            x, kv = blocks(x, inputs)  # [b, L, dim]
+            if build:
+                return kv  # {"k", "v"}: [b, layers, Lc, dim] each
 
         # Head: only the target tokens are predicted.
-        grid = (target_frames // cfg.patch_size[0], *grid[1:])
-        x = x[:, :math.prod(grid)]  # [b, L_target, dim]
+        x = x[:, :n_target]  # [b, L_target, dim]
         out = Head(cfg, name="head")(x, temb)  # [b, L_target, pt*ph*pw*c_out]
-        return unpatchify(out.astype(jnp.float32), grid, cfg.patch_size, cfg.out_channels)
+        out = unpatchify(out.astype(jnp.float32), segments[0].grid, cfg.patch_size,
+                         cfg.out_channels)  # [b, f, h, w, c_out]
+        if cfg.prediction == "sample":  # x-prediction -> velocity: v = (x_t - x) / t
+            t = jnp.maximum(timesteps / 1000.0, 0.05)[:, None, None, None, None]  # [b, 1, 1, 1, 1]
+            out = (latents.astype(jnp.float32) - out) / t  # [b, f, h, w, c_out]
+        return out
+
+    def _groups(self, start: int, lengths) -> tuple[tuple[int, int], ...]:
+        """Attention groups (start, length) of the condition segments, laid from ``start``."""
+        if not lengths:
+            return ()
+        if self.config.cond_attention == "joint":
+            return ((start, sum(lengths)),)
+        groups = []
+        for n in lengths:
+            groups.append((start, n))
+            start += n
+        return tuple(groups)
+
+    def _check_cache(self, cache, b: int, latent_shape):
+        """Raises ValueError unless ``cache`` fits this model and these target latents."""
+        cfg = self.config
+        n = sequence_lengths(cfg, latent_shape)
+        want = (b, cfg.num_layers, n["cam"] + n["content"], cfg.dim)
+        for name in ("k", "v"):
+            got = None if name not in cache else tuple(cache[name].shape)
+            if got != want:
+                raise ValueError(f"cond_cache[{name!r}] has shape {got}, expected {want} (batch, "
+                                 "layers, condition tokens, dim) for these latents; build it with "
+                                 "build_cond_cache from the same references")
 
     def _check_context(self, b, text_embeds, image_embeds):
         cfg = self.config
@@ -170,17 +475,22 @@ class DiT(nn.Module):
             raise ValueError(f"this I2V model needs image_embeds of shape ({b}, image_len, "
                              f"{cfg.image_dim}), got {got}")
 
-    def _blocks(self, grid):
-        """The block stack: nn.scan over layers (params stacked on a leading 'layers' axis)."""
+    def _blocks(self, grid, layout: TokenLayout | None = None, cached: bool = False):
+        """The block stack: nn.scan over layers (params stacked on a leading 'layers' axis).
+
+        Per-layer outputs (the condition K/V when building a cache) are stacked on axis 1
+        ([b, layers, ...]); a cache given to the stack is scanned over the same axis.
+        """
         cfg = self.config
         block = WanBlock
         if cfg.remat != "none":
             block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
         stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=nn.broadcast, length=cfg.num_layers,
+                        in_axes=(nn.broadcast, 1) if cached else nn.broadcast, out_axes=1,
+                        length=cfg.num_layers,
                         unroll=1 if cfg.scan_layers else cfg.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})
-        return stack(cfg, grid, name="blocks")
+        return stack(cfg, grid, layout, name="blocks")
 
 
 class PatchEmbed(nn.Module):

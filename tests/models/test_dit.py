@@ -208,3 +208,18 @@ def test_logical_axes_shard_params_and_activations_on_8_devices(params):
         out = run(sharded, lat, cam, cont, txt)
     ref = _apply(CFG, params, lat, txt, cam_latents=cam, content_latents=cont)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
+
+
+def test_sample_prediction_is_turned_into_a_velocity(params):
+    """prediction="sample": the head's output x is returned as v = (x_t - x) / max(t, 0.05)."""
+    import dataclasses
+    lat, cam, cont, txt = _inputs()
+    x_hat = _apply(CFG, params, lat, txt, t=400.0, cam_latents=cam, content_latents=cont)
+    cfg = dataclasses.replace(CFG, prediction="sample")
+    v = _apply(cfg, params, lat, txt, t=400.0, cam_latents=cam, content_latents=cont)
+    np.testing.assert_allclose(v, (lat - x_hat) / 0.4, rtol=1e-5, atol=1e-5)
+    v0 = _apply(cfg, params, lat, txt, t=0.0, cam_latents=cam, content_latents=cont)
+    x0 = _apply(CFG, params, lat, txt, t=0.0, cam_latents=cam, content_latents=cont)
+    np.testing.assert_allclose(v0, (lat - x0) / 0.05, rtol=1e-5, atol=1e-4)  # t clamped
+    with pytest.raises(ValueError, match="prediction"):
+        cfg.to_diffusers()
