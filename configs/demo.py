@@ -27,9 +27,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     channels = 3 * 8 * 8  # pixel codec latent channels
     config.model = dict(dim=128, ffn_dim=256, num_layers=4, num_heads=4,
                         in_channels=2 * channels + 4, out_channels=channels, text_dim=32,
-                        freq_dim=64, attention="auto", patch_size=(1, 2, 2))
+                        freq_dim=64, attention="auto", patch_size=(1, 2, 2),
+                        prediction="sample")
     config.data.update(
-        frames=17, height=64, width=112, num_workers=0, text="none", text_len=8,
+        kind="latent", frames=17, height=64, width=112, num_workers=0, text="none", text_len=8,
         codec=dict(kind="pixel", spatial_factor=8, temporal_factor=4, scale=2.0),
         synthetic=dict(num_groups=3, seed=0, val_groups=1, val_seed=1000))
     config.batch_size = 4

@@ -232,6 +232,12 @@ def _umask() -> int:
     return mask
 
 
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give (0o666 minus the umask); temporary files
+    made by ``tempfile`` are 0o600 and get this before they are renamed into place."""
+    return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_file(path: str) -> Iterator[str]:
     """Yields a temp path beside ``path``; renames it onto ``path`` only if the block succeeds."""
@@ -241,7 +247,7 @@ def atomic_file(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,6 +1,6 @@
 """Pre-encodes mp4-kind triplet records into latent-kind records with the Wan VAE.
 
-    python -m camclone_jax.data.encode --records DIR --vae PATH --out OUT \
+    python -m camclone_jax.data.encode --records DIR --vae PATH|pixel --out OUT \
         [--batch_size 4] [--frames 77 --height 384 --width 672 --frame_stride 1] \
         [--short_video reject] [--dtype float16] [--i2v] [--t5 PATH --tokenizer PATH]
 
@@ -104,6 +104,21 @@ class Encoder:
         return np.asarray(self._vae.encode(self._params, x))[:n]  # [n, L, h, w, C]
 
 
+class CodecEncoder:
+    """The ``Encoder`` interface over a weight-free codec (``data/codec.py``, e.g. the pixel
+    codec): ``--vae pixel`` pre-encodes records for pixel-space models."""
+
+    def __init__(self, codec, clip_cfg):
+        import jax
+        self._encode = jax.jit(codec.encode)
+        self.out_shape = codec.latent_shape(clip_cfg.num_frames, clip_cfg.height,
+                                            clip_cfg.width) + (codec.latent_channels,)
+
+    def __call__(self, videos):
+        """float32 [n, F, H, W, 3] in [-1, 1] -> float32 latents [n, L, h, w, C]."""
+        return np.asarray(self._encode(videos))
+
+
 def _good_batches(src, clip_cfg, batch_size, bad):
     """Yields lists of up to batch_size (mp4 record, clips); bad records go to `bad`."""
     chunk = []
@@ -179,12 +194,17 @@ def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False
     pc = jax.process_count() if process_count is None else process_count
     files = record_files(records_dir)
     mine = [f for i, f in enumerate(files) if i % pc == pi]
-    vae_config, params = load_vae(vae_path)
-    sf = vae_config.spatial_factor
-    if clip_cfg.height % sf or clip_cfg.width % sf:
-        raise ValueError(f"height and width must be multiples of {sf}, "
-                         f"got {clip_cfg.height}x{clip_cfg.width}")
-    encoder = Encoder(vae_config, params, batch_size * (4 if i2v else 3), clip_cfg)
+    if vae_path == "pixel":  # the weight-free pixel codec (its config stands in for the VAE's)
+        from camclone_jax.data.codec import PixelCodec
+        vae_config = PixelCodec()
+        encoder = CodecEncoder(vae_config, clip_cfg)  # checks the clip size
+    else:
+        vae_config, params = load_vae(vae_path)
+        sf = vae_config.spatial_factor
+        if clip_cfg.height % sf or clip_cfg.width % sf:
+            raise ValueError(f"height and width must be multiples of {sf}, "
+                             f"got {clip_cfg.height}x{clip_cfg.width}")
+        encoder = Encoder(vae_config, params, batch_size * (4 if i2v else 3), clip_cfg)
     text = TextEncoder(t5_path, tokenizer_path, np.dtype(dtype)) if t5_path else None
     os.makedirs(out, exist_ok=True)
     markers = {}
@@ -209,7 +229,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m camclone_jax.data.encode",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--records", required=True, help="folder (or glob) of mp4-kind ArrayRecord files")
-    p.add_argument("--vae", required=True, help="VAE weights (anything convert.vae.load_vae reads)")
+    p.add_argument("--vae", required=True, help="VAE weights (anything convert.vae.load_vae "
+                   "reads), or 'pixel' for the weight-free pixel codec (data/codec.py)")
     p.add_argument("--out", required=True)
     p.add_argument("--batch_size", type=int, default=4, help="triplets per VAE call")
     p.add_argument("--frames", type=int, default=d.num_frames)

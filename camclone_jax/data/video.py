@@ -17,6 +17,8 @@ import imageio.v2 as imageio
 import imageio_ffmpeg
 import numpy as np
 
+from camclone_jax.convert.io import default_file_mode
+
 
 def _ffmpeg(args, stdin_bytes=None):
     """Runs the bundled ffmpeg; returns (stdout bytes, stderr text, return code).
@@ -66,6 +68,7 @@ def write_mp4(path, frames, fps, crf=17):
             stdin_bytes=np.ascontiguousarray(frames).tobytes())
         if code != 0:
             raise OSError(f"ffmpeg could not encode {path}: {_last_line(err)}")
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
