@@ -26,7 +26,9 @@ the blockwise flash kernel on CPU), medians of ``--repeats`` runs alternated acr
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import jax
@@ -34,6 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from camclone_jax import models
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dit import add_model_args  # noqa: E402  (the shared size flags)
 from camclone_jax.convert.io import flatten_params, unflatten_params
 from camclone_jax.models.dit import DiT, sequence_lengths
 
@@ -181,16 +186,7 @@ def table(options: dict[str, Option], times, base: str, steps: int = 50) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--head_dim", type=int, default=64)
-    parser.add_argument("--ffn", type=int, default=2048)
-    parser.add_argument("--text_dim", type=int, default=512)
-    parser.add_argument("--text_len", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=5, help="latent frames per segment")
-    parser.add_argument("--height", type=int, default=32, help="latent height per segment")
-    parser.add_argument("--width", type=int, default=56, help="latent width per segment")
-    parser.add_argument("--attention", default="auto", help="backend: auto, xla, flash, cudnn")
+    add_model_args(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50, help="denoising steps of a sample")
     parser.add_argument("--only", nargs="*", default=None, help="option names to run")

@@ -172,8 +172,8 @@ def breakdown(args, cfg, tokens):
     ], args.repeats)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_args(parser):
+    """The model size and latent shape flags shared by the DiT benchmarks (mid-size defaults)."""
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--head_dim", type=int, default=64)
@@ -184,6 +184,11 @@ def main():
     parser.add_argument("--height", type=int, default=32, help="latent height per segment")
     parser.add_argument("--width", type=int, default=56, help="latent width per segment")
     parser.add_argument("--attention", default="auto", help="our backend: auto, xla, flash, cudnn")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(parser)
     parser.add_argument("--block_q", type=int, default=None, help="flash query tile (config default)")
     parser.add_argument("--block_kv", type=int, default=None, help="flash key/value tile")
     parser.add_argument("--repeats", type=int, default=5)

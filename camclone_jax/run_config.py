@@ -4,7 +4,20 @@ Experiment files (configs/demo.py, wan1_3b_camclone.py, paper.py, wan14b_camclon
 need; with ``lock_config=True`` a command-line override of a key that is not here is an error.
 """
 
+import importlib.util
+import os
+
 import ml_collections
+
+
+def sibling_config(config_file: str, name: str, arg: str = "") -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of configs/<name>.py beside ``config_file`` (loaded by path, so a
+    config that builds on another works from any working directory)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"camclone_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
 
 
 def base_config() -> ml_collections.ConfigDict:

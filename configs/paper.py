@@ -11,22 +11,14 @@ example per GPU (batch 64 on 64 devices), full rematerialisation.
 """
 
 from camclone_jax.models.config import preset
-from camclone_jax.run_config import base_config
+from camclone_jax.run_config import sibling_config
 
 
 def get_config(arg: str = ""):
     del arg
-    config = base_config()
+    # the release's recipe, at the paper's scale:
+    config = sibling_config(__file__, "wan1_3b_camclone")
     config.model = preset("wan2.1-1.3b-i2v", dtype="bfloat16", remat="full").to_dict()
-    config.base_checkpoint = "weights/camclone-1.3b-base"
-    config.clip_checkpoint = "weights/clip-vit-h-14"
-    config.data.update(kind="latent", frames=77, height=384, width=672, text="cached",
-                       text_len=512, num_workers=4)
+    config.data.update(frames=77, height=384, width=672)
     config.batch_size = 64
-    config.total_steps = 12_000
-    config.optim.update(lr=5e-5, weight_decay=0.0, clip_norm=1.0)
-    config.objective.update(timestep_sampling="shifted", shift=5.0)
-    config.mesh = dict(data=-1, fsdp=1, context=1, tensor=1)
-    config.checkpoint.update(every=500, keep=3)
-    config.eval_every = 500
     return config

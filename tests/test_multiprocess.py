@@ -6,26 +6,16 @@ import os
 import subprocess
 
 import numpy as np
-import pytest
 
 from camclone_jax import train
-from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
-from tests.test_train import REPO, tiny_config, trained_params
+from tests.test_train import REPO, records, tiny_config, trained_params  # noqa: F401 (fixture)
 
 OVERRIDES = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_heads": 2,
              "model.text_dim": 16, "model.freq_dim": 32, "data.kind": "mp4", "data.frames": 9,
              "data.height": 32, "data.width": 48, "data.num_workers": 0, "data.text_len": 4,
-             "batch_size": 8, "mesh_devices": 0, "checkpoint.every": 3, "log_every": 1, "eval_every": 0,
-             "sample.enabled": False, "optim.lr": 1e-5, "optim.warmup_steps": 0,
+             "batch_size": 8, "mesh_devices": 0, "checkpoint.every": 3, "log_every": 1,
+             "eval_every": 0, "sample.enabled": False, "optim.lr": 1e-5, "optim.warmup_steps": 0,
              "optim.schedule": "constant"}  # the lr must not depend on total_steps
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("synthetic"))
-    generate_dataset(out, GeneratorConfig(num_groups=1, frames=9, height=32, width=48, seed=0,
-                                          preview_triplets=0), progress=False)
-    return os.path.join(out, "records")
 
 
 def test_two_processes_match_one_and_resume_on_another_mesh(records, tmp_path):
