@@ -11,11 +11,13 @@ from camclone_jax import train
 from tests.test_train import REPO, records, tiny_config, trained_params  # noqa: F401 (fixture)
 
 OVERRIDES = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_heads": 2,
-             "model.text_dim": 16, "model.freq_dim": 32, "data.kind": "mp4", "data.frames": 9,
+             "model.text_dim": 16, "model.freq_dim": 32, "model.prediction": "velocity",
+             "data.kind": "mp4", "data.frames": 9,
              "data.height": 32, "data.width": 48, "data.num_workers": 0, "data.text_len": 4,
              "batch_size": 8, "mesh_devices": 0, "checkpoint.every": 3, "log_every": 1,
              "eval_every": 0, "sample.enabled": False, "optim.lr": 1e-5, "optim.warmup_steps": 0,
-             "optim.schedule": "constant"}  # the lr must not depend on total_steps
+             "optim.schedule": "constant",  # the lr must not depend on total_steps
+             "optim.rules": (("self_attn", "train"), (".*", None))}
 
 
 def test_two_processes_match_one_and_resume_on_another_mesh(records, tmp_path):

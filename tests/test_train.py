@@ -32,7 +32,8 @@ def records(tmp_path_factory):
 
 def tiny_config(records, total_steps=4, **overrides):
     config = demo.get_config()
-    config.model.update(dim=32, ffn_dim=64, num_layers=2, num_heads=2, text_dim=16, freq_dim=32)
+    config.model.update(dim=32, ffn_dim=64, num_layers=2, num_heads=2, text_dim=16, freq_dim=32,
+                        prediction="velocity")  # the 1/t of x-prediction would magnify noise
     config.data.update(kind="mp4", path=records, val_path=records, frames=9, height=32,
                        width=48, num_workers=0, text_len=4)  # pixels through the codec
     config.data.synthetic = None
@@ -107,6 +108,7 @@ def test_sigterm_saves_and_resume_matches(records, straight, tmp_path):
                 "--config.model.num_heads=2", "--config.model.text_dim=16",
                 "--config.model.freq_dim=32", f"--config.data.path={records}",
                 "--config.data.kind=mp4", "--config.optim.schedule=constant",
+                "--config.model.prediction=velocity",
                 "--config.optim.rules=(('self_attn', 'train'), ('.*', None))",
                 "--config.data.frames=9", "--config.data.height=32", "--config.data.width=48",
                 "--config.data.num_workers=0", "--config.data.text_len=4",
