@@ -1,0 +1,129 @@
+"""The training job's data side: the dataset on disk, the Grain pipeline config, host batches.
+
+``ensure_dataset`` finds the configured records or, for the demo, renders the synthetic
+dataset on first use (and pre-encodes it with the pixel codec for latent-kind configs);
+``pipeline_config`` turns the run config's ``data`` block into the pipeline's; the image
+encoder adds CLIP tokens for models with image cross-attention; ``device_batch_of`` makes a
+host batch a global, sharded one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from camclone_jax import checkpoint as ckpt_lib
+from camclone_jax.data import pipeline
+from camclone_jax.data.transforms import ClipConfig
+
+DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
+
+
+def ensure_dataset(data_cfg, workdir: str) -> dict:
+    """{"train": records, "val": records or None, "pixels": mp4 records for sample videos or
+    None}: the configured paths, or the synthetic dataset generated on first use under
+    WORKDIR/data (the demo's embedded default), pre-encoded with the pixel codec when the
+    config reads latent records."""
+    path, val = data_cfg.get("path", ""), data_cfg.get("val_path", "") or None
+    synth = data_cfg.get("synthetic")
+    pixels = None
+    if not path and synth:
+        synth = dict(synth)
+        root = os.path.join(workdir, "data")
+        splits = {}
+        for split, groups, seed in (("train", synth["num_groups"], synth.get("seed", 0)),
+                                    ("val", synth.get("val_groups", 0), synth.get("val_seed", 1))):
+            if groups:
+                splits[split] = _synthetic_split(data_cfg, os.path.join(root, split), groups, seed)
+        ckpt_lib._sync("dataset")
+        path, val = splits["train"], splits.get("val")
+        pixels = os.path.join(root, "val" if "val" in splits else "train", "records")
+    if not path:
+        raise FileNotFoundError(
+            "config.data.path is empty: point it at triplet ArrayRecord files (make them with "
+            "`python -m camclone_jax.data.prepare` from a CamCloneDataset.csv, or `python -m "
+            "camclone_jax.data.synthetic --out DIR`), or set config.data.synthetic")
+    for p in (path, val):
+        if p and not (os.path.exists(p) or any(c in p for c in "*?[")):
+            raise FileNotFoundError(
+                f"dataset {p!r} does not exist; make one with `python -m camclone_jax.data."
+                "synthetic --out DIR` (synthetic) or `python -m camclone_jax.data.prepare` "
+                "(CamCloneDataset.csv), then `python -m camclone_jax.data.encode` for latents")
+    if pixels is None and data_cfg.kind == "mp4":
+        pixels = val or path
+    return {"train": path, "val": val, "pixels": pixels}
+
+
+def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
+    """Renders one synthetic split (process 0; skipped when complete) and, for latent-kind
+    configs, pre-encodes it with the configured codec; returns the records folder to read."""
+    from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
+    if jax.process_index() == 0:
+        generate_dataset(out, GeneratorConfig(
+            num_groups=groups, frames=data_cfg.frames, height=data_cfg.height,
+            width=data_cfg.width, seed=seed, preview_triplets=0), progress=False)
+    if data_cfg.kind == "mp4":
+        return os.path.join(out, "records")
+    codec = dict(data_cfg.get("codec") or {})
+    if codec.get("kind") != "pixel":
+        raise ValueError("synthetic latent records are made with the pixel codec only; set "
+                         "data.codec={'kind': 'pixel'} or data.kind='mp4'")
+    latents = os.path.join(out, "latents")
+    if jax.process_index() == 0:
+        from camclone_jax.data.encode import encode_records
+        encode_records(os.path.join(out, "records"), "pixel", latents,
+                       ClipConfig(num_frames=data_cfg.frames, height=data_cfg.height,
+                                  width=data_cfg.width), batch_size=8, i2v=True,
+                       process_index=0, process_count=1)
+    return latents
+
+
+def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
+    """The Grain pipeline's config from the run config's ``data`` block."""
+    clip = ClipConfig(kind=data_cfg.kind, num_frames=data_cfg.frames, height=data_cfg.height,
+                      width=data_cfg.width, frame_stride=data_cfg.frame_stride,
+                      short_video=data_cfg.short_video, v2v_ratio=data_cfg.v2v_ratio,
+                      pixel_dtype="uint8" if data_cfg.kind == "mp4" else "float32",
+                      text_len=data_cfg.text_len if data_cfg.text == "cached" else 0)
+    kwargs = dict(clip=clip, batch_size=per_host_batch, seed=seed,
+                  num_workers=data_cfg.num_workers, max_bad_records=data_cfg.max_bad_records)
+    kwargs.update(overrides)
+    return pipeline.PipelineConfig(**kwargs)
+
+
+class ImageEncoder:
+    """CLIP tokens of each example's conditioning image, added to the host batch as
+    image_embeds [b, 257, d] (for models with image cross-attention). I2V examples see their
+    first frame; V2V examples a black frame (no image is given at V2V inference, as their
+    first-frame latent condition is zero too)."""
+
+    def __init__(self, path: str):
+        if not path or not os.path.exists(path):
+            raise FileNotFoundError(
+                f"this model has image cross-attention and needs CLIP weights, but "
+                f"config.clip_checkpoint={path!r} does not exist; import them with `python -m "
+                "camclone_jax.convert import --kind clip --src WEIGHTS --out DIR`")
+        from camclone_jax.convert.encoders import load_clip
+        from camclone_jax.models import clip
+        self._clip = clip
+        self.cfg, params = load_clip(path)
+        self.params = clip.prepare_params(self.cfg, params)
+
+    def __call__(self, batch: dict) -> dict:
+        first = np.asarray(batch["first_frame"])  # [b, H, W, 3]
+        black = np.zeros_like(first) if first.dtype == np.uint8 else np.full_like(first, -1.0)
+        i2v = (np.asarray(batch["task"]) == 0)[:, None, None, None]
+        pixels = self._clip.preprocess_images(np.where(i2v, first, black),
+                                              size=self.cfg.image_size)  # [b, S, S, 3]
+        embeds = self._clip.encode_images(self.cfg, self.params, pixels)  # [b, 257, d]
+        return {**batch, "image_embeds": np.asarray(embeds, np.float32)}
+
+
+def device_batch_of(batch: dict, mesh, data_axes, image_encoder=None) -> dict:
+    """A host batch as global arrays on ``mesh`` (CLIP tokens added first if an encoder is
+    given; captions and record indices stay on the host)."""
+    batch = image_encoder(batch) if image_encoder else batch
+    return pipeline.global_batch({k: v for k, v in batch.items() if k not in DROP_KEYS},
+                                 mesh, data_axes)
