@@ -9,6 +9,7 @@ zeros for models trained without text. ``ClipImages``: CLIP ViT-H/14 tokens of a
 
 from __future__ import annotations
 
+import abc
 import gc
 import os
 from typing import Sequence
@@ -70,13 +71,14 @@ def load_codec(spec: dict, base_dir: str = "."):
 
 
 # -------------------------------------------------------------------------------------- text
-class TextSource:
+class TextSource(abc.ABC):
     """Prompts -> embeddings [n, text_len, dim] float32. ``guidance``: whether CFG is possible."""
 
     guidance = True
 
+    @abc.abstractmethod
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
+        """Embeddings [len(prompts), text_len, dim] float32 of ``prompts``."""
 
     def release(self):
         """Frees whatever the source holds on the device (no-op by default)."""

@@ -9,7 +9,7 @@ numerically equal to diffusers' ``WanTransformer3DModel``.
 
 Cost-cutting options (``DiTConfig.cam_downsample``, ``cond_drop``, ``cond_attention``; all off
 by default) shrink or sparsify the condition tokens. The sequence is built per segment
-(``input_segments``, ``Segment``, ``segment_rope``): each is patchified on its own grid with its
+(``input_segments``, ``rope.Segment``, ``rope.segment_rope``): each is patchified on its own grid with its
 own RoPE positions, then the token lists are joined (with every option off this is the same
 sequence and the same tables as patchifying the frame-concatenated video). With block-sparse
 condition attention the condition tokens' keys/values do not depend on the noisy target or the
@@ -24,18 +24,16 @@ blocks.py), ``head/modulation`` [2, dim] and ``head/proj``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from camclone_jax.models.blocks import ACT, TokenLayout, WanBlock
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.layers import MLP, AffineLayerNorm, dense, modulate, sinusoidal_embedding
-from camclone_jax.models.rope import axis_dims
+from camclone_jax.models.rope import Segment, segment_rope
 
 _REMAT_POLICIES = {
     "full": None,
@@ -138,59 +136,6 @@ def pool_spatial(x, k: int):
     """Average pool of height and width by k: [b, f, h, w, c] -> [b, f, h/k, w/k, c]."""
     b, f, h, w, c = x.shape
     return x.reshape(b, f, h // k, k, w // k, k, c).mean(axis=(3, 5))
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """One part of the token sequence: its token grid and its RoPE positions.
-
-    Token (i, j, l) of ``grid`` (frames, height, width) sits at RoPE positions
-    (t0 + i, stride * j, stride * l).
-    """
-
-    grid: tuple[int, int, int]
-    t0: int = 0
-    stride: int = 1
-
-    @property
-    def length(self) -> int:
-        return math.prod(self.grid)
-
-
-def _angles(positions: np.ndarray, band: int, theta: float) -> np.ndarray:
-    """RoPE angles [n, band // 2] of one axis band at integer positions [n], float64."""
-    inv_freq = 1.0 / theta ** (np.arange(0, band, 2, dtype=np.float64)[: band // 2] / band)
-    return positions.astype(np.float64)[:, None] * inv_freq[None, :]
-
-
-def segment_rope(segments, head_dim: int, theta: float = 10000.0,
-                 max_seq_len: int | None = None):
-    """cos and sin tables [sum of segment lengths, head_dim // 2] (float32), segments in order.
-
-    Like ``rope.rope_tables`` (angles in float64 numpy at trace time, full tables broadcast in
-    the graph) but with each segment's own positions; for contiguous stride-1 segments the two
-    are equal.
-    """
-    bands = axis_dims(head_dim)
-    expand = [(slice(None), None, None), (None, slice(None), None), (None, None, slice(None))]
-    cos, sin = [], []
-    for seg in segments:
-        f, h, w = seg.grid
-        positions = (seg.t0 + np.arange(f), seg.stride * np.arange(h), seg.stride * np.arange(w))
-        if max_seq_len is not None and max(int(p[-1]) + 1 for p in positions) > max_seq_len:
-            raise ValueError(f"token grid {seg.grid} at positions t0={seg.t0}, stride "
-                             f"{seg.stride} exceeds rope_max_seq_len {max_seq_len} on some axis")
-        angles = [_angles(p, band, theta) for p, band in zip(positions, bands)]  # [n, band/2]
-
-        def table(fn):
-            parts = [jnp.broadcast_to(jnp.asarray(fn(a), jnp.float32)[idx],
-                                      (f, h, w, a.shape[1]))
-                     for a, idx in zip(angles, expand)]  # [f, h, w, band/2] each
-            return jnp.concatenate(parts, axis=-1).reshape(f * h * w, head_dim // 2)  # [n, d/2]
-
-        cos.append(table(np.cos))
-        sin.append(table(np.sin))
-    return _join(cos, 0), _join(sin, 0)
 
 
 def _join(parts, axis: int):

@@ -17,7 +17,7 @@ from camclone_jax.diffusion import sampler
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import dit as dit_lib
 from camclone_jax.models import params as params_lib
-from camclone_jax.models.rope import rope_tables
+from camclone_jax.models.rope import Segment, rope_tables, segment_rope
 
 CFG = DiTConfig(dim=32, ffn_dim=48, num_layers=2, num_heads=2, text_dim=8, freq_dim=16,
                 attention="xla")
@@ -74,8 +74,8 @@ def test_defaults_are_the_release(params):
     assert not cfg.cuts_cost and CFG.replace(cond_drop=0.1).cuts_cost
     # Per-segment RoPE tables laid end to end are the tables of the frame-concatenated grid.
     f, h, w = 3, 4, 5
-    segs = [dit_lib.Segment((f, h, w), t0=i * f) for i in range(3)]
-    for ours, theirs in zip(dit_lib.segment_rope(segs, 128), rope_tables((3 * f, h, w), 128)):
+    segs = [Segment((f, h, w), t0=i * f) for i in range(3)]
+    for ours, theirs in zip(segment_rope(segs, 128), rope_tables((3 * f, h, w), 128)):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     # Latent drop is training-only: without a key the model is exactly the default one.
     lat, cam, cont, txt = _inputs()
