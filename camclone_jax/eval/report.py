@@ -23,12 +23,14 @@ import numpy as np
 
 from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import video as video_lib
-from camclone_jax.eval import camera, consistency, poses
+from camclone_jax.eval import camera, consistency, motion, poses
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 COLUMNS = (  # (summary key, header): Table 1's camera/quality columns, then Table 2's
     ("FVD", "FVD ↓"), ("RotErr", "RotErr ↓"), ("TransErr", "TransErr ↓"), ("CamMC", "CamMC ↓"),
+    ("DynDeg", "Dyn. Deg. ↑"), ("SubCons", "Sub. Cons. ↑"), ("BgCons", "Bg. Cons. ↑"),
     ("MatPix", "Mat.Pix.(SIFT) ↑"), ("FVD-V", "FVD-V ↓"), ("CLIP-V", "CLIP-V ↑"))
+PER_VIDEO_MEANS = ("Motion", "SubCons", "BgCons", "MatPix", "CLIP-V")  # summary: mean over videos
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,14 @@ class EvalOptions:
     fvd: compute FVD / FVD-V; fvd_refs: folder of real videos for FVD; i3d_weights: see fvd.py;
       i3d_endpoint / i3d_size / i3d_frames: "logits" at 224 on 16 frames (standard FVD), or
       "pool" at any size (quick checks and tests; not comparable with published FVDs).
-    clip_weights: local CLIP vision weights for CLIP-V (None: column left out).
+    clip_weights: local CLIP vision weights for CLIP-V and Bg. Cons. (None: columns left out).
+    dino_weights: a local transformers ViTModel directory of DINO (facebook/dino-vitb16) for
+      Sub. Cons. (None: column left out). Sub. Cons. and Bg. Cons. are VBench's temporal
+      consistency of each generated video alone (see eval/consistency.py), x 100.
+    dynamic_degree: VBench's Dynamic Degree of each generated video over OpenCV DIS optical flow
+      instead of RAFT (eval/motion.py; no weights, ~10 ms per 17-frame 64x112 video): per video
+      `dynamic` (bool), `Motion` (mean top-5% flow magnitude, pixels) and `motion_pairs_above`;
+      summary `DynDeg` = percentage of dynamic videos (as the paper prints it) and mean `Motion`.
     save_poses: folder to write the estimated poses into (our .npz, one per video).
     """
     intrinsics: tuple = None
@@ -68,7 +77,9 @@ class EvalOptions:
     i3d_size: int = 224
     i3d_frames: int = 16
     clip_weights: str = None
+    dino_weights: str = None
     matched_pixels: bool = True
+    dynamic_degree: bool = True
     save_poses: str = None
     pose_config: poses.PoseConfig = poses.PoseConfig()
 
@@ -156,20 +167,27 @@ class _Evaluator:
     def __init__(self, options):
         self.options = options
         self.videos, self.ref_poses = {}, {}
-        self.i3d = self.clip = None
+        self.i3d = self.clip = self.dino = None
         if options.fvd:
             from camclone_jax.eval import fvd
             self.i3d = fvd.I3DFeatures(weights=options.i3d_weights, endpoint=options.i3d_endpoint,
                                        size=options.i3d_size, num_frames=options.i3d_frames)
         if options.clip_weights:
             self.clip = consistency.ClipEmbedder(options.clip_weights)
+        if options.dino_weights:
+            self.dino = consistency.DinoEmbedder(options.dino_weights)
         self.features = {"generated": [], "content": []}
 
     def video(self, path):
+        """Frames uint8 [F, H, W, 3] of a video, decoded once; its frame rate: `self.fps(path)`."""
         if path not in self.videos:
             self.videos.clear()  # keep one video per path at a time: bounded memory
-            self.videos[path] = video_lib.read_video(path, max_frames=self.options.max_frames)[0]
-        return self.videos[path]
+            self.videos[path] = video_lib.read_video(path, max_frames=self.options.max_frames)
+        return self.videos[path][0]
+
+    def fps(self, path):
+        self.video(path)
+        return self.videos[path][1]
 
     def intrinsics_for(self, camera_ref):
         if self.options.intrinsics is not None:
@@ -224,6 +242,14 @@ class _Evaluator:
     def view_metrics(self, pair, entry):
         entry["stage"] = "generated"
         gen = self.video(pair.generated)
+        if self.options.dynamic_degree:
+            dyn = motion.dynamic_degree(gen, fps=self.fps(pair.generated))
+            entry.update(dynamic=dyn["dynamic"], Motion=dyn["motion"],
+                         motion_pairs_above=dyn["pairs_above"])
+        if self.dino is not None:
+            entry["SubCons"] = consistency.subject_consistency(self.dino, gen)
+        if self.clip is not None:
+            entry["BgCons"] = consistency.background_consistency(self.clip, gen)
         if self.i3d is not None:
             self.features["generated"].append(self.i3d(gen[None])[0])
         if pair.content_ref is None:
@@ -290,10 +316,13 @@ def evaluate(pairs, options=EvalOptions(), name="generated", progress=False):
             status = "ok" if entry else f"FAILED ({failure['stage']}): {failure['reason']}"
             print(f"[{i + 1}/{len(pairs)}] {pair.name}: {status}", flush=True)
     summary = camera.aggregate([{k: e[k] for k in ("RotErr", "TransErr", "CamMC")} for e in per_video])
-    for key in ("MatPix", "CLIP-V"):
+    for key in PER_VIDEO_MEANS:
         vals = [e[key] for e in per_video if key in e]
         if vals:
             summary[key] = float(np.mean(vals))
+    dynamic = [e["dynamic"] for e in per_video if "dynamic" in e]
+    if dynamic:
+        summary["DynDeg"] = float(100 * np.mean(dynamic))  # percentage of dynamic videos
     notes = []
     if evaluator.i3d is not None:
         fvd_values, notes = _fvd_summary(evaluator, options)
@@ -304,7 +333,10 @@ def evaluate(pairs, options=EvalOptions(), name="generated", progress=False):
                          "reduction": options.reduction, "fov_deg_assumed": options.fov_deg,
                          "intrinsics": None if options.intrinsics is None else list(options.intrinsics),
                          "resample": options.resample, "metrics": "CamI2V (relative poses, "
-                         "per-trajectory max-norm translation scaling)"},
+                         "per-trajectory max-norm translation scaling)",
+                         "dynamic_degree": "VBench's definition over OpenCV DIS optical flow (not "
+                         "RAFT): values not comparable with VBench's" if options.dynamic_degree
+                         else None},
             "per_video": per_video}
 
 
