@@ -21,6 +21,7 @@ import logging
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from camclone_jax.convert import transformer as transformer_io
@@ -134,7 +135,10 @@ def load_base(path: str, dit_config, shardings=None):
     from camclone_jax.models import params as params_lib
 
     expected = flatten_params(params_lib.param_shapes(dit_config))
-    if is_converted_dir(path) and shardings is not None:
+    if dit_config.concat == "channel":
+        _, params = transformer_io.load_transformer(path)  # the base's own architecture
+        params = expand_for_channel_concat(params, dit_config)
+    elif is_converted_dir(path) and shardings is not None:
         flat_shard = flatten_params(shardings)
         abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=flat_shard[k])
                     for k, v in expected.items()}
@@ -145,7 +149,8 @@ def load_base(path: str, dit_config, shardings=None):
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"base checkpoint {path} does not fit the configured model: {e}")
         return params
-    _, params = transformer_io.load_transformer(path, dit_config)
+    else:
+        _, params = transformer_io.load_transformer(path, dit_config)
     got = flatten_params(params)
     bad = sorted(k for k in expected if k not in got or tuple(got[k].shape) != expected[k].shape)
     extra = sorted(set(got) - set(expected))
@@ -154,6 +159,27 @@ def load_base(path: str, dit_config, shardings=None):
                               f"missing or mis-shaped {bad[:8]}, unexpected {extra[:8]}")
     if shardings is not None:
         params = jax.device_put(params, shardings)
+    return params
+
+
+def expand_for_channel_concat(params, dit_config):
+    """A target-only base's params for a ``concat="channel"`` model: the patch embedding's
+    kernel [pt, ph, pw, c_in, dim] grows to [pt, ph, pw, 3 c_in, dim] with zero rows for the
+    camera and content channels, so fine-tuning starts from the base's own function (the
+    paper's channel-concatenation ablation; frame concatenation needs no new parameter).
+    A kernel that already has 3 c_in input rows is left as it is."""
+    kernel = np.asarray(params["patch_embedding"]["kernel"])  # [pt, ph, pw, c, dim]
+    want = dit_config.patch_in_channels
+    if kernel.shape[3] == want:
+        return params
+    if kernel.shape[3] * 3 != want:
+        raise CheckpointError(f"base patch embedding takes {kernel.shape[3]} channels; a "
+                              f"channel-concat model of in_channels {dit_config.in_channels} "
+                              f"needs {want // 3} (or {want} already expanded)")
+    pad = np.zeros(kernel.shape[:3] + (want - kernel.shape[3], kernel.shape[4]), kernel.dtype)
+    params = dict(params)
+    params["patch_embedding"] = {**params["patch_embedding"],
+                                 "kernel": np.concatenate([kernel, pad], axis=3)}
     return params
 
 

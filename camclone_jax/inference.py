@@ -165,7 +165,8 @@ class SampleOptions:
     two calls per step (False: half the activation memory, same work, one device's batch);
     schedule None is the solver's usual spacing (``sampler.default_spacing``); sampling, short,
     fit, max_crop: the reference rules of ``camclone_jax.data.reference``; fps: the output frame
-    rate (and the rate fps-aware sampling resamples to).
+    rate (and the rate fps-aware sampling resamples to); no_camera: the camera-reference latent
+    is zeroed (how a no-camera ablation, objective.conditioning "no_camera", was trained).
     """
 
     frames: int = 81
@@ -185,6 +186,7 @@ class SampleOptions:
     fit: str = "crop"
     max_crop: float = reference.DEFAULT_MAX_CROP
     fps: float = 16.0
+    no_camera: bool = False
 
     def replace(self, **changes) -> "SampleOptions":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -434,6 +436,8 @@ class CamClonePipeline:
             black = np.zeros((opts.height, opts.width, 3), np.uint8)
             cond["image"] = self.clip.encode(black if first is None else first)  # [1, 257, d]
         cond["cam"] = encode_float(self.codec, to_float(cam))  # [1, f, h, w, C]
+        if opts.no_camera:
+            cond["cam"] = jnp.zeros_like(cond["cam"])
         cond["content"] = (jnp.zeros(shape, jnp.float32) if content is None
                            else encode_float(self.codec, to_float(content)))  # [1, f, h, w, C]
         for name in ("cam", "content"):

@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
         num_workers=2, max_bad_records=100,
         codec=ml_collections.FieldReference(None, field_type=dict),  # e.g. {"kind": "pixel"}
         synthetic=ml_collections.FieldReference(None, field_type=dict),  # generate if no path
+        synthetic_dir="",  # where the synthetic splits go ("": WORKDIR/data; shared by runs)
     ))
     c.batch_size = 4  # global, per optimizer step
     c.accum_steps = 1  # micro-batches per step (gradient accumulation)
@@ -52,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.objective = ml_collections.ConfigDict(dict(
         timestep_sampling="shifted", shift=5.0, logit_mean=0.0, logit_std=1.0,
         bell_weighting=False, text_drop_prob=0.0,
+        conditioning="camclone",  # camclone | base (stage 1: no references) | no_camera
     ))
     c.nonfinite = "stop"  # NaN/inf loss: "stop" (raise; last good checkpoint kept) or "skip"
 

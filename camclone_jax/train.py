@@ -310,7 +310,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpointer.close()
         writer.close()
         loader.close()
-    if summary["status"] == "done" and config.sample.enabled and paths["pixels"]:
+    # a base model (conditioning "base") has no reference inputs to sample a camera clone with
+    if (summary["status"] == "done" and config.sample.enabled and paths["pixels"]
+            and config.objective.conditioning != "base"):
         summary["sample"] = _sample_video(workdir, config, paths["pixels"])
     return summary
 
@@ -381,7 +383,8 @@ def _sample_video(workdir, config, records_path) -> dict | None:
     pipe = inference.CamClonePipeline.from_checkpoint(os.path.join(workdir, "export"))
     opts = dict(frames=clip.num_frames, height=clip.height, width=clip.width,
                 steps=config.sample.steps, shift=config.sample.shift, cfg=config.sample.cfg,
-                seed=config.sample.seed, fps=float(rec["fps"]), progress=False)
+                seed=config.sample.seed, fps=float(rec["fps"]), progress=False,
+                no_camera=config.objective.conditioning == "no_camera")
     out = {}
     for task, cond in (("i2v", {"image": target[0]}), ("v2v", {"content_ref": content})):
         result = pipe.generate(cam, rec["caption"], **cond, **opts)

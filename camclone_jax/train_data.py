@@ -16,6 +16,7 @@ import numpy as np
 
 from camclone_jax import checkpoint as ckpt_lib
 from camclone_jax.data import pipeline
+from camclone_jax.data.codec import codec_from_dict
 from camclone_jax.data.transforms import ClipConfig
 
 DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
@@ -24,14 +25,15 @@ DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
 def ensure_dataset(data_cfg, workdir: str) -> dict:
     """{"train": records, "val": records or None, "pixels": mp4 records for sample videos or
     None}: the configured paths, or the synthetic dataset generated on first use under
-    WORKDIR/data (the demo's embedded default), pre-encoded with the pixel codec when the
-    config reads latent records."""
+    data.synthetic_dir (default WORKDIR/data; the demo's embedded default), pre-encoded with
+    the pixel codec when the config reads latent records. A shared synthetic_dir lets several
+    runs (the small-scale reproduction's stages) render and encode the data once."""
     path, val = data_cfg.get("path", ""), data_cfg.get("val_path", "") or None
     synth = data_cfg.get("synthetic")
     pixels = None
     if not path and synth:
         synth = dict(synth)
-        root = os.path.join(workdir, "data")
+        root = data_cfg.get("synthetic_dir", "") or os.path.join(workdir, "data")
         splits = {}
         for split, groups, seed in (("train", synth["num_groups"], synth.get("seed", 0)),
                                     ("val", synth.get("val_groups", 0), synth.get("val_seed", 1))):
@@ -70,13 +72,16 @@ def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
     if codec.get("kind") != "pixel":
         raise ValueError("synthetic latent records are made with the pixel codec only; set "
                          "data.codec={'kind': 'pixel'} or data.kind='mp4'")
-    latents = os.path.join(out, "latents")
+    codec = codec_from_dict(codec)
+    # one folder per codec setting, so splits shared by runs with other codecs never mix
+    tag = "-".join(f"{k}{v:g}" for k, v in sorted(codec.to_dict().items()) if k != "kind")
+    latents = os.path.join(out, f"latents-pixel-{tag}")
     if jax.process_index() == 0:
         from camclone_jax.data.encode import encode_records
         encode_records(os.path.join(out, "records"), "pixel", latents,
                        ClipConfig(num_frames=data_cfg.frames, height=data_cfg.height,
                                   width=data_cfg.width), batch_size=8, i2v=True,
-                       process_index=0, process_count=1)
+                       process_index=0, process_count=1, codec=codec)
     return latents
 
 

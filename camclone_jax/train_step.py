@@ -40,6 +40,12 @@ from camclone_jax.diffusion import flow
 from camclone_jax.models.params import first_frame_condition
 
 NONFINITE_POLICIES = ("stop", "skip")
+# what the model is conditioned on (StepConfig.conditioning):
+#   camclone   the paper: frame-concatenated camera + content references
+#   base       stage-1 base model: no references, the target alone; I2V examples keep the
+#              first-frame condition, the others (V2V-drawn) train as T2V (zero condition)
+#   no_camera  the no-control ablation: the camera reference latent is zeroed
+CONDITIONING = ("camclone", "base", "no_camera")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,7 @@ class StepConfig:
     text_len: int = 0  # tokens of the text context (zeros when no cached embeddings)
     text_drop_prob: float = 0.0  # zero an example's text (for classifier-free guidance)
     nonfinite: str = "stop"  # "stop" (loop raises) or "skip" (drop the step, go on)
+    conditioning: str = "camclone"  # camclone | base | no_camera (see CONDITIONING)
 
     def validate(self):
         """Raises ValueError naming the first bad field."""
@@ -65,6 +72,9 @@ class StepConfig:
             raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning must be one of {CONDITIONING}, "
+                             f"got {self.conditioning!r}")
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}")
         if not 0.0 <= self.text_drop_prob <= 1.0:
@@ -97,11 +107,15 @@ def init_state(trainable, tx: optax.GradientTransformation, seed: int, ema: bool
 def state_shardings(tx: optax.GradientTransformation, trainable, trainable_shardings, replicated,
                     ema: bool = False) -> dict:
     """Shardings of ``init_state``'s tree: optimizer moments and EMA follow their parameter's
-    sharding, counters and the RNG key are ``replicated``."""
+    sharding, counters and the RNG key are ``replicated``. With several trained groups (rules),
+    each group's state holds ``optax.MaskedNode`` placeholders for the other groups' params;
+    they stay as they are."""
     abstract_opt = jax.eval_shape(tx.init, trainable)
-    opt = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, trainable_shardings,
-                                transform_non_params=lambda _: replicated,
-                                is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    masked = optax.MaskedNode
+    opt = optax.tree_map_params(
+        tx, lambda p, s: p if isinstance(p, masked) else s, abstract_opt, trainable_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, (jax.sharding.Sharding, masked)))
     return {"step": replicated, "params": trainable_shardings, "opt_state": opt,
             "ema": trainable_shardings if ema else None, "rng": replicated}
 
@@ -112,8 +126,12 @@ def _per_example(mask, x):
     return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
 
 
-def model_inputs(batch: dict, dit_cfg, codec=None, text_len: int = 0) -> dict:
+def model_inputs(batch: dict, dit_cfg, codec=None, text_len: int = 0,
+                 conditioning: str = "camclone") -> dict:
     """Batch -> the DiT's inputs: x (clean target latents) and the keyword conditions.
+
+    ``conditioning`` (CONDITIONING): "base" returns no reference latents (the DiT then sees
+    the target alone, as plain Wan), "no_camera" a zero camera reference.
 
     ``batch``: target, camera_ref, content_ref (pixels [b, F, H, W, 3] with a codec, else
     latents [b, f, h, w, C]), task [b], first_frame [b, H, W, 3] (pixels, for an I2V base with a
@@ -128,10 +146,15 @@ def model_inputs(batch: dict, dit_cfg, codec=None, text_len: int = 0) -> dict:
             v = v.astype(jnp.float32) / 127.5 - 1.0
         return codec.encode(v)  # [b, f, h, w, C]
 
-    x, cam = latents("target"), latents("camera_ref")  # [b, f, h, w, C]
+    x = latents("target")  # [b, f, h, w, C]
     v2v = batch["task"] == V2V  # [b]
-    content = jnp.where(_per_example(v2v, x), latents("content_ref"), 0.0)  # I2V: zero content
-    out = {"x": x, "cam_latents": cam, "content_latents": content}
+    out = {"x": x}
+    if conditioning != "base":
+        cam = latents("camera_ref")  # [b, f, h, w, C]
+        if conditioning == "no_camera":
+            cam = jnp.zeros_like(cam)
+        content = jnp.where(_per_example(v2v, x), latents("content_ref"), 0.0)  # I2V: zero
+        out.update(cam_latents=cam, content_latents=content)
     if dit_cfg.cond_channels:
         if "i2v_latents" in batch:
             image_latents = batch["i2v_latents"].astype(jnp.float32)  # [b, f, h, w, C]
@@ -233,7 +256,7 @@ def make_train_step(model, tx: optax.GradientTransformation, cfg: StepConfig, *,
     constrain = batch_constraint or (lambda y: y)
 
     def step_fn(state, frozen, batch):
-        inputs = model_inputs(batch, model.config, codec, cfg.text_len)
+        inputs = model_inputs(batch, model.config, codec, cfg.text_len, cfg.conditioning)
         rng = jax.random.fold_in(state["rng"], state["step"])
         draws = _draw(rng, inputs["x"], cfg)
         params = state["params"]
@@ -279,7 +302,7 @@ def make_eval_loss(model, cfg: StepConfig, *, codec=None, num_timesteps: int = 4
     loss_fn = make_loss_fn(model, dataclasses.replace(cfg, bell_weighting=False), train=False)
 
     def eval_fn(trainable, frozen, batch, rng):
-        inputs = model_inputs(batch, model.config, codec, cfg.text_len)
+        inputs = model_inputs(batch, model.config, codec, cfg.text_len, cfg.conditioning)
         x = inputs["x"]
         total = 0.0
         for i in range(num_timesteps):

@@ -248,6 +248,20 @@ def test_determinism_and_one_compilation(assets):
     assert set(a.seconds) == {"encode", "denoise", "decode"} and a.peak_memory["host"] > 0
 
 
+def test_no_camera_option_ignores_the_camera_reference(assets):
+    """no_camera (the no-camera ablation): the camera latent is zeroed, so the sample does not
+    depend on which camera reference is given; without it, it does."""
+    pipe = inference.CamClonePipeline.from_checkpoint(assets["ckpt_text"],
+                                                      prompt_cache=assets["cache"])
+    cam_a, cam_b = moving_video(9, 32, 48, seed=0), moving_video(9, 32, 48, seed=1)
+    kw = dict(image=cam_a[0], frames=5, height=32, width=48, steps=2, progress=False)
+    a = pipe.generate(cam_a, PROMPTS[0], no_camera=True, **kw)
+    b = pipe.generate(cam_b, PROMPTS[0], no_camera=True, **kw)
+    np.testing.assert_array_equal(a.latents, b.latents)
+    c = pipe.generate(cam_b, PROMPTS[0], **kw)
+    assert not np.array_equal(b.latents, c.latents)
+
+
 @pytest.mark.parametrize("axes", [{"data": 2, "context": 4},
                                   {"fsdp": 2, "context": 2, "tensor": 2}])
 def test_sharded_sampling_matches_one_device(axes):

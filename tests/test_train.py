@@ -215,3 +215,45 @@ def test_the_demo_end_to_end_shortened(tmp_path):
         frames, fps = read_video(result["sample"][task]["path"])
         assert frames.shape == (9, 32, 4 * 48, 3)  # camera | image or content | result | truth
         assert np.isfinite(result["sample"][task]["psnr"])
+
+
+def test_base_stage_then_channel_concat_fine_tune(records, tmp_path):
+    """The reproduction's chain in miniature: a reference-free base trained from scratch
+    (conditioning "base", all params), then a channel-concat CamClone fine-tune from its export:
+    the patch embedding grows zero rows for the references, so the fine-tune starts from the
+    base's function."""
+    import jax.numpy as jnp
+
+    from camclone_jax.models import DiT, DiTConfig
+
+    base_dir = str(tmp_path / "base")
+    base = train.train_and_evaluate(tiny_config(
+        records, 2, **{"objective.conditioning": "base", "optim.rules": ((".*", "train"),)}),
+        base_dir)
+    assert base["status"] == "done" and "sample" not in base
+    config = tiny_config(records, 2, **{"optim.rules": (("self_attn", "train"),
+                                                          ("patch_embedding", "train"),
+                                                          (".*", None))})
+    config.model["concat"] = "channel"
+    config.base_checkpoint = os.path.join(base_dir, "export")
+    tuned = train.train_and_evaluate(config, str(tmp_path / "channel"))
+    assert tuned["status"] == "done" and np.isfinite(tuned["losses"][-1][1])
+    base_cfg, base_params = load_transformer(os.path.join(base_dir, "export"))
+    ch_cfg = DiTConfig.from_dict(dict(config.model))
+    expanded = ckpt_lib.expand_for_channel_concat(base_params, ch_cfg)
+    kernel = expanded["patch_embedding"]["kernel"]  # [1, 2, 2, 3 c_in, dim]
+    c_in = base_cfg.in_channels
+    assert kernel.shape[3] == 3 * c_in and not np.any(kernel[..., c_in:, :])
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, 3, 4, 6, base_cfg.out_channels)), jnp.float32)
+    refs = [jnp.asarray(rng.standard_normal(x.shape), jnp.float32) for _ in range(2)]
+    text = jnp.zeros((1, 4, base_cfg.text_dim))
+    t = jnp.array([400.0])
+    ff = jnp.zeros(x.shape[:-1] + (base_cfg.cond_channels,))
+    want = DiT(base_cfg).apply({"params": base_params}, x, t, text, first_frame=ff)
+    got = DiT(ch_cfg).apply({"params": expanded}, x, t, text, cam_latents=refs[0],
+                            content_latents=refs[1], first_frame=ff)
+    np.testing.assert_allclose(got, want, atol=1e-5)  # zero rows: the references are ignored
+    with pytest.raises(ckpt_lib.CheckpointError, match="patch embedding takes"):
+        ckpt_lib.expand_for_channel_concat(base_params, ch_cfg.replace(in_channels=c_in + 4,
+                                                                      out_channels=c_in))

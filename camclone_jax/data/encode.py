@@ -176,10 +176,12 @@ def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, 
 
 
 def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False, dtype="float16",
-                   process_index=None, process_count=None, t5_path=None, tokenizer_path=None):
+                   process_index=None, process_count=None, t5_path=None, tokenizer_path=None,
+                   codec=None):
     """Encodes this host's share of the files; returns {file name: done-marker}.
 
     With ``t5_path`` and ``tokenizer_path`` the captions' umT5 embeddings are stored too.
+    ``codec`` (with ``vae_path="pixel"``): the weight-free codec to use (default: PixelCodec()).
     """
     if (t5_path is None) != (tokenizer_path is None):
         raise ValueError("text encoding needs both --t5 and --tokenizer")
@@ -196,7 +198,7 @@ def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False
     mine = [f for i, f in enumerate(files) if i % pc == pi]
     if vae_path == "pixel":  # the weight-free pixel codec (its config stands in for the VAE's)
         from camclone_jax.data.codec import PixelCodec
-        vae_config = PixelCodec()
+        vae_config = codec or PixelCodec()
         encoder = CodecEncoder(vae_config, clip_cfg)  # checks the clip size
     else:
         vae_config, params = load_vae(vae_path)
