@@ -38,3 +38,35 @@ def test_locked_config_rejects_unknown_keys():
         config.modle = {}
     with pytest.raises(AttributeError):
         config.optim.learning_rate = 1.0
+
+
+def test_small_reproduction_configs():
+    """configs/small_*.py: the stage-1 base trains everything without references; the CamClone
+    stage and each ablation change exactly one thing at the same budget."""
+    from configs import small_base, small_blocks, small_camclone, small_channel, small_nocam
+
+    base = small_base.get_config()
+    assert base.objective.conditioning == "base" and base.optim.rules == ((".*", "train"),)
+    assert base.data.codec["kind"] == "pixel" and base.data.frames == 13
+    main = small_camclone.get_config()
+    assert main.objective.conditioning == "camclone"
+    assert main.optim.rules == (("self_attn", "train"), (".*", None))  # the paper's rule
+    assert DiTConfig.from_dict(dict(main.model)) == DiTConfig.from_dict(dict(base.model))
+
+    def diff(a, b, prefix=""):
+        out = set()
+        for key in set(a) | set(b):
+            va, vb = a.get(key), b.get(key)
+            if isinstance(va, dict) and isinstance(vb, dict):
+                out |= diff(va, vb, f"{prefix}{key}.")
+            elif va != vb:
+                out.add(prefix + key)
+        return out
+
+    ref = main.to_dict()
+    assert diff(small_channel.get_config().to_dict(), ref) == {"model.concat", "optim.rules"}
+    assert diff(small_blocks.get_config().to_dict(), ref) == {"optim.rules"}
+    assert diff(small_nocam.get_config().to_dict(), ref) == {"objective.conditioning",
+                                                            "sample.enabled"}
+    for module in (small_base, small_camclone, small_channel, small_blocks, small_nocam):
+        assert "python -m camclone_jax.train" in module.__doc__

@@ -1,0 +1,201 @@
+"""The small-scale reproduction's evaluation (issue #11): every trained model of the chain on the
+held-out synthetic split, I2V and V2V, scored against the TRUE camera poses, with baselines.
+
+For each of the first --max_triplets held-out triplets (unseen scenes and trajectories) and
+each model folder under --run that has an `export/` (camclone, channel, blocks, nocam), it
+samples the I2V video (the target's first frame + the camera reference) and the V2V video (the
+content reference + the camera reference), writes them to RUN/eval/MODEL/TASK/IDX.mp4, and
+scores them with the same pipeline as `python -m camclone_jax.evaluate` (poses estimated from
+the video, CamI2V RotErr / TransErr / CamMC against the camera reference's true trajectory,
+which is the target's) plus the visual-quality proxy the synthetic data allows: PSNR of the
+generated video against the ground-truth target. Rows from the same run:
+
+  copy content   the content reference returned unchanged (V2V; no camera control)
+  copy first     the first frame repeated (I2V; a static camera)
+  target         the ground-truth target video: the pose estimator's own error
+
+  python benchmarks/reproduce_eval.py --run RUN --split RUN/data/val [--max_triplets 24] \
+      [--steps 20] [--out RUN/results.json] [--markdown RUN/results.md]
+
+A model whose `no_camera` flag is set in MODELS is sampled with the camera latent zeroed, as it
+was trained. Re-running reuses the videos already written (delete RUN/eval to redo them).
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from camera_clone import read_triplets  # noqa: E402
+
+from camclone_jax.data import transforms  # noqa: E402
+from camclone_jax.data.synthetic import trajectories as traj_lib  # noqa: E402
+from camclone_jax.eval import report  # noqa: E402
+
+# (folder under RUN, row label, sampled with the camera latent zeroed)
+MODELS = (("camclone", "CamClone (frame concat, 3D attention)", False),
+          ("channel", "channel concat (Table 5)", False),
+          ("blocks", "whole blocks trained (Table 6)", False),
+          ("nocam", "no camera reference", True))
+TASKS = ("i2v", "v2v")
+
+
+def load_triplet(rec, frames, height, width):
+    """{camera_ref, content_ref, target}: uint8 clips [F, H, W, 3] of one triplet record."""
+    clip = transforms.ClipConfig(num_frames=frames, height=height, width=width,
+                                 short_video="repeat_last")
+    return {k: transforms.load_clip(rec[k]["video"], clip)
+            for k in ("camera_ref", "content_ref", "target")}
+
+
+def psnr(video, target) -> float:
+    """PSNR (dB) of uint8 video against uint8 target."""
+    mse = np.mean((video.astype(np.float64) - target.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def write_pose_refs(triplets, folder, fps):
+    """folder/IDX.txt: the true target poses (RealEstate10K format, with intrinsics)."""
+    os.makedirs(folder, exist_ok=True)
+    for i, rec in enumerate(triplets):
+        target = rec["target"]
+        stamps = np.round(np.arange(len(target["poses"])) * 1e6 / fps)
+        rows = traj_lib.to_realestate10k(target["poses"], target["intrinsics"], stamps)
+        with open(os.path.join(folder, f"{i:05d}.txt"), "w") as f:
+            f.write(traj_lib.format_realestate10k(target.get("path", "target"), rows))
+
+
+def generate_model(export, out_dir, clips, captions, fps, steps, no_camera):
+    """Samples every triplet I2V and V2V into out_dir/TASK/IDX.mp4 (skipping existing files);
+    returns {task: [psnr per triplet]} and the seconds spent sampling."""
+    from camclone_jax import inference
+    pipe = inference.CamClonePipeline.from_checkpoint(export)
+    frames, height, width = clips[0]["target"].shape[:3]
+    opts = dict(frames=frames, height=height, width=width, steps=steps, shift=1.0, cfg=1.0,
+                fps=fps, progress=False, no_camera=no_camera)
+    scores, start = {t: [] for t in TASKS}, time.time()
+    for task in TASKS:
+        os.makedirs(os.path.join(out_dir, task), exist_ok=True)
+        for i, (clip, caption) in enumerate(zip(clips, captions)):
+            path = os.path.join(out_dir, task, f"{i:05d}.mp4")
+            if os.path.exists(path):
+                from camclone_jax.data import video as video_lib
+                result_video = video_lib.read_video(path)[0]
+            else:
+                cond = ({"image": clip["target"][0]} if task == "i2v"
+                        else {"content_ref": clip["content_ref"]})
+                result_video = pipe.generate(clip["camera_ref"], caption, seed=i, **cond,
+                                             **opts).video
+                inference.write_video(path, result_video, fps)
+            scores[task].append(psnr(result_video, clip["target"]))
+    return scores, time.time() - start
+
+
+def baseline_videos(clips, work, fps):
+    """work/{copy_content,copy_first,target}/IDX.mp4; returns {label: (task, folder)}."""
+    from camclone_jax import inference
+    rows = {"copy content": ("v2v", "copy_content", lambda c: c["content_ref"]),
+            "copy first frame": ("i2v", "copy_first",
+                                 lambda c: np.broadcast_to(c["target"][:1], c["target"].shape)),
+            "target": ("both", "target", lambda c: c["target"])}
+    out = {}
+    for label, (task, name, make) in rows.items():
+        folder = os.path.join(work, name)
+        os.makedirs(folder, exist_ok=True)
+        for i, clip in enumerate(clips):
+            inference.write_video(os.path.join(folder, f"{i:05d}.mp4"),
+                                  np.ascontiguousarray(make(clip)), fps)
+        out[label] = (task, folder)
+    return out
+
+
+def score(folder, pose_dir, options, name):
+    """report.evaluate over folder/IDX.mp4 against the true poses in pose_dir."""
+    pairs = report.pairs_by_name(folder, pose_dir)
+    return report.evaluate(pairs, options, name=name)
+
+
+def markdown(rows):
+    """The results table: one row per (method, task)."""
+    lines = ["| Method | Task | RotErr (deg/frame) ↓ | TransErr ↓ | CamMC ↓ | PSNR vs target ↑ "
+             "| Pose failures |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        s = r["summary"]
+
+        def cell(key, fmt="{:.2f}"):
+            return fmt.format(s[key]) if key in s and s[key] is not None else "-"
+        quality = "-" if r["psnr"] is None else f"{r['psnr']:.2f}"
+        lines.append(f"| {r['label']} | {r['task'].upper()} | {cell('RotErr')} | "
+                     f"{cell('TransErr', '{:.3f}')} | {cell('CamMC', '{:.3f}')} | {quality} | "
+                     f"{r['num_failed']}/{r['num_pairs']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="the chain's run folder (holds MODEL/export)")
+    p.add_argument("--split", required=True, help="held-out synthetic dataset folder (mp4)")
+    p.add_argument("--max_triplets", type=int, default=24)
+    p.add_argument("--steps", type=int, default=20, help="Euler sampling steps")
+    p.add_argument("--out", help="results JSON (default RUN/results.json)")
+    p.add_argument("--markdown", help="results table (default RUN/results.md)")
+    args = p.parse_args(argv)
+    start = time.time()
+    triplets = read_triplets(args.split, args.max_triplets)
+    first = triplets[0]
+    fps = float(first["fps"])
+    frames, height, width = first["num_frames"], first["height"], first["width"]
+    clips = [load_triplet(rec, frames, height, width) for rec in triplets]
+    captions = [rec["caption"] for rec in triplets]
+    options = report.EvalOptions(degrees=True, reduction="mean")
+    eval_dir = os.path.join(args.run, "eval")
+    pose_dir = os.path.join(eval_dir, "true_poses")
+    write_pose_refs(triplets, pose_dir, fps)
+    rows, timings = [], {}
+    for folder, label, no_camera in MODELS:
+        export = os.path.join(args.run, folder, "export")
+        if not os.path.isdir(export):
+            print(f"skipping {folder}: no {export}", flush=True)
+            continue
+        scores, seconds = generate_model(export, os.path.join(eval_dir, folder), clips,
+                                         captions, fps, args.steps, no_camera)
+        timings[folder] = seconds
+        for task in TASKS:
+            result = score(os.path.join(eval_dir, folder, task), pose_dir, options,
+                           f"{folder}/{task}")
+            rows.append({"label": label, "model": folder, "task": task,
+                         "psnr": float(np.mean(scores[task])), "psnr_per_video": scores[task],
+                         **result})
+            print(f"{folder} {task}: RotErr {result['summary'].get('RotErr')} "
+                  f"({result['num_failed']} failed; {time.time() - start:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        for label, (task, folder) in baseline_videos(clips, work, fps).items():
+            result = score(folder, pose_dir, options, label)
+            gt = {"copy content": [psnr(c["content_ref"], c["target"]) for c in clips],
+                  "copy first frame": [psnr(np.broadcast_to(c["target"][:1], c["target"].shape),
+                                            c["target"]) for c in clips]}.get(label)
+            rows.append({"label": label, "model": None, "task": task,
+                         "psnr": None if gt is None else float(np.mean(gt)), **result})
+    table = markdown(rows)
+    print(f"\n{len(triplets)} held-out triplets ({frames} frames, {height}x{width}); RotErr in "
+          "degrees per frame, TransErr and CamMC per frame, against the true poses\n")
+    print(table)
+    out = args.out or os.path.join(args.run, "results.json")
+    report.write_report(out, {"split": os.path.abspath(args.split), "triplets": len(triplets),
+                              "steps": args.steps, "sampling_seconds": timings,
+                              "seconds": time.time() - start, "rows": rows})
+    with open(args.markdown or os.path.join(args.run, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(f"results: {out} ({time.time() - start:.0f} s)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
