@@ -71,6 +71,16 @@ def read_triplets(split, max_triplets):
     return out
 
 
+def write_true_poses(rec, path, fps):
+    """path: the triplet's true target poses (the camera reference's trajectory at the content's
+    location) as a RealEstate10K file, with intrinsics."""
+    target = rec["target"]
+    stamps = np.round(np.arange(len(target["poses"])) * 1e6 / fps)
+    rows = traj_lib.to_realestate10k(target["poses"], target["intrinsics"], stamps)
+    with open(path, "w") as f:
+        f.write(traj_lib.format_realestate10k(target.get("path", "target"), rows))
+
+
 def materialise(triplets, work, fps):
     """Writes refs/camera/IDX.txt (true target poses + intrinsics), refs/content/IDX.mp4 and one
     folder of IDX.mp4 per method; returns {method: folder}."""
@@ -79,11 +89,7 @@ def materialise(triplets, work, fps):
     for d in list(dirs.values()) + [cam_dir, con_dir]:
         os.makedirs(d, exist_ok=True)
     for i, rec in enumerate(triplets):
-        target = rec["target"]
-        stamps = np.round(np.arange(len(target["poses"])) * 1e6 / fps)
-        rows = traj_lib.to_realestate10k(target["poses"], target["intrinsics"], stamps)
-        with open(os.path.join(cam_dir, f"{i:05d}.txt"), "w") as f:
-            f.write(traj_lib.format_realestate10k(target.get("path", "target"), rows))
+        write_true_poses(rec, os.path.join(cam_dir, f"{i:05d}.txt"), fps)
         with open(os.path.join(con_dir, f"{i:05d}.mp4"), "wb") as f:
             f.write(rec["content_ref"]["video"])
         for name, key in METHODS:

@@ -33,10 +33,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from camera_clone import read_triplets  # noqa: E402
+from camera_clone import read_triplets, write_true_poses  # noqa: E402
 
 from camclone_jax.data import transforms  # noqa: E402
-from camclone_jax.data.synthetic import trajectories as traj_lib  # noqa: E402
 from camclone_jax.eval import report  # noqa: E402
 
 # (folder under RUN, row label, sampled with the camera latent zeroed)
@@ -62,14 +61,10 @@ def psnr(video, target) -> float:
 
 
 def write_pose_refs(triplets, folder, fps):
-    """folder/IDX.txt: the true target poses (RealEstate10K format, with intrinsics)."""
+    """folder/IDX.txt: the true target poses of each triplet (RealEstate10K format)."""
     os.makedirs(folder, exist_ok=True)
     for i, rec in enumerate(triplets):
-        target = rec["target"]
-        stamps = np.round(np.arange(len(target["poses"])) * 1e6 / fps)
-        rows = traj_lib.to_realestate10k(target["poses"], target["intrinsics"], stamps)
-        with open(os.path.join(folder, f"{i:05d}.txt"), "w") as f:
-            f.write(traj_lib.format_realestate10k(target.get("path", "target"), rows))
+        write_true_poses(rec, os.path.join(folder, f"{i:05d}.txt"), fps)
 
 
 def generate_model(export, out_dir, clips, captions, fps, steps, no_camera):
