@@ -10,7 +10,7 @@ Both sides denoise the same CamClone-shaped problem with random weights of the s
 target, camera-reference and content-reference latents joined along the frame axis (3 x the
 target's tokens), text of ``text_len`` tokens, classifier-free guidance, flow-matching Euler
 with shift 5.
-  ours   ``camclone_jax.inference._denoise``: the whole loop one jitted ``lax.fori_loop``, the
+  ours   ``camclone_jax.denoise.denoise``: the whole loop one jitted ``lax.fori_loop``, the
          cond/uncond pair batched into one DiT call per step.
   torch  diffusers ``WanTransformer3DModel`` + ``FlowMatchEulerDiscreteScheduler`` stepped the
          way ``WanPipeline`` does it: two transformer calls per step (cond, then uncond) on the
@@ -119,14 +119,14 @@ def jax_worker(c: dict, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from camclone_jax import inference
+    from camclone_jax import denoise
 
     on_gpu = jax.default_backend() == "gpu"
     dtype = "bfloat16" if on_gpu else "float32"
     cfg, params, cond, noise, tables = _jax_problem(c, steps, dtype)
 
     def run():
-        return jax.block_until_ready(inference._denoise(
+        return jax.block_until_ready(denoise.denoise(
             params, cond, noise, tables, jnp.float32(CFG_SCALE), None, cfg=cfg, solver="euler",
             order=2, guided=True))
 
@@ -220,13 +220,13 @@ def analyze(c: dict, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from camclone_jax import inference
+    from camclone_jax import denoise
 
     cfg, params, cond, noise, tables = _jax_problem(c, steps, "bfloat16", shapes_only=True)
     out = {"backend": jax.default_backend()}
     for batched in (True, False):
         t0 = time.perf_counter()
-        m = inference._denoise.lower(params, cond, noise, tables,
+        m = denoise.denoise.lower(params, cond, noise, tables,
                                      jax.ShapeDtypeStruct((), jnp.float32), None, cfg=cfg,
                                      solver="euler", order=2, guided=True,
                                      batched=batched).compile().memory_analysis()

@@ -46,113 +46,25 @@ import math
 import os
 import resource
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from camclone_jax import denoise as denoise_lib
 from camclone_jax import sharding
 from camclone_jax.data import reference
 from camclone_jax.data.transforms import to_float
 from camclone_jax.diffusion import sampler
 from camclone_jax.encode_prompts import WAN_NEGATIVE_PROMPT
 from camclone_jax.models.config import DiTConfig
-from camclone_jax.models.dit import DiT
 from camclone_jax.models.params import first_frame_condition
 from camclone_jax.conditioning import (  # re-exported: the pipeline's parts
     CachedText, ClipImages, NoText, TextSource, UMT5Text, VAECodec, load_codec)
 
 DEFAULT_CFG = 5.0
-
-
-# ----------------------------------------------------------------------------- the jitted loop
-_PROGRESS: dict[str, Any] = {"fn": None}
-TRACES = {"denoise": 0}  # how often the sampling loop was traced (tests check it compiles once)
-
-
-def _progress_tick(done):
-    """Host side of the loop's progress callback: forwards to the current progress function."""
-    fn = _PROGRESS["fn"]
-    if fn is not None:
-        fn(int(done))
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "solver", "order", "guided", "batched"))
-def _denoise(params, cond, noise, tables, scale, replacement, *, cfg: DiTConfig, solver: str,
-             order: int, guided: bool, batched: bool = True):
-    """The whole sampling loop as one program (see sampler.sample_loop).
-
-    With block-sparse condition attention (``cfg.cond_attention`` "joint"/"segment") the
-    condition tokens' keys/values are built once, before the loop, and every step runs the
-    target tokens only (``_cached_velocity``).
-    """
-    TRACES["denoise"] += 1
-    model = DiT(cfg)
-    if cfg.cond_attention != "full":
-        velocity = _cached_velocity(model, params, cond, scale, guided=guided, batched=batched)
-        return sampler.sample_loop(velocity, noise, tables, solver=solver, order=order,
-                                   replacement=replacement, progress=_progress_tick)
-
-    def model_fn(x, timestep, ctx):
-        n = x.shape[0]
-        with nn.logical_axis_rules(sharding.DEFAULT_RULES):
-            return model.apply({"params": params}, x, jnp.full((n,), timestep), ctx["text"],
-                               cam_latents=ctx["cam"], content_latents=ctx["content"],
-                               image_embeds=ctx.get("image"), first_frame=ctx.get("first_frame"))
-
-    def velocity(x, timestep, sigma):
-        shared = {k: v for k, v in cond.items() if k not in ("text", "neg_text")}
-        pos = dict(shared, text=cond["text"])
-        neg = dict(shared, text=cond["neg_text"]) if guided else None
-        return sampler.guided_velocity(model_fn, x, timestep, pos, neg, scale, batched=batched)
-
-    return sampler.sample_loop(velocity, noise, tables, solver=solver, order=order,
-                               replacement=replacement, progress=_progress_tick)
-
-
-def _cached_velocity(model: DiT, params, cond: dict, scale, *, guided: bool, batched: bool):
-    """velocity(x, timestep, sigma) over a condition K/V cache built here, once per sample.
-
-    Condition tokens see only condition tokens, timestep 0 and the prompt, so one cache per
-    prompt (the guided pair: two, batched as one cache of 2 when ``batched``) serves every
-    step; per step the DiT runs the target tokens against [target K/V | cached K/V]. Guidance
-    is combined as in ``sampler.guided_velocity``, with the batched inputs joined once here
-    rather than at every step.
-    """
-    def apply(*args, **kwargs):
-        with nn.logical_axis_rules(sharding.DEFAULT_RULES):
-            return model.apply({"params": params}, *args, **kwargs)
-
-    texts = [cond["text"]] + ([cond["neg_text"]] if guided else [])  # [n, L, D] each
-    groups = [texts] if batched else [[t] for t in texts]  # texts joined into one call each
-    calls = []
-    for group in groups:
-        rep = lambda a, r=len(group): a if r == 1 else jnp.concatenate([a] * r)  # [r n, ...]
-        ctx = {"text": jnp.concatenate(group) if len(group) > 1 else group[0],
-               "image": None if "image" not in cond else rep(cond["image"]),
-               "first_frame": None if "first_frame" not in cond else rep(cond["first_frame"])}
-        ctx["cache"] = apply(ctx["text"], rep(cond["cam"]), rep(cond["content"]),
-                             image_embeds=ctx["image"],
-                             method=DiT.build_cond_cache)  # {"k", "v"}: [r n, layers, Lc, dim]
-        calls.append((len(group), ctx))
-
-    def velocity(x, timestep, sigma):
-        outs = []
-        for r, ctx in calls:
-            xr = x if r == 1 else jnp.concatenate([x] * r)  # [r n, f, h, w, C]
-            outs.append(apply(xr, jnp.full((xr.shape[0],), timestep), ctx["text"],
-                              image_embeds=ctx["image"], first_frame=ctx["first_frame"],
-                              cond_cache=ctx["cache"]))
-        v = outs[0] if len(outs) == 1 else jnp.concatenate(outs)  # [(1 or 2) n, ...]
-        if not guided:
-            return v
-        n = x.shape[0]
-        return sampler.cfg_combine(v[:n], v[n:], scale)
-
-    return velocity
 
 
 # ------------------------------------------------------------------------------ options, result
@@ -490,20 +402,20 @@ class CamClonePipeline:
                           jnp.float32(scale), replacement))
         bar = tqdm(total=len(tables["sigma"]), desc="denoising", unit="step",
                    disable=not progress, leave=False)
-        _PROGRESS["fn"] = lambda done: bar.update(max(0, done - bar.n))  # idempotent
+        denoise_lib.PROGRESS["fn"] = lambda done: bar.update(max(0, done - bar.n))  # idempotent
         try:
+            run = functools.partial(denoise_lib.denoise, params, *args, cfg=self.config,
+                                    solver=solver, order=order, guided=guided, batched=batched)
             if self.mesh is None:
-                out = _denoise(params, *args, cfg=self.config, solver=solver, order=order,
-                               guided=guided, batched=batched)
+                out = run()
             else:
                 with _ambient(self.mesh):
-                    out = _denoise(params, *args, cfg=self.config, solver=solver, order=order,
-                                   guided=guided, batched=batched)
+                    out = run()
             out = jax.block_until_ready(out)
             if self.mesh is not None:  # the codec's weights live on the default device
                 out = jax.device_put(out, jax.devices()[0])
         finally:
-            _PROGRESS["fn"] = None
+            denoise_lib.PROGRESS["fn"] = None
             bar.close()
         return out
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from camclone_jax import inference, sample, sharding
+from camclone_jax import denoise, inference, sample, sharding
 from camclone_jax.convert.transformer import save_transformer
 from camclone_jax.data import reference, video
 from camclone_jax.data.codec import PixelCodec
@@ -234,10 +234,10 @@ def test_determinism_and_one_compilation(assets):
     cam = moving_video(9, 32, 48)
     kw = dict(image=cam[0], frames=5, height=32, width=48, steps=3, progress=True)
     a = pipe.generate(cam, PROMPTS[0], seed=0, **kw)
-    before = inference.TRACES["denoise"]
+    before = denoise.TRACES["denoise"]
     b = pipe.generate(cam, PROMPTS[0], seed=0, **kw)
     c = pipe.generate(cam, PROMPTS[1], seed=1, shift=3.0, cfg=4.0, **kw)
-    assert inference.TRACES["denoise"] == before  # same shapes: the loop compiled once
+    assert denoise.TRACES["denoise"] == before  # same shapes: the loop compiled once
     d = pipe.generate(cam, PROMPTS[0], seed=0, cfg_batched=False, **kw)  # two calls per step
     np.testing.assert_allclose(d.latents, a.latents, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(a.video, b.video)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camclone_jax import inference, optim, sharding
+from camclone_jax import denoise, optim, sharding
 from camclone_jax import train_step as step_lib
 from camclone_jax.convert.io import flatten_params
 from camclone_jax.diffusion import sampler
@@ -171,13 +171,13 @@ def test_cached_condition_kv_equals_recomputing_it(params, opts):
 
 
 def test_sampling_with_the_cache_equals_recomputing_every_step(params):
-    """inference._denoise's cached fast path (guided, cond/uncond batched) vs a loop that runs
+    """denoise.denoise's cached fast path (guided, cond/uncond batched) vs a loop that runs
     the whole sequence at every step."""
     cfg = CFG.replace(cond_attention="segment", cam_downsample=2)
     lat, cam, cont, txt = _inputs(5, (1,) + SHAPE[1:])
     cond = {"text": txt, "neg_text": txt[:, ::-1] * 0.5, "cam": cam, "content": cont}
     tables = sampler.solver_tables(sampler.make_schedule(3, 5.0), "euler")
-    got = inference._denoise(params, cond, lat, tables, jnp.float32(4.0), None, cfg=cfg,
+    got = denoise.denoise(params, cond, lat, tables, jnp.float32(4.0), None, cfg=cfg,
                              solver="euler", order=2, guided=True, batched=True)
     model = DiT(cfg)
 
