@@ -67,6 +67,43 @@ def write_pose_refs(triplets, folder, fps):
         write_true_poses(rec, os.path.join(folder, f"{i:05d}.txt"), fps)
 
 
+def reference_use(export, clips, no_camera, t=0.9, count=8):
+    """Does the model read its references? The clean-sample error of its prediction at noise
+    level t (fixed noise) on the first ``count`` held-out triplets, V2V, with the true camera and
+    content references, with the camera reference zeroed, and with the content reference
+    zeroed. A model that uses a reference predicts worse without it; the no-camera model gets
+    a zero camera latent in all three (as trained). Returns {"true", "no_camera",
+    "no_content"}: mean squared error per latent value (the latents' variance for scale)."""
+    import jax
+    import jax.numpy as jnp
+
+    from camclone_jax import inference
+    from camclone_jax.diffusion import flow
+    from camclone_jax.models.dit import DiT
+
+    pipe = inference.CamClonePipeline.from_checkpoint(export)
+    model, params, cfg = DiT(pipe.config), pipe.params(), pipe.config
+    apply = jax.jit(lambda x, tt, text, cam, con, ff: model.apply(
+        {"params": params}, x, tt, text, cam_latents=cam, content_latents=con, first_frame=ff))
+    errors = {"true": [], "no_camera": [], "no_content": [], "variance": []}
+    for i, clip in enumerate(clips[:count]):
+        enc = {k: pipe.codec.encode(jnp.asarray(clip[k], jnp.float32)[None] / 127.5 - 1.0)
+               for k in ("target", "camera_ref", "content_ref")}  # [1, f, h, w, C]
+        x = enc["target"]
+        xt = flow.add_noise(x, jax.random.normal(jax.random.key(i), x.shape), jnp.array([t]))
+        text = jnp.asarray(pipe.text.embed([""]))  # [1, L, D] (zeros: the tiny models)
+        ff = jnp.zeros(x.shape[:-1] + (cfg.cond_channels,)) if cfg.cond_channels else None
+        zero = jnp.zeros_like(x)
+        cam = zero if no_camera else enc["camera_ref"]
+        for name, (c, n) in {"true": (cam, enc["content_ref"]), "no_camera": (zero, enc["content_ref"]),
+                             "no_content": (cam, zero)}.items():
+            v = apply(xt, jnp.array([1000.0 * t]), text, c, n, ff)
+            x_hat = xt - t * v  # the clean-sample prediction [1, f, h, w, C]
+            errors[name].append(float(jnp.mean((x_hat - x) ** 2)))
+        errors["variance"].append(float(jnp.var(x)))
+    return {k: float(np.mean(v)) for k, v in errors.items()}
+
+
 def generate_model(export, out_dir, clips, captions, fps, steps, no_camera):
     """Samples every triplet I2V and V2V into out_dir/TASK/IDX.mp4 (skipping existing files);
     returns {task: [psnr per triplet]} and the seconds spent sampling."""
@@ -133,6 +170,16 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+def probe_table(probes):
+    """Markdown: the reference-use probe of each model (``reference_use``)."""
+    lines = ["| Model (V2V, t = 0.9) | x-hat MSE, true refs | camera zeroed | content zeroed "
+             "| target variance |", "|---|---:|---:|---:|---:|"]
+    for label, p in probes.items():
+        lines.append(f"| {label} | {p['true']:.3f} | {p['no_camera']:.3f} | "
+                     f"{p['no_content']:.3f} | {p['variance']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="the chain's run folder (holds MODEL/export)")
@@ -153,7 +200,7 @@ def main(argv=None):
     eval_dir = os.path.join(args.run, "eval")
     pose_dir = os.path.join(eval_dir, "true_poses")
     write_pose_refs(triplets, pose_dir, fps)
-    rows, timings = [], {}
+    rows, timings, probes = [], {}, {}
     for folder, label, no_camera in MODELS:
         export = os.path.join(args.run, folder, "export")
         if not os.path.isdir(export):
@@ -162,6 +209,9 @@ def main(argv=None):
         scores, seconds = generate_model(export, os.path.join(eval_dir, folder), clips,
                                          captions, fps, args.steps, no_camera)
         timings[folder] = seconds
+        probe = reference_use(export, clips, no_camera)
+        probes[label] = probe
+        print(f"{folder} reference use (x-hat MSE at t=0.9): {probe}", flush=True)
         for task in TASKS:
             result = score(os.path.join(eval_dir, folder, task), pose_dir, options,
                            f"{folder}/{task}")
@@ -178,13 +228,14 @@ def main(argv=None):
                                             c["target"]) for c in clips]}.get(label)
             rows.append({"label": label, "model": None, "task": task,
                          "psnr": None if gt is None else float(np.mean(gt)), **result})
-    table = markdown(rows)
+    table = markdown(rows) + "\n\n" + probe_table(probes)
     print(f"\n{len(triplets)} held-out triplets ({frames} frames, {height}x{width}); RotErr in "
           "degrees per frame, TransErr and CamMC per frame, against the true poses\n")
     print(table)
     out = args.out or os.path.join(args.run, "results.json")
     report.write_report(out, {"split": os.path.abspath(args.split), "triplets": len(triplets),
                               "steps": args.steps, "sampling_seconds": timings,
+                              "reference_use": probes,
                               "seconds": time.time() - start, "rows": rows})
     with open(args.markdown or os.path.join(args.run, "results.md"), "w") as f:
         f.write(table + "\n")

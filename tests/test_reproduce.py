@@ -51,6 +51,12 @@ def test_reproduce_eval_scores_every_model_and_baseline(split, tmp_path):
     assert [v.name for v in videos] == ["00000.mp4", "00001.mp4"]
     report = json.loads((run / "results.json").read_text())
     assert report["triplets"] == 2 and len(report["rows"]) == len(rows)
+    probes = report["reference_use"]  # x-hat error with true / zeroed references, per model
+    assert set(probes) == {"CamClone (frame concat, 3D attention)", "no camera reference"}
+    for p in probes.values():
+        assert set(p) == {"true", "no_camera", "no_content", "variance"} and p["variance"] > 0
+    nocam = probes["no camera reference"]
+    assert nocam["true"] == nocam["no_camera"]  # its camera latent is zero either way
     table = (run / "results.md").read_text()
     assert "| no camera reference | V2V |" in table and "| copy content | V2V |" in table
     mtime = videos[0].stat().st_mtime
