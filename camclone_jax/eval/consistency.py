@@ -26,7 +26,7 @@ videos, which is the same when all videos have one length.
 * `background_consistency` (Bg. Cons.; needs local CLIP weights): the same formula on the
   `ClipEmbedder` features above. VBench uses the projected embedding of CLIP ViT-B/32; ours are
   the class token of the CLIP weights given (Wan's ViT-H/14), so values are on another scale.
-Dynamic degree (VBench uses RAFT optical flow) is in eval/motion.py, over OpenCV DIS flow.
+Dynamic degree (VBench uses RAFT optical flow) is in eval/motion.py (RAFT or OpenCV DIS flow).
 """
 import os
 

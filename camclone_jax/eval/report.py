@@ -58,10 +58,14 @@ class EvalOptions:
     dino_weights: a local transformers ViTModel directory of DINO (facebook/dino-vitb16) for
       Sub. Cons. (None: column left out). Sub. Cons. and Bg. Cons. are VBench's temporal
       consistency of each generated video alone (see eval/consistency.py), x 100.
-    dynamic_degree: VBench's Dynamic Degree of each generated video over OpenCV DIS optical flow
-      instead of RAFT (eval/motion.py; no weights, ~10 ms per 17-frame 64x112 video): per video
+    dynamic_degree: VBench's Dynamic Degree of each generated video (eval/motion.py): per video
       `dynamic` (bool), `Motion` (mean top-5% flow magnitude, pixels) and `motion_pairs_above`;
       summary `DynDeg` = percentage of dynamic videos (as the paper prints it) and mean `Motion`.
+      The flow: RAFT with `raft_weights`, else OpenCV DIS (no weights, ~10 ms per 17-frame
+      64x112 video, not on VBench's scale).
+    raft_weights: a local torchvision RAFT state dict (.pth) for the Dynamic Degree's flow;
+      torchvision's Raft_Large_Weights.C_T_V1 (raft-things) with 20 iterations is VBench's
+      setting. None: DIS.
     save_poses: folder to write the estimated poses into (our .npz, one per video).
     """
     intrinsics: tuple = None
@@ -80,6 +84,7 @@ class EvalOptions:
     dino_weights: str = None
     matched_pixels: bool = True
     dynamic_degree: bool = True
+    raft_weights: str = None
     save_poses: str = None
     pose_config: poses.PoseConfig = poses.PoseConfig()
 
@@ -167,7 +172,7 @@ class _Evaluator:
     def __init__(self, options):
         self.options = options
         self.videos, self.ref_poses = {}, {}
-        self.i3d = self.clip = self.dino = None
+        self.i3d = self.clip = self.dino = self.flow = None
         if options.fvd:
             from camclone_jax.eval import fvd
             self.i3d = fvd.I3DFeatures(weights=options.i3d_weights, endpoint=options.i3d_endpoint,
@@ -176,6 +181,8 @@ class _Evaluator:
             self.clip = consistency.ClipEmbedder(options.clip_weights)
         if options.dino_weights:
             self.dino = consistency.DinoEmbedder(options.dino_weights)
+        if options.dynamic_degree and options.raft_weights:
+            self.flow = motion.RaftFlow(options.raft_weights)
         self.features = {"generated": [], "content": []}
 
     def video(self, path):
@@ -243,7 +250,7 @@ class _Evaluator:
         entry["stage"] = "generated"
         gen = self.video(pair.generated)
         if self.options.dynamic_degree:
-            dyn = motion.dynamic_degree(gen, fps=self.fps(pair.generated))
+            dyn = motion.dynamic_degree(gen, fps=self.fps(pair.generated), flow=self.flow)
             entry.update(dynamic=dyn["dynamic"], Motion=dyn["motion"],
                          motion_pairs_above=dyn["pairs_above"])
         if self.dino is not None:
@@ -334,10 +341,18 @@ def evaluate(pairs, options=EvalOptions(), name="generated", progress=False):
                          "intrinsics": None if options.intrinsics is None else list(options.intrinsics),
                          "resample": options.resample, "metrics": "CamI2V (relative poses, "
                          "per-trajectory max-norm translation scaling)",
-                         "dynamic_degree": "VBench's definition over OpenCV DIS optical flow (not "
-                         "RAFT): values not comparable with VBench's" if options.dynamic_degree
-                         else None},
+                         "dynamic_degree": _dynamic_degree_note(options)},
             "per_video": per_video}
+
+
+def _dynamic_degree_note(options):
+    if not options.dynamic_degree:
+        return None
+    if options.raft_weights:
+        return (f"VBench's definition over RAFT ({motion.RAFT_ITERS} iterations, weights "
+                f"{options.raft_weights}; VBench's with torchvision's Raft_Large_Weights.C_T_V1)")
+    return ("VBench's definition over OpenCV DIS optical flow (not RAFT): values not comparable "
+            "with VBench's")
 
 
 # ----------------------------------------------------------------------------- output
