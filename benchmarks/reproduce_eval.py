@@ -21,7 +21,6 @@ A model whose `no_camera` flag is set in MODELS is sampled with the camera laten
 was trained. Re-running reuses the videos already written (delete RUN/eval to redo them).
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from camera_clone import read_triplets, write_true_poses  # noqa: E402
 
+from camclone_jax import inference  # noqa: E402
 from camclone_jax.data import transforms  # noqa: E402
 from camclone_jax.eval import report  # noqa: E402
 
@@ -54,12 +54,6 @@ def load_triplet(rec, frames, height, width):
             for k in ("camera_ref", "content_ref", "target")}
 
 
-def psnr(video, target) -> float:
-    """PSNR (dB) of uint8 video against uint8 target."""
-    mse = np.mean((video.astype(np.float64) - target.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
-
-
 def write_pose_refs(triplets, folder, fps):
     """folder/IDX.txt: the true target poses of each triplet (RealEstate10K format)."""
     os.makedirs(folder, exist_ok=True)
@@ -67,7 +61,7 @@ def write_pose_refs(triplets, folder, fps):
         write_true_poses(rec, os.path.join(folder, f"{i:05d}.txt"), fps)
 
 
-def reference_use(export, clips, no_camera, t=0.9, count=8):
+def reference_use(pipe, clips, no_camera, t=0.9, count=8):
     """Does the model read its references? The clean-sample error of its prediction at noise
     level t (fixed noise) on the first ``count`` held-out triplets, V2V, with the true camera and
     content references, with the camera reference zeroed, and with the content reference
@@ -77,21 +71,19 @@ def reference_use(export, clips, no_camera, t=0.9, count=8):
     import jax
     import jax.numpy as jnp
 
-    from camclone_jax import inference
     from camclone_jax.diffusion import flow
     from camclone_jax.models.dit import DiT
 
-    pipe = inference.CamClonePipeline.from_checkpoint(export)
     model, params, cfg = DiT(pipe.config), pipe.params(), pipe.config
     apply = jax.jit(lambda x, tt, text, cam, con, ff: model.apply(
         {"params": params}, x, tt, text, cam_latents=cam, content_latents=con, first_frame=ff))
     errors = {"true": [], "no_camera": [], "no_content": [], "variance": []}
+    text = jnp.asarray(pipe.text.embed([""]))  # [1, L, D] (zeros: the tiny models)
     for i, clip in enumerate(clips[:count]):
         enc = {k: pipe.codec.encode(jnp.asarray(clip[k], jnp.float32)[None] / 127.5 - 1.0)
                for k in ("target", "camera_ref", "content_ref")}  # [1, f, h, w, C]
         x = enc["target"]
         xt = flow.add_noise(x, jax.random.normal(jax.random.key(i), x.shape), jnp.array([t]))
-        text = jnp.asarray(pipe.text.embed([""]))  # [1, L, D] (zeros: the tiny models)
         ff = jnp.zeros(x.shape[:-1] + (cfg.cond_channels,)) if cfg.cond_channels else None
         zero = jnp.zeros_like(x)
         cam = zero if no_camera else enc["camera_ref"]
@@ -104,11 +96,10 @@ def reference_use(export, clips, no_camera, t=0.9, count=8):
     return {k: float(np.mean(v)) for k, v in errors.items()}
 
 
-def generate_model(export, out_dir, clips, captions, fps, steps, no_camera):
+def generate_model(pipe, out_dir, clips, captions, fps, steps, no_camera):
     """Samples every triplet I2V and V2V into out_dir/TASK/IDX.mp4 (skipping existing files);
     returns {task: [psnr per triplet]} and the seconds spent sampling."""
-    from camclone_jax import inference
-    pipe = inference.CamClonePipeline.from_checkpoint(export)
+    from camclone_jax.data import video as video_lib
     frames, height, width = clips[0]["target"].shape[:3]
     opts = dict(frames=frames, height=height, width=width, steps=steps, shift=1.0, cfg=1.0,
                 fps=fps, progress=False, no_camera=no_camera)
@@ -118,7 +109,6 @@ def generate_model(export, out_dir, clips, captions, fps, steps, no_camera):
         for i, (clip, caption) in enumerate(zip(clips, captions)):
             path = os.path.join(out_dir, task, f"{i:05d}.mp4")
             if os.path.exists(path):
-                from camclone_jax.data import video as video_lib
                 result_video = video_lib.read_video(path)[0]
             else:
                 cond = ({"image": clip["target"][0]} if task == "i2v"
@@ -126,13 +116,13 @@ def generate_model(export, out_dir, clips, captions, fps, steps, no_camera):
                 result_video = pipe.generate(clip["camera_ref"], caption, seed=i, **cond,
                                              **opts).video
                 inference.write_video(path, result_video, fps)
-            scores[task].append(psnr(result_video, clip["target"]))
+            scores[task].append(inference.psnr(result_video, clip["target"]))
     return scores, time.time() - start
 
 
 def baseline_videos(clips, work, fps):
-    """work/{copy_content,copy_first,target}/IDX.mp4; returns {label: (task, folder)}."""
-    from camclone_jax import inference
+    """work/{copy_content,copy_first,target}/IDX.mp4; returns {label: (task, folder, mean PSNR
+    against the target or None for the target itself)}."""
     rows = {"copy content": ("v2v", "copy_content", lambda c: c["content_ref"]),
             "copy first frame": ("i2v", "copy_first",
                                  lambda c: np.broadcast_to(c["target"][:1], c["target"].shape)),
@@ -141,10 +131,12 @@ def baseline_videos(clips, work, fps):
     for label, (task, name, make) in rows.items():
         folder = os.path.join(work, name)
         os.makedirs(folder, exist_ok=True)
+        scores = []
         for i, clip in enumerate(clips):
-            inference.write_video(os.path.join(folder, f"{i:05d}.mp4"),
-                                  np.ascontiguousarray(make(clip)), fps)
-        out[label] = (task, folder)
+            video = np.ascontiguousarray(make(clip))  # [F, H, W, 3]
+            inference.write_video(os.path.join(folder, f"{i:05d}.mp4"), video, fps)
+            scores.append(inference.psnr(video, clip["target"]))
+        out[label] = (task, folder, None if name == "target" else float(np.mean(scores)))
     return out
 
 
@@ -206,10 +198,11 @@ def main(argv=None):
         if not os.path.isdir(export):
             print(f"skipping {folder}: no {export}", flush=True)
             continue
-        scores, seconds = generate_model(export, os.path.join(eval_dir, folder), clips,
+        pipe = inference.CamClonePipeline.from_checkpoint(export)
+        scores, seconds = generate_model(pipe, os.path.join(eval_dir, folder), clips,
                                          captions, fps, args.steps, no_camera)
         timings[folder] = seconds
-        probe = reference_use(export, clips, no_camera)
+        probe = reference_use(pipe, clips, no_camera)
         probes[label] = probe
         print(f"{folder} reference use (x-hat MSE at t=0.9): {probe}", flush=True)
         for task in TASKS:
@@ -221,13 +214,10 @@ def main(argv=None):
             print(f"{folder} {task}: RotErr {result['summary'].get('RotErr')} "
                   f"({result['num_failed']} failed; {time.time() - start:.0f} s)", flush=True)
     with tempfile.TemporaryDirectory() as work:
-        for label, (task, folder) in baseline_videos(clips, work, fps).items():
+        for label, (task, folder, quality) in baseline_videos(clips, work, fps).items():
             result = score(folder, pose_dir, options, label)
-            gt = {"copy content": [psnr(c["content_ref"], c["target"]) for c in clips],
-                  "copy first frame": [psnr(np.broadcast_to(c["target"][:1], c["target"].shape),
-                                            c["target"]) for c in clips]}.get(label)
-            rows.append({"label": label, "model": None, "task": task,
-                         "psnr": None if gt is None else float(np.mean(gt)), **result})
+            rows.append({"label": label, "model": None, "task": task, "psnr": quality,
+                         **result})
     table = markdown(rows) + "\n\n" + probe_table(probes)
     print(f"\n{len(triplets)} held-out triplets ({frames} frames, {height}x{width}); RotErr in "
           "degrees per frame, TransErr and CamMC per frame, against the true poses\n")

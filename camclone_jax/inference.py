@@ -135,6 +135,12 @@ def _to_uint8(frames) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def psnr(video, target) -> float:
+    """PSNR (dB) of a uint8 video against a uint8 target of the same shape."""
+    mse = np.mean((np.asarray(video, np.float64) - np.asarray(target, np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
 def peak_memory() -> dict:
     """Peak bytes so far: {"device": max over local devices or None, "host": process RSS}."""
     peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]

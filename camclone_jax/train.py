@@ -391,8 +391,7 @@ def _sample_video(workdir, config, records_path) -> dict | None:
         path = os.path.join(workdir, f"sample_{task}.mp4")
         inference.write_video(path, np.concatenate([result.side_by_side(), target], axis=2),
                               float(rec["fps"]))
-        mse = np.mean((result.video.astype(np.float64) - target.astype(np.float64)) ** 2)
-        out[task] = {"path": path, "psnr": float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))}
+        out[task] = {"path": path, "psnr": inference.psnr(result.video, target)}
     return out
 
 

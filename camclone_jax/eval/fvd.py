@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import threadpoolctl
 
+from camclone_jax.convert.io import flatten_params, unflatten_params
+
 I3D_SIZE = 224
 ENDPOINTS = ("logits", "pool")
 
@@ -75,27 +77,6 @@ def fvd_from_features(features_a, features_b):
 _SEP = "|"  # module names such as "Mixed_3b/Branch_0/Conv3d_0a_1x1" hold "/" themselves
 
 
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if hasattr(v, "items"):
-            out.update(_flatten(v, f"{prefix}{k}{_SEP}"))
-        else:
-            out[f"{prefix}{k}"] = np.asarray(v)
-    return out
-
-
-def _unflatten(flat):
-    tree = {}
-    for key, value in flat.items():
-        node = tree
-        *parents, leaf = key.split(_SEP)
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
-
-
 def _fix_batch_stats(variables):
     """The package's checkpoint stores BatchNorm statistics as [1, 1, 1, 1, C] (Sonnet's
     layout); current Flax wants [C], so they are flattened."""
@@ -124,7 +105,7 @@ def _random_variables(model, shape, seed):
 
 def save_i3d_npz(path, variables):
     """Writes I3D variables ({"params", "batch_stats"} trees) as a flat .npz."""
-    np.savez(path, **_flatten(variables))
+    np.savez(path, **{k: np.asarray(v) for k, v in flatten_params(variables, _SEP).items()})
 
 
 def load_i3d_variables(weights=None):
@@ -145,7 +126,7 @@ def load_i3d_variables(weights=None):
         raise ValueError(f"I3D weights must be a flat .npz (see save_i3d_npz), got {weights}; "
                          "pickles are refused because unpickling runs code")
     with np.load(weights) as data:
-        return _fix_batch_stats(_unflatten({k: data[k] for k in data.files}))
+        return _fix_batch_stats(unflatten_params({k: data[k] for k in data.files}, _SEP))
 
 
 @functools.lru_cache(maxsize=None)
