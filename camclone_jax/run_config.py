@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
         timestep_sampling="shifted", shift=5.0, logit_mean=0.0, logit_std=1.0,
         bell_weighting=False, text_drop_prob=0.0,
         conditioning="camclone",  # camclone | base (stage 1: no references) | no_camera
+        # V2V's first frame (camclone_jax.tasks): "content" (the release: training conditions
+        # on the target's own first frame in both tasks) | "none" (zero, a black frame's CLIP)
+        v2v_first_frame="content",
     ))
     c.nonfinite = "stop"  # NaN/inf loss: "stop" (raise; last good checkpoint kept) or "skip"
 

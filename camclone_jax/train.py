@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from camclone_jax import checkpoint as ckpt_lib
-from camclone_jax import observe, optim, sharding
+from camclone_jax import observe, optim, sharding, tasks
 from camclone_jax import train_step as step_lib
 from camclone_jax.data import codec as codec_lib
 from camclone_jax.data import pipeline
@@ -149,7 +149,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     step_cfg.validate()
     _check_batch(config, mesh)
     data_axes = _data_axes(mesh)
-    image_encoder = ImageEncoder(config.clip_checkpoint) if dit_cfg.image_dim else None
+    image_encoder = ImageEncoder(config.clip_checkpoint, tasks.first_frame_rule(
+        step_cfg.conditioning, step_cfg.v2v_first_frame)) if dit_cfg.image_dim else None
 
     def device_batch(raw):
         return device_batch_of(raw, mesh, data_axes, image_encoder)
@@ -384,7 +385,8 @@ def _sample_video(workdir, config, records_path) -> dict | None:
     opts = dict(frames=clip.num_frames, height=clip.height, width=clip.width,
                 steps=config.sample.steps, shift=config.sample.shift, cfg=config.sample.cfg,
                 seed=config.sample.seed, fps=float(rec["fps"]), progress=False,
-                no_camera=config.objective.conditioning == "no_camera")
+                no_camera=config.objective.conditioning == "no_camera",
+                v2v_first_frame=config.objective.v2v_first_frame)
     out = {}
     for task, cond in (("i2v", {"image": target[0]}), ("v2v", {"content_ref": content})):
         result = pipe.generate(cam, rec["caption"], **cond, **opts)
