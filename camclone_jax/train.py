@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -28,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from camclone_jax import checkpoint as ckpt_lib
 from camclone_jax import observe, optim, sharding, tasks
 from camclone_jax import train_step as step_lib
+from camclone_jax import workdir_lock
 from camclone_jax.data import codec as codec_lib
 from camclone_jax.data import pipeline
 from camclone_jax.data.transforms import ClipConfig
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf (the update was not applied)."""
+
+
+# faults the command line reports as one line and exit status 2
+CLI_ERRORS = (workdir_lock.WorkdirLockedError, ckpt_lib.CheckpointError, pipeline.BadDataError)
 
 
 # ------------------------------------------------------------------------------ the job
@@ -130,10 +136,21 @@ def _check_resume(workdir: str, config):
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains as ``config`` says in ``workdir`` (resuming there); returns a summary dict with
-    the status ("done" or "preempted"), steps, losses and timings."""
+    the status ("done" or "preempted"), steps, losses and timings. The workdir is locked for
+    the whole job (``workdir_lock``: a second job on it raises ``WorkdirLockedError``)."""
     workdir = os.path.abspath(workdir)
     _maybe_initialize_distributed(config)
     os.makedirs(workdir, exist_ok=True)
+    lock = workdir_lock.acquire_for_run(workdir)
+    try:
+        return _train(config, workdir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir: str) -> dict:
+    """The job of ``train_and_evaluate`` in a locked, existing ``workdir``."""
     _check_resume(workdir, config)
 
     # ------------------------------------------------------------------ mesh and settings
@@ -420,7 +437,11 @@ if __name__ == "__main__":
         from absl import logging as absl_logging
         if not flags.FLAGS["verbosity"].present:  # orbax and grain log a lot at INFO
             absl_logging.set_verbosity(absl_logging.WARNING)
-        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        try:
+            result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        except CLI_ERRORS as e:  # one clear line, no traceback
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "batch_indices")}, indent=1,
                          default=str))
 
