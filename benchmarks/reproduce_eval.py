@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from camera_clone import read_triplets, write_true_poses  # noqa: E402
 
-from camclone_jax import inference  # noqa: E402
+from camclone_jax import inference, tasks  # noqa: E402
 from camclone_jax.data import transforms  # noqa: E402
 from camclone_jax.eval import report  # noqa: E402
 
@@ -75,8 +75,8 @@ def reference_use(pipe, clips, no_camera, t=0.9, count=8):
     from camclone_jax.models.dit import DiT
 
     model, params, cfg = DiT(pipe.config), pipe.params(), pipe.config
-    apply = jax.jit(lambda x, tt, text, cam, con, ff: model.apply(
-        {"params": params}, x, tt, text, cam_latents=cam, content_latents=con, first_frame=ff))
+    apply = jax.jit(lambda x, tt, text, kwargs: model.apply({"params": params}, x, tt, text,
+                                                           **kwargs))
     errors = {"true": [], "no_camera": [], "no_content": [], "variance": []}
     text = jnp.asarray(pipe.text.embed([""]))  # [1, L, D] (zeros: the tiny models)
     for i, clip in enumerate(clips[:count]):
@@ -84,12 +84,18 @@ def reference_use(pipe, clips, no_camera, t=0.9, count=8):
                for k in ("target", "camera_ref", "content_ref")}  # [1, f, h, w, C]
         x = enc["target"]
         xt = flow.add_noise(x, jax.random.normal(jax.random.key(i), x.shape), jnp.array([t]))
-        ff = jnp.zeros(x.shape[:-1] + (cfg.cond_channels,)) if cfg.cond_channels else None
+        image = None  # V2V's first frame, as sampling gives it: the content's frame 0
+        if cfg.cond_channels:
+            image = pipe.codec.encode(tasks.first_frame_video(
+                jnp.asarray(clip["content_ref"][:1], jnp.float32) / 127.5 - 1.0,
+                clip["target"].shape[0]))  # [1, f, h, w, C]
         zero = jnp.zeros_like(x)
         cam = zero if no_camera else enc["camera_ref"]
         for name, (c, n) in {"true": (cam, enc["content_ref"]), "no_camera": (zero, enc["content_ref"]),
                              "no_content": (cam, zero)}.items():
-            v = apply(xt, jnp.array([1000.0 * t]), text, c, n, ff)
+            kwargs = tasks.dit_inputs(cfg, task="v2v", cam_latents=c, content_latents=n,
+                                      image_latents=image)
+            v = apply(xt, jnp.array([1000.0 * t]), text, kwargs)
             x_hat = xt - t * v  # the clean-sample prediction [1, f, h, w, C]
             errors[name].append(float(jnp.mean((x_hat - x) ** 2)))
         errors["variance"].append(float(jnp.var(x)))

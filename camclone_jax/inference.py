@@ -6,18 +6,22 @@
                            frames=81, height=480, width=832, seed=0)
     result.video                 # uint8 [81, 480, 832, 3]
 
-Tasks, conditioned exactly as ``camclone_jax.train`` trains them. I2V (an ``image``): the
-content reference is all-zero latents. V2V (a ``content_ref`` video): its latents are the
-content reference, and an I2V base gets a zero first-frame condition (mask zeros) and the CLIP
-tokens of a black frame, since the re-shot video's first frame is unknown. In I2V the image
+Tasks, conditioned exactly as ``camclone_jax.train`` trains them, by the one conditioning
+contract (``camclone_jax.tasks``; the public release's rules). I2V (an ``image``): the content
+reference is all-zero latents. V2V (a ``content_ref`` video): its latents are the content
+reference, and the first frame is the given ``image`` (the release's ``first_frame_path``) or
+else the content video's frame 0 (``v2v_first_frame="none"``: no first frame, a zero
+condition and a black frame's CLIP tokens). ``task="i2v"`` with a content video zeroes its
+latent and keeps its first frame (the release's ``--cameraclone_type i2v``). The first frame
 enters as follows:
   * I2V base (``cond_channels > 0``, e.g. Wan 2.1 I2V, the public checkpoint): the first-frame
     mask + latent channels (``first_frame_condition`` of the codec latents of [image, zeros...])
     and, when the model has image cross-attention (``image_dim``), CLIP image tokens, which need
     the CLIP weights (``clip=``).
-  * T2V-style base (``cond_channels == 0``, e.g. the tiny demo models): frame replacement: the
-    first latent frame of the sample is pinned to the image latent, noised to the current
-    level, before every model call, and set to it exactly at the end (``sampler.Replacement``).
+  * T2V-style base (``cond_channels == 0``, e.g. the tiny demo models, which never see a first
+    frame in training): frame replacement: the first latent frame of the sample is pinned to
+    the image latent, noised to the current level, before every model call, and set to it
+    exactly at the end (``sampler.Replacement``); in V2V only for an image given explicitly.
 
 Codec: anything with ``encode(frames [b, F, H, W, 3] in [-1, 1]) -> latents [b, f, h, w, C]``,
 ``decode(latents) -> frames``, ``latent_channels``, ``temporal_factor``, ``spatial_factor``:
@@ -54,13 +58,12 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from camclone_jax import denoise as denoise_lib
-from camclone_jax import sharding
+from camclone_jax import sharding, tasks
 from camclone_jax.data import reference
 from camclone_jax.data.transforms import to_float
 from camclone_jax.diffusion import sampler
 from camclone_jax.encode_prompts import WAN_NEGATIVE_PROMPT
 from camclone_jax.models.config import DiTConfig
-from camclone_jax.models.params import first_frame_condition
 from camclone_jax.conditioning import (  # re-exported: the pipeline's parts
     CachedText, ClipImages, NoText, TextSource, UMT5Text, VAECodec, load_codec)
 
@@ -76,9 +79,15 @@ class SampleOptions:
     cfg_batched: the cond/uncond pair as one batch of 2 (default; data parallel on a mesh) or
     two calls per step (False: half the activation memory, same work, one device's batch);
     schedule None is the solver's usual spacing (``sampler.default_spacing``); sampling, short,
-    fit, max_crop: the reference rules of ``camclone_jax.data.reference``; fps: the output frame
-    rate (and the rate fps-aware sampling resamples to); no_camera: the camera-reference latent
-    is zeroed (how a no-camera ablation, objective.conditioning "no_camera", was trained).
+    fit, max_crop: the reference rules of ``camclone_jax.data.reference`` (default: the
+    release's, the first ``frames`` frames in a row, the last repeated when short); fps: the
+    output frame rate (and the rate fps-aware sampling resamples to); no_camera: the
+    camera-reference latent is zeroed (how a no-camera ablation, objective.conditioning
+    "no_camera", was trained); task: None (V2V when a content video is given, else I2V) or
+    "i2v" with a content video, which zeroes its latent and keeps its first frame (the
+    release's ``--cameraclone_type i2v``); v2v_first_frame: "content" (the release: V2V is
+    conditioned on the given image, else the content's first frame) or "none" (a zero
+    first-frame condition and a black frame's CLIP tokens), see ``camclone_jax.tasks``.
     """
 
     frames: int = 81
@@ -93,12 +102,14 @@ class SampleOptions:
     solver: str = "euler"
     order: int = 2
     schedule: str | None = None
-    sampling: str = "uniform"
-    short: str = "error"
+    sampling: str = "first"
+    short: str = "auto"
     fit: str = "crop"
     max_crop: float = reference.DEFAULT_MAX_CROP
     fps: float = 16.0
     no_camera: bool = False
+    task: str | None = None
+    v2v_first_frame: str = "content"
 
     def replace(self, **changes) -> "SampleOptions":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -278,13 +289,32 @@ class CamClonePipeline:
         if not opts.fps > 0:
             problems.append(f"fps={opts.fps} must be positive")
         for name, allowed in (("solver", sampler.SOLVERS), ("sampling", reference.SAMPLING),
-                              ("short", reference.SHORT), ("fit", reference.FIT)):
+                              ("short", reference.SHORT), ("fit", reference.FIT),
+                              ("v2v_first_frame", tasks.V2V_FIRST_FRAME)):
             if getattr(opts, name) not in allowed:
                 problems.append(f"{name}={getattr(opts, name)!r} is not one of {allowed}")
         if opts.schedule is not None and opts.schedule not in sampler.SPACINGS:
             problems.append(f"schedule={opts.schedule!r} is not one of {sampler.SPACINGS}")
         if problems:
             raise ValueError("invalid sample options: " + "; ".join(problems))
+
+    @staticmethod
+    def task_of(opts: SampleOptions, image, content_ref) -> str:
+        """"i2v" or "v2v" for these inputs: ``opts.task``, else V2V when a content video is
+        given. Raises ValueError for inputs the task cannot take."""
+        task = opts.task or ("v2v" if content_ref is not None else "i2v")
+        if task not in tasks.TASKS:
+            raise ValueError(f"task must be i2v or v2v, got {task!r}")
+        if image is None and content_ref is None:
+            raise ValueError("give an image (I2V: --image) or a content video (V2V: "
+                             "--content_ref; with --image too, it is V2V's first frame)")
+        if task == "v2v" and content_ref is None:
+            raise ValueError("task v2v needs a content video (--content_ref)")
+        if task == "v2v" and image is not None and opts.v2v_first_frame == "none":
+            raise ValueError("an image with a content video is V2V's first frame, but "
+                             "v2v_first_frame='none' conditions V2V on no first frame; drop the "
+                             "image or use v2v_first_frame='content'")
+        return task
 
     def latent_shape(self, opts: SampleOptions) -> tuple[int, int, int, int, int]:
         c = self.codec
@@ -322,9 +352,7 @@ class CamClonePipeline:
         image path or uint8 [H, W, 3]; ``overrides``: SampleOptions fields."""
         opts = (options or SampleOptions()).replace(**overrides)
         self.check_options(opts)
-        if (image is None) == (content_ref is None):
-            raise ValueError("give either an image (I2V: --image) or a content video (V2V: "
-                             "--content_ref), not both")
+        task = self.task_of(opts, image, content_ref)
         scale = self.guidance(opts)
         guided = scale != 1.0
         shape = self.latent_shape(opts)
@@ -336,10 +364,17 @@ class CamClonePipeline:
         cam = reference.load_reference_video(camera_ref, *fhw, what="camera reference", **load)
         content = None if content_ref is None else reference.load_reference_video(
             content_ref, *fhw, what="content reference", **load)
-        first = None
+        given = None
         if image is not None:
-            first = reference.load_image(image, opts.height, opts.width, fit=opts.fit,
+            given = reference.load_image(image, opts.height, opts.width, fit=opts.fit,
                                          max_crop=opts.max_crop, what="first-frame image")
+        # the release: V2V's first frame is the given image, else the content's frame 0
+        first = given if given is not None or content is None else content[0]  # [H, W, 3]
+        if not tasks.has_first_frame(tasks.TASKS[task], opts.v2v_first_frame):
+            first = None
+        image_in = tasks.conditioning_image(
+            (first if first is not None else np.zeros(fhw[1:] + (3,), np.uint8))[None],
+            task, opts.v2v_first_frame)  # [1, H, W, 3]: black when there is no first frame
 
         # Encoders first (freed after), then the DiT goes to the device.
         texts = self.text.embed([prompt] + ([opts.negative_prompt] if guided else []))  # [n, L, D]
@@ -350,28 +385,32 @@ class CamClonePipeline:
         cond = {"text": texts[:1]}
         if guided:
             cond["neg_text"] = texts[1:2]
-        if self.config.image_dim is not None:  # V2V: a black frame, as in training
-            black = np.zeros((opts.height, opts.width, 3), np.uint8)
-            cond["image"] = self.clip.encode(black if first is None else first)  # [1, 257, d]
-        cond["cam"] = encode_float(self.codec, to_float(cam))  # [1, f, h, w, C]
-        if opts.no_camera:
-            cond["cam"] = jnp.zeros_like(cond["cam"])
-        cond["content"] = (jnp.zeros(shape, jnp.float32) if content is None
-                           else encode_float(self.codec, to_float(content)))  # [1, f, h, w, C]
-        for name in ("cam", "content"):
-            if tuple(cond[name].shape) != shape:
-                raise ValueError(f"the codec encoded the {name} reference to {cond[name].shape}, "
-                                 f"expected {shape}")
+        refs = {"cam_latents": encode_float(self.codec, to_float(cam))}  # [1, f, h, w, C]
+        if content is not None:
+            refs["content_latents"] = encode_float(self.codec, to_float(content))
+        for name, lat in refs.items():
+            if tuple(lat.shape) != shape:
+                raise ValueError(f"the codec encoded the {name.split('_')[0]} reference to "
+                                 f"{lat.shape}, expected {shape}")
+        image_latents = None
+        if self.config.cond_channels:  # [image, zeros...], as Wan I2V encodes it
+            image_latents = encode_float(self.codec, tasks.first_frame_video(
+                to_float(image_in), opts.frames)[0])  # [1, f, h, w, C]
+        inputs = tasks.dit_inputs(
+            self.config, task=task, image_latents=image_latents,
+            image_embeds=None if self.config.image_dim is None else self.clip.encode(image_in[0]),
+            conditioning="no_camera" if opts.no_camera else "camclone",
+            v2v_first_frame=opts.v2v_first_frame, **refs)
+        cond.update(cam=inputs["cam_latents"], content=inputs["content_latents"])
+        for key, name in (("first_frame", "first_frame"), ("image_embeds", "image")):
+            if key in inputs:
+                cond[name] = inputs[key]
         noise = jax.random.normal(jax.random.key(opts.seed), shape, jnp.float32)  # [1, f, h, w, C]
         replacement = None
-        if first is not None and self.config.cond_channels:
-            image_video = np.zeros((opts.frames, opts.height, opts.width, 3), np.float32)
-            image_video[0] = to_float(first)  # [image, zeros...], as Wan I2V encodes it
-            cond["first_frame"] = first_frame_condition(
-                encode_float(self.codec, image_video))  # [1, f, h, w, 4 + C]
-        elif self.config.cond_channels:  # V2V on an I2V base: no first frame, as in training
-            cond["first_frame"] = jnp.zeros(shape[:-1] + (self.config.cond_channels,))
-        elif first is not None:
+        if not self.config.cond_channels and first is not None and (
+                task == "i2v" or given is not None):
+            # T2V-style base: frame replacement pins latent frame 0 to the image (I2V, or a V2V
+            # image given explicitly; such models never saw a first frame in training)
             known = jnp.zeros(shape, jnp.float32).at[:, :1].set(
                 encode_float(self.codec, to_float(first)[None]))  # [1, f, h, w, C]
             mask = jnp.zeros((1, shape[1], 1, 1, 1), jnp.float32).at[:, 0].set(1.0)
@@ -393,8 +432,7 @@ class CamClonePipeline:
             raise ValueError(f"the codec decoded {video.shape}, expected "
                              f"{(opts.frames, opts.height, opts.width, 3)}")
         return SampleResult(video=video, camera_ref=cam, content_ref=content, first_frame=first,
-                            latents=np.asarray(latents[0]),
-                            task="i2v" if content is None else "v2v", seconds=times,
+                            latents=np.asarray(latents[0]), task=task, seconds=times,
                             peak_memory=peak_memory())
 
     def denoise(self, cond: dict, noise, tables: dict, scale: float, replacement=None, *,

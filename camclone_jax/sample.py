@@ -7,19 +7,25 @@
   python -m camclone_jax.sample ... --jobs jobs.csv --out_dir results/   # batch
 
 Any reference video (container, rate, length, size) is resampled to --frames (1 + 4k) frames of
---height x --width (multiples of 16): --sampling uniform (default: the whole reference retimed
-into the clip) or fps (real speed at --fps), --short error|loop|pad for references that are too
-short, --fit crop|pad|stretch with --max_crop for aspect ratios (camclone_jax/data/reference.py
+--height x --width (multiples of 16): --sampling first (default: the first --frames frames in a
+row, the last repeated when short, as the public release and the training pipeline read clips),
+uniform (the whole reference retimed into the clip) or fps (real speed at --fps), --short
+auto|error|loop|pad for references that are too short, --fit crop|pad|stretch with --max_crop for aspect ratios (camclone_jax/data/reference.py
 has the rules). Text: --t5 + --tokenizer (JAX umT5, freed after encoding) or --prompt_cache;
 models exported without text (text.json) need neither. I2V-base models with CLIP image tokens
-need --clip. --mesh data=2,context=4 (or auto) shards sampling over devices.
+need --clip. --mesh data=2,context=4 (or auto) shards sampling over devices. V2V is
+conditioned on a first frame as the release does: --image if given (its first_frame_path), else
+the content video's first frame (--v2v_first_frame none: none); --task i2v with --content_ref
+zeroes the content video's latent (the release's --cameraclone_type i2v).
 
 Batch mode: --jobs FILE (.csv with a header, or .jsonl objects), one job a row with the fields
-camera_ref, prompt, image / content_ref, out (or --out_dir) and optionally negative_prompt,
-seed, frames, height, width, steps, shift, cfg, cfg_batched, fps, solver, order, schedule,
-sampling, short, fit, max_crop; the public release's CSV names (ref_video_path,
-content_video_path, caption) work too. Relative paths are relative to the jobs file; empty
-fields take the command-line values. All inputs are checked before any model loads; prompts
+camera_ref, prompt, image and / or content_ref, out (or --out_dir) and optionally task,
+v2v_first_frame, negative_prompt, seed, frames, height, width, steps, shift, cfg, cfg_batched,
+fps, solver, order, schedule, sampling, short, fit, max_crop; the public release's CSV names
+(ref_video_path, content_video_path, caption, first_frame_path) work too. Relative input paths
+are looked up beside the jobs file, then under its parent folders (the release's CSVs name
+paths from its repository root), then from the working directory; empty fields take the
+command-line values. All inputs are checked before any model loads; prompts
 are encoded once for all jobs. Every output is written atomically: a failed sample leaves no
 file. Exit status: 0 when every sample was written, 1 when some job failed (the others are
 still written), 2 on a usage or setup error.
@@ -33,6 +39,7 @@ import json
 import os
 import sys
 
+from camclone_jax import inference
 from camclone_jax.data import reference
 from camclone_jax.diffusion import sampler
 from camclone_jax.encode_prompts import WAN_NEGATIVE_PROMPT
@@ -49,10 +56,13 @@ def _bool(value) -> bool:
 _OPTION_TYPES = {"frames": int, "height": int, "width": int, "steps": int, "shift": float,
                  "cfg": float, "cfg_batched": _bool, "seed": int, "fps": float, "order": int,
                  "max_crop": float, "negative_prompt": str, "solver": str, "schedule": str,
-                 "sampling": str, "short": str, "fit": str}
+                 "sampling": str, "short": str, "fit": str, "task": str,
+                 "v2v_first_frame": str}
 _INPUTS = ("camera_ref", "image", "content_ref", "prompt", "out")
+_PATHS = ("camera_ref", "image", "content_ref")
 _ALIASES = {"ref_video_path": "camera_ref", "content_video_path": "content_ref",
-            "caption": "prompt", "video_path": None}  # the release's target video is unused
+            "caption": "prompt", "first_frame_path": "image",
+            "video_path": None}  # the release's target video is unused
 ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError, OSError)
 
 
@@ -76,8 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint's setting; without it XLA partitions the attention itself)")
     g = p.add_argument_group("inputs (one sample)")
     g.add_argument("--camera_ref", help="video whose camera motion is copied")
-    g.add_argument("--image", help="first frame (I2V)")
+    g.add_argument("--image", help="first frame (I2V; with --content_ref, V2V's first frame, "
+                   "the release's first_frame_path)")
     g.add_argument("--content_ref", help="content video (V2V)")
+    g.add_argument("--task", choices=["i2v", "v2v"], help="default: v2v with --content_ref, "
+                   "else i2v; i2v with --content_ref zeroes the content video's latent and keeps "
+                   "its first frame (the release's --cameraclone_type i2v)")
+    g.add_argument("--v2v_first_frame", default="content", choices=["content", "none"],
+                   help="V2V's first frame: content (the release: --image, else the content "
+                   "video's frame 0) or none (no first frame; this project's earlier rule)")
     g.add_argument("--prompt", default="", help="text prompt")
     g.add_argument("--out", help="output .mp4")
     g = p.add_argument_group("batch")
@@ -103,8 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--schedule", choices=sampler.SPACINGS,
                    help="timestep spacing (default: release for euler, diffusers_unipc for unipc)")
     g = p.add_argument_group("references")
-    g.add_argument("--sampling", default="uniform", choices=reference.SAMPLING)
-    g.add_argument("--short", default="error", choices=reference.SHORT)
+    g.add_argument("--sampling", default="first", choices=reference.SAMPLING,
+                   help="first: the first --frames frames in a row (the release, and how "
+                   "training reads clips); uniform: the whole reference retimed into the clip; "
+                   "fps: real speed at --fps")
+    g.add_argument("--short", default="auto", choices=reference.SHORT,
+                   help="a reference with too few frames: auto (pad for --sampling first, as the "
+                   "release; error otherwise), error, loop, pad (hold the last frame)")
     g.add_argument("--fit", default="crop", choices=reference.FIT)
     g.add_argument("--max_crop", type=float, default=reference.DEFAULT_MAX_CROP)
     g = p.add_argument_group("output")
@@ -161,13 +183,33 @@ def read_jobs(path: str) -> list[dict]:
             if key not in _INPUTS and key not in _OPTION_TYPES:
                 raise ValueError(f"{path}: job {n} has an unknown field {key!r}; fields: "
                                  f"{sorted(_INPUTS + tuple(_OPTION_TYPES))}")
-            if key in ("camera_ref", "image", "content_ref", "out") and not os.path.isabs(value):
+            if key in _PATHS:
+                value = resolve_input(value, base)
+            elif key == "out" and not os.path.isabs(value):
                 value = os.path.join(base, value)
             job[key] = value
         jobs.append(job)
     if not jobs:
         raise ValueError(f"jobs file {path} has no jobs")
     return jobs
+
+
+def resolve_input(value: str, base: str) -> str:
+    """A jobs file's relative input path: beside the file, else under one of its parent
+    folders (the release's CSVs name paths from its repository root), else from the working
+    directory; the path beside the file when none exists (the error then names it)."""
+    if os.path.isabs(value):
+        return value
+    folder = base
+    while True:
+        candidate = os.path.join(folder, value)
+        if os.path.exists(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return os.path.abspath(value) if os.path.exists(value) else os.path.join(base, value)
 
 
 def make_jobs(args) -> list[dict]:
@@ -192,8 +234,11 @@ def make_jobs(args) -> list[dict]:
                     raise ValueError(f"{where}: {key}={row[key]!r} is not a {kind}") from None
         if "camera_ref" not in row:
             raise ValueError(f"{where}: no camera_ref")
-        if "image" not in row and "content_ref" not in row:
-            raise ValueError(f"{where}: give an image (I2V) or a content_ref video (V2V)")
+        try:
+            opts["task"] = inference.CamClonePipeline.task_of(
+                inference.SampleOptions(**opts), row.get("image"), row.get("content_ref"))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         out = row.get("out") or (os.path.join(args.out_dir, f"job_{n:04d}.mp4") if args.out_dir
                                  else None)
         if out is None:
@@ -231,7 +276,6 @@ def make_mesh(spec: str | None, pipe, opts):
 
 def run(args) -> int:
     """Runs the parsed command line; returns the exit status."""
-    from camclone_jax import inference
 
     jobs = make_jobs(args)
     for job in jobs:  # unreadable or mistyped inputs fail here, before any model loads

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from camclone_jax import checkpoint as ckpt_lib
+from camclone_jax import tasks
 from camclone_jax.data import pipeline
 from camclone_jax.data.codec import codec_from_dict
 from camclone_jax.data.transforms import ClipConfig
@@ -100,11 +101,12 @@ def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
 
 class ImageEncoder:
     """CLIP tokens of each example's conditioning image, added to the host batch as
-    image_embeds [b, 257, d] (for models with image cross-attention). I2V examples see their
-    first frame; V2V examples a black frame (no image is given at V2V inference, as their
-    first-frame latent condition is zero too)."""
+    image_embeds [b, 257, d] (for models with image cross-attention). The image is
+    ``tasks.conditioning_image``'s: the target's first frame in both tasks (the release), or a
+    black frame for V2V examples under ``v2v_first_frame="none"`` (give ``tasks.first_frame_rule``'s
+    rule)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, v2v_first_frame: str = "content"):
         if not path or not os.path.exists(path):
             raise FileNotFoundError(
                 f"this model has image cross-attention and needs CLIP weights, but "
@@ -112,16 +114,15 @@ class ImageEncoder:
                 "camclone_jax.convert import --kind clip --src WEIGHTS --out DIR`")
         from camclone_jax.convert.encoders import load_clip
         from camclone_jax.models import clip
-        self._clip = clip
+        tasks.validate(v2v_first_frame=v2v_first_frame)
+        self._clip, self.v2v_first_frame = clip, v2v_first_frame
         self.cfg, params = load_clip(path)
         self.params = clip.prepare_params(self.cfg, params)
 
     def __call__(self, batch: dict) -> dict:
-        first = np.asarray(batch["first_frame"])  # [b, H, W, 3]
-        black = np.zeros_like(first) if first.dtype == np.uint8 else np.full_like(first, -1.0)
-        i2v = (np.asarray(batch["task"]) == 0)[:, None, None, None]
-        pixels = self._clip.preprocess_images(np.where(i2v, first, black),
-                                              size=self.cfg.image_size)  # [b, S, S, 3]
+        image = tasks.conditioning_image(batch["first_frame"], batch["task"],
+                                         self.v2v_first_frame)  # [b, H, W, 3]
+        pixels = self._clip.preprocess_images(image, size=self.cfg.image_size)  # [b, S, S, 3]
         embeds = self._clip.encode_images(self.cfg, self.params, pixels)  # [b, 257, d]
         return {**batch, "image_embeds": np.asarray(embeds, np.float32)}
 

@@ -10,11 +10,12 @@ The parameters are split in two plain trees by the optimizer rules (optim.label_
 checkpointed; the frozen one is the base model, referenced by path.
 
 One step (paper eq. 1-2, REFERENCE.md 1-2):
-  1. Inputs: the codec (if any) turns pixel clips into latents; I2V examples (task 0) get a zero
-     content latent and, for an I2V base (cond_channels > 0), the first-frame condition (mask +
-     latent of [first frame, zeros...]); V2V examples get a zero first-frame condition (the new
-     view's first frame is unknown at inference). Text: cached embeddings from the batch, or
-     zeros when the config trains without text; ``text_drop_prob`` zeroes it per example.
+  1. Inputs: the codec (if any) turns pixel clips into latents; the references and the
+     first-frame condition come from the one conditioning contract (``camclone_jax.tasks``):
+     I2V examples (task 0) get a zero content latent; an I2V base (cond_channels > 0) gets the
+     first-frame condition (mask + latent of [target's first frame, zeros...]) in both tasks, as
+     the release trains (``v2v_first_frame="none"``: zero for V2V). Text: cached embeddings
+     from the batch, or zeros when the config trains without text; ``text_drop_prob`` zeroes it per example.
   2. Per example: t from the configured sampler (uniform / logit-normal / shifted), noise z,
      x_t = (1 - t) x + t z, and a latent-drop key (used when the model's ``cond_drop`` > 0).
      The noise, t and keys of the whole batch are drawn first, so splitting it into
@@ -34,18 +35,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from camclone_jax import tasks
 from camclone_jax.convert.io import flatten_params, unflatten_params
-from camclone_jax.data.transforms import I2V, V2V
 from camclone_jax.diffusion import flow
-from camclone_jax.models.params import first_frame_condition
 
 NONFINITE_POLICIES = ("stop", "skip")
-# what the model is conditioned on (StepConfig.conditioning):
-#   camclone   the paper: frame-concatenated camera + content references
-#   base       stage-1 base model: no references, the target alone; I2V examples keep the
-#              first-frame condition, the others (V2V-drawn) train as T2V (zero condition)
-#   no_camera  the no-control ablation: the camera reference latent is zeroed
-CONDITIONING = ("camclone", "base", "no_camera")
+CONDITIONING = tasks.CONDITIONING  # camclone | base | no_camera (see camclone_jax.tasks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +58,7 @@ class StepConfig:
     text_drop_prob: float = 0.0  # zero an example's text (for classifier-free guidance)
     nonfinite: str = "stop"  # "stop" (loop raises) or "skip" (drop the step, go on)
     conditioning: str = "camclone"  # camclone | base | no_camera (see CONDITIONING)
+    v2v_first_frame: str = "content"  # content (release: target's frame 0) | none (zero)
 
     def validate(self):
         """Raises ValueError naming the first bad field."""
@@ -72,9 +68,7 @@ class StepConfig:
             raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.conditioning not in CONDITIONING:
-            raise ValueError(f"conditioning must be one of {CONDITIONING}, "
-                             f"got {self.conditioning!r}")
+        tasks.validate(self.conditioning, self.v2v_first_frame)
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}")
         if not 0.0 <= self.text_drop_prob <= 1.0:
@@ -127,62 +121,52 @@ def _per_example(mask, x):
 
 
 def model_inputs(batch: dict, dit_cfg, codec=None, text_len: int = 0,
-                 conditioning: str = "camclone") -> dict:
-    """Batch -> the DiT's inputs: x (clean target latents) and the keyword conditions.
+                 conditioning: str = "camclone", v2v_first_frame: str = "content") -> dict:
+    """Batch -> the DiT's inputs: x (clean target latents), text and the keyword conditions,
+    built by the one conditioning contract (``camclone_jax.tasks.dit_inputs``).
 
-    ``conditioning`` (CONDITIONING): "base" returns no reference latents (the DiT then sees
-    the target alone, as plain Wan), "no_camera" a zero camera reference.
+    The first frame is the target's own, in both tasks (the release's training), unless
+    ``v2v_first_frame`` is "none" (V2V examples then get a zero first-frame condition).
 
     ``batch``: target, camera_ref, content_ref (pixels [b, F, H, W, 3] with a codec, else
     latents [b, f, h, w, C]), task [b], first_frame [b, H, W, 3] (pixels, for an I2V base with a
     codec) or i2v_latents [b, f, h, w, C], text_embedding [b, text_len, dim] (if cached),
-    image_embeds [b, n, d] (CLIP, for models with image cross-attention).
+    image_embeds [b, n, d] (CLIP tokens of ``tasks.conditioning_image``, for models with image
+    cross-attention).
     """
     def latents(key):
         v = batch[key]
         if codec is None:
             return v.astype(jnp.float32)
-        if v.dtype == jnp.uint8:
-            v = v.astype(jnp.float32) / 127.5 - 1.0
-        return codec.encode(v)  # [b, f, h, w, C]
+        return codec.encode(_to_float(v))  # [b, f, h, w, C]
 
     x = latents("target")  # [b, f, h, w, C]
-    v2v = batch["task"] == V2V  # [b]
-    out = {"x": x}
+    refs = {}
     if conditioning != "base":
-        cam = latents("camera_ref")  # [b, f, h, w, C]
-        if conditioning == "no_camera":
-            cam = jnp.zeros_like(cam)
-        content = jnp.where(_per_example(v2v, x), latents("content_ref"), 0.0)  # I2V: zero
-        out.update(cam_latents=cam, content_latents=content)
+        refs = dict(cam_latents=latents("camera_ref"), content_latents=latents("content_ref"))
+    image_latents = None
     if dit_cfg.cond_channels:
         if "i2v_latents" in batch:
             image_latents = batch["i2v_latents"].astype(jnp.float32)  # [b, f, h, w, C]
         elif codec is not None:
-            first = batch["first_frame"]  # [b, H, W, 3]
-            if first.dtype == jnp.uint8:
-                first = first.astype(jnp.float32) / 127.5 - 1.0
-            video = jnp.zeros(batch["target"].shape, jnp.float32).at[:, 0].set(first)
+            video = tasks.first_frame_video(_to_float(batch["first_frame"]),
+                                            batch["target"].shape[1])  # [b, F, H, W, 3]
             image_latents = codec.encode(video)  # [b, f, h, w, C]
-        else:
-            raise ValueError("this I2V-base model needs the first-frame condition: latent "
-                             "records need i2v_latents (encode with --i2v)")
-        cond = first_frame_condition(image_latents)  # [b, f, h, w, 4 + C]
-        if cond.shape[-1] != dit_cfg.cond_channels:
-            raise ValueError(f"first-frame condition has {cond.shape[-1]} channels, the model's "
-                             f"patch embedding expects {dit_cfg.cond_channels}")
-        out["first_frame"] = jnp.where(_per_example(batch["task"] == I2V, cond), cond, 0.0)
+    out = {"x": x, **tasks.dit_inputs(dit_cfg, task=batch["task"], image_latents=image_latents,
+                                      image_embeds=batch.get("image_embeds"),
+                                      conditioning=conditioning,
+                                      v2v_first_frame=v2v_first_frame, **refs)}
     b = x.shape[0]
     if "text_embedding" in batch:
         out["text"] = batch["text_embedding"].astype(jnp.float32)  # [b, text_len, dim]
     else:
         out["text"] = jnp.zeros((b, max(text_len, 1), dit_cfg.text_dim), jnp.float32)
-    if dit_cfg.image_dim is not None:
-        if "image_embeds" not in batch:
-            raise ValueError("this model has image cross-attention: batches need image_embeds "
-                             "(CLIP tokens of the first frame; set config.clip_checkpoint)")
-        out["image_embeds"] = batch["image_embeds"]
     return out
+
+
+def _to_float(v):
+    """uint8 pixels -> float in [-1, 1]; float arrays unchanged."""
+    return v.astype(jnp.float32) / 127.5 - 1.0 if v.dtype == jnp.uint8 else v
 
 
 # ------------------------------------------------------------------------------------ step
@@ -256,7 +240,8 @@ def make_train_step(model, tx: optax.GradientTransformation, cfg: StepConfig, *,
     constrain = batch_constraint or (lambda y: y)
 
     def step_fn(state, frozen, batch):
-        inputs = model_inputs(batch, model.config, codec, cfg.text_len, cfg.conditioning)
+        inputs = model_inputs(batch, model.config, codec, cfg.text_len, cfg.conditioning,
+                              cfg.v2v_first_frame)
         rng = jax.random.fold_in(state["rng"], state["step"])
         draws = _draw(rng, inputs["x"], cfg)
         params = state["params"]
@@ -302,7 +287,8 @@ def make_eval_loss(model, cfg: StepConfig, *, codec=None, num_timesteps: int = 4
     loss_fn = make_loss_fn(model, dataclasses.replace(cfg, bell_weighting=False), train=False)
 
     def eval_fn(trainable, frozen, batch, rng):
-        inputs = model_inputs(batch, model.config, codec, cfg.text_len, cfg.conditioning)
+        inputs = model_inputs(batch, model.config, codec, cfg.text_len, cfg.conditioning,
+                              cfg.v2v_first_frame)
         x = inputs["x"]
         total = 0.0
         for i in range(num_timesteps):

@@ -4,6 +4,7 @@ the library (determinism, one compilation, sharded == single device, I2V-base co
 import json
 import os
 import re
+import shutil
 
 import imageio.v2 as imageio
 import jax
@@ -219,6 +220,31 @@ def test_batch_jobs(assets, tmp_path, capsys):
     assert "unknown field 'colour'" in capsys.readouterr().err
 
 
+def test_release_csv_as_it_ships(assets, tmp_path, capsys):
+    """The release's CSV layout: its four columns (first_frame_path included, given together
+    with a content video), paths from the repository root while the CSV sits two folders
+    down, and references shorter than --frames (read from the start, the last frame held)."""
+    root = tmp_path / "repo"
+    (root / "demo" / "example_data").mkdir(parents=True)
+    (root / "demo" / "example_csv" / "infer").mkdir(parents=True)
+    for key, name in (("cam", "cam.mp4"), ("content", "content.mp4"), ("image", "first.png")):
+        shutil.copy(assets[key], root / "demo" / "example_data" / name)
+    jobs = root / "demo" / "example_csv" / "infer" / "jobs.csv"
+    jobs.write_text("ref_video_path,content_video_path,caption,first_frame_path\n"
+                    "demo/example_data/cam.mp4,demo/example_data/content.mp4,a dog,"
+                    "demo/example_data/first.png\n"
+                    "demo/example_data/cam.mp4,demo/example_data/content.mp4,a dog,\n")
+    out = tmp_path / "out"
+    shape = ["--frames", "13", "--height", "32", "--width", "48", "--steps", "2"]  # 9-frame refs
+    assert run_cli("--checkpoint", assets["ckpt"], "--jobs", jobs, "--out_dir", out,
+                   *shape) == 0, capsys.readouterr().err
+    for name in ("job_0001.mp4", "job_0002.mp4"):
+        assert video.read_video(str(out / name))[0].shape == (13, 32, 48, 3)
+    # this T2V-style model pins frame 0 to an explicitly given image (job 1) only
+    first = [video.read_video(str(out / n))[0][0] for n in ("job_0001.mp4", "job_0002.mp4")]
+    assert not np.array_equal(first[0], first[1])
+
+
 # --------------------------------------------------------------------------------- library
 class RandomText(inference.TextSource):
     """Fixed random embeddings per prompt (guidance possible)."""
@@ -287,16 +313,36 @@ def test_i2v_base_model_uses_first_frame_channels(assets):
                                       dtype="float32")
     cam = moving_video(9, 32, 48)
     kw = dict(frames=5, height=32, width=48, steps=2, cfg=1.0, progress=False)
-    result = pipe.generate(cam, "x", content_ref=moving_video(9, 32, 48, seed=7), **kw)
-    # V2V is conditioned as in training: no first frame (zero mask + latent channels).
+    content = moving_video(9, 32, 48, seed=7)
+    result = pipe.generate(cam, "x", content_ref=content, **kw)
+    # V2V, the release's rule: the content video's first frame conditions it
     assert result.task == "v2v" and result.video.shape == (5, 32, 48, 3)
-    assert result.first_frame is None
+    np.testing.assert_array_equal(result.first_frame, content[0])
+    # an image given with the content video is its first frame (the release's
+    # first_frame_path): the same as a content video that starts with that image
+    image = moving_video(9, 32, 48, seed=8)[0]
+    starts = np.concatenate([image[None], content[1:]])  # [9, 32, 48, 3]
+    given = pipe.generate(cam, "x", content_ref=starts, image=image, **kw)
+    default = pipe.generate(cam, "x", content_ref=starts, **kw)
+    np.testing.assert_array_equal(given.latents, default.latents)
+    assert not np.allclose(given.latents, result.latents)
+    # the earlier rule: no first frame (zero mask + latent channels), whatever the content
+    none = pipe.generate(cam, "x", content_ref=starts, v2v_first_frame="none", **kw)
+    assert none.first_frame is None and not np.allclose(none.latents, default.latents)
+    with pytest.raises(ValueError, match="v2v_first_frame='none'"):
+        pipe.generate(cam, "x", image=image, content_ref=content, v2v_first_frame="none", **kw)
+    # task i2v with a content video (the release's --cameraclone_type i2v): its latent is
+    # zeroed and its first frame kept, i.e. I2V on that frame
+    as_i2v = pipe.generate(cam, "x", content_ref=content, task="i2v", **kw)
+    i2v = pipe.generate(cam, "x", image=content[0], **kw)
+    assert as_i2v.task == "i2v"
+    np.testing.assert_array_equal(as_i2v.latents, i2v.latents)
     # I2V: the image enters through the first-frame channels, so it changes the result.
     a, b = (pipe.generate(cam, "x", image=moving_video(9, 32, 48, seed=s)[0], **kw)
             for s in (7, 8))
     assert a.task == "i2v" and not np.allclose(a.latents, b.latents)
-    with pytest.raises(ValueError, match="not both"):
-        pipe.generate(cam, "x", image=cam[0], content_ref=cam, **kw)
+    with pytest.raises(ValueError, match="needs a content video"):
+        pipe.generate(cam, "x", image=cam[0], task="v2v", **kw)
     with pytest.raises(ValueError, match="first-frame channels"):
         inference.CamClonePipeline(CFG.replace(in_channels=C + 5), random_params(
             CFG.replace(in_channels=C + 5)), PixelCodec(), RandomText())

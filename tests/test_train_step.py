@@ -89,12 +89,19 @@ def test_ema_tracks_the_params():
 
 
 def test_i2v_and_v2v_inputs():
+    """The release's rule: both tasks carry the target's first frame; "none" keeps the earlier
+    convention (V2V: a zero first-frame condition)."""
     batch = {k: jnp.asarray(v) for k, v in make_batch(2).items()}
     inputs = step_lib.model_inputs(batch, CFG, text_len=4)
     assert not np.any(inputs["content_latents"][0]) and np.any(inputs["content_latents"][1])
     ff = inputs["first_frame"]  # [b, f, h, w, 4 + C]
     assert ff.shape == (2,) + LAT[:3] + (20,)
-    assert np.all(ff[0, 0, ..., :4] == 1) and not np.any(ff[1])  # V2V: no first frame
+    expected = params_lib.first_frame_condition(batch["i2v_latents"])  # the target's first frame
+    np.testing.assert_array_equal(ff, expected)  # V2V (example 1) too
+    none = step_lib.model_inputs(batch, CFG, text_len=4, v2v_first_frame="none")
+    np.testing.assert_array_equal(none["first_frame"][0], expected[0])
+    assert not np.any(none["first_frame"][1])  # V2V: no first frame
+    np.testing.assert_array_equal(none["content_latents"], inputs["content_latents"])
     # Pixel codec: pixels in, the same latents the codec gives.
     codec = PixelCodec()
     pix = jnp.asarray(np.random.default_rng(0).integers(0, 255, (2, 9, 32, 48, 3)), jnp.uint8)

@@ -28,6 +28,7 @@ import sys
 
 import numpy as np
 
+from camclone_jax import tasks
 from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import records, transforms, video
 from camclone_jax.data.pipeline import record_files
@@ -154,9 +155,9 @@ def encode_file(src, dst, encoder, clip_cfg, vae_config, batch_size, i2v=False, 
             for _, clips in chunk:
                 videos += [transforms.to_float(clips[k]) for k in records.VIDEO_KEYS]  # [F, H, W, 3]
                 if i2v:  # Wan I2V's image condition: the first frame, then zeros (in [-1, 1])
-                    first = np.zeros(clips["target"].shape, np.float32)  # [F, H, W, 3]
-                    first[0] = transforms.to_float(clips["target"][0])
-                    videos.append(first)
+                    videos.append(np.asarray(tasks.first_frame_video(
+                        transforms.to_float(clips["target"][0])[None],
+                        clips["target"].shape[0])[0]))  # [F, H, W, 3]
             lat = encoder(np.stack(videos))  # [n * keys, L, h, w, C]
             lat = lat.reshape(len(chunk), len(keys), *encoder.out_shape)  # [n, keys, L, h, w, C]
             texts = text([rec["caption"] for rec, _ in chunk]) if text else [None] * len(chunk)

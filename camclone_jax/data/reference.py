@@ -7,16 +7,22 @@ A camera (or content) reference of any container, codec, frame rate, length and 
    read its rate and (display, i.e. rotated) size. A file ffmpeg cannot read, one without a
    video stream, and a still image where a video is expected are errors that say so.
 2. Frame choice (``frame_indices``), ``sampling``:
+     "first"    the first num_frames frames in a row, at the reference's own rate: the public
+                release's reading and the training pipeline's (consecutive frames), so the
+                motion keeps the speed it had per frame in training (the sampler's default:
+                ``SampleOptions.sampling``, ``--sampling``).
      "uniform"  num_frames frames spread evenly over the whole reference,
                 round(linspace(0, n - 1, num_frames)): the whole camera motion is retimed into
-                the clip, whatever the reference's length and rate (the default).
+                the clip, whatever the reference's length and rate (these functions'
+                default).
      "fps"      fps-aware: output frame k shows what a player shows at time k / fps (``fps`` =
                 the output rate, 16 for Wan): source frame floor(k * src_fps / fps). The
                 motion keeps its real speed and the clip covers the first (num_frames - 1) / fps
                 seconds of the reference (a slower source repeats frames, a faster one skips).
-   A reference with fewer frames than that ("uniform": fewer than num_frames; "fps": shorter
-   than the clip's duration) is an error unless ``short`` says otherwise: "loop" plays it again
-   from the start (forwards each time), "pad" holds its last frame.
+   A reference with fewer frames than that ("first", "uniform": fewer than num_frames; "fps":
+   shorter than the clip's duration) is an error unless ``short`` says otherwise: "loop" plays
+   it again from the start (forwards each time), "pad" holds its last frame; "auto" (the
+   sampler's default) is "pad" for "first" (the release repeats the last frame) and "error" otherwise.
 3. Size (``fit``), done by ffmpeg while decoding (bilinear):
      "crop"     scale by max(height / h, width / w) and centre-crop: the public release's rule
                 and the training pipeline's (``video.resize_crop_filter``). It refuses (an
@@ -46,8 +52,8 @@ import numpy as np
 
 from camclone_jax.data import video
 
-SAMPLING = ("uniform", "fps")
-SHORT = ("error", "loop", "pad")
+SAMPLING = ("first", "uniform", "fps")
+SHORT = ("auto", "error", "loop", "pad")
 FIT = ("crop", "pad", "stretch")
 DEFAULT_MAX_CROP = 0.5
 
@@ -134,10 +140,17 @@ def frame_indices(num_available: int, num_frames: int, *, sampling: str = "unifo
         raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLING}")
     if short not in SHORT:
         raise ValueError(f"unknown short-video policy {short!r}; choose from {SHORT}")
+    if short == "auto":
+        short = "pad" if sampling == "first" else "error"
     if num_frames < 1 or num_available < 1:
         raise ValueError(f"need num_frames >= 1 and a non-empty video, got {num_frames} and "
                          f"{num_available} frames")
-    if sampling == "uniform":
+    if sampling == "first":
+        if num_available >= num_frames:
+            return np.arange(num_frames, dtype=np.int64)  # [F]
+        wanted = np.arange(num_frames)  # [F]
+        need = f"{num_frames} frames"
+    elif sampling == "uniform":
         if num_available >= num_frames:
             return np.round(np.linspace(0, num_available - 1, num_frames)).astype(np.int64)
         wanted = np.arange(num_frames)  # [F]: every frame, then loop or pad past the end
