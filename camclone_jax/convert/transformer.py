@@ -184,7 +184,9 @@ def infer_config(state: Mapping[str, np.ndarray], fmt: str, head_dim: int = 128,
                  **overrides) -> DiTConfig:
     """Architecture from tensor shapes (for files without a config.json).
 
-    The head count is not visible in shapes; Wan uses head_dim 128 at every size.
+    The head count is not visible in shapes. Wan uses head_dim 128 at every size, so a width
+    that is a multiple of 128 gets dim // 128 heads; any other width is ambiguous and needs
+    ``num_heads`` in ``overrides`` (``--config_json '{"num_heads": N}'``).
     """
     k = dict(zip(("patch", "ffn", "text", "freq", "head", "img"), (
         ("patch_embedding.weight", "blocks.0.ffn.net.0.proj.weight",
@@ -197,6 +199,11 @@ def infer_config(state: Mapping[str, np.ndarray], fmt: str, head_dim: int = 128,
     if missing:
         raise io.WeightFileError(f"cannot infer the architecture: missing {missing}")
     dim, in_ch, *patch = state[k["patch"]].shape
+    if "num_heads" not in overrides and (dim < head_dim or dim % head_dim):
+        raise io.WeightFileError(
+            f"cannot infer the head count of a {dim}-wide transformer (Wan's heads are "
+            f"{head_dim} wide, and {dim} is not a multiple of {head_dim}): give it, e.g. "
+            f"--config_json '{{\"num_heads\": N}}' (or config=/num_heads= in Python)")
     layers = 1 + max(int(m.group(1)) for key in state if (m := re.match(r"blocks\.(\d+)\.", key)))
     kwargs = dict(dim=dim, in_channels=in_ch, patch_size=tuple(patch), num_layers=layers,
                   ffn_dim=state[k["ffn"]].shape[0], text_dim=state[k["text"]].shape[1],

@@ -98,6 +98,8 @@ def test_converted_directory_and_original_file_round_trip(tmp_path, i2v_peer):
     convert.export_transformer(cfg, params, str(tmp_path / "wan.safetensors"), fmt="original")
     cfg3, params3 = convert.load_transformer(str(tmp_path / "wan.safetensors"), num_heads=2)
     assert cfg3 == cfg
+    with pytest.raises(io.WeightFileError, match=f"head count of a {cfg.dim}-wide.*num_heads"):
+        convert.load_transformer(str(tmp_path / "wan.safetensors"))  # width not 128k: ambiguous
     _assert_trees_equal(params, params3)
 
 
