@@ -184,11 +184,13 @@ class CamClonePipeline:
 
     def __init__(self, config: DiTConfig, params, codec, text: TextSource, *,
                  clip: ClipImages | None = None, mesh=None, dtype: str = "auto",
-                 context_parallel: str | None = None):
+                 context_parallel: str | None = None, timestep_rounding: str | None = None):
         dtype = resolve_dtype(dtype)
         changes = dict(dtype=dtype, param_dtype=dtype, remat="none")
         if context_parallel is not None:  # "none", "ulysses" or "ring" (see DiTConfig)
             changes["context_parallel"] = context_parallel
+        if timestep_rounding is not None:  # "bfloat16": the release's timestep cast
+            changes["timestep_rounding"] = timestep_rounding
         self.config = config.replace(**changes)
         self.codec, self.text, self.clip, self.mesh = codec, text, clip, mesh
         if codec.latent_channels != config.out_channels:
@@ -207,6 +209,7 @@ class CamClonePipeline:
                         tokenizer: str | None = None, prompt_cache: str | None = None,
                         clip: str | None = None, dtype: str = "auto", mesh=None,
                         context_parallel: str | None = None,
+                        timestep_rounding: str | None = None,
                         text_max_length: int = 512) -> "CamClonePipeline":
         """Loads what ``checkpoint`` needs (see the module docstring for the rules)."""
         from camclone_jax.convert.io import read_json
@@ -248,7 +251,7 @@ class CamClonePipeline:
                              "ViT-H/14 weights)")
         clip_enc = ClipImages(clip, resolve_dtype(dtype)) if config.image_dim is not None else None
         return cls(config, params, codec, text, clip=clip_enc, mesh=mesh, dtype=dtype,
-                   context_parallel=context_parallel)
+                   context_parallel=context_parallel, timestep_rounding=timestep_rounding)
 
     # ------------------------------------------------------------------------------- helpers
     def params(self):

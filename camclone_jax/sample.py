@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--context_parallel", choices=["none", "ulysses", "ring"],
                    help="sequence-parallel attention over the mesh's context axis (default: the "
                    "checkpoint's setting; without it XLA partitions the attention itself)")
+    g.add_argument("--timestep_rounding", choices=["none", "bfloat16"],
+                   help="bfloat16: round timesteps to bf16 before the DiT, as the public release "
+                   "does in training and sampling (default: the checkpoint's setting, none)")
     g = p.add_argument_group("inputs (one sample)")
     g.add_argument("--camera_ref", help="video whose camera motion is copied")
     g.add_argument("--image", help="first frame (I2V; with --content_ref, V2V's first frame, "
@@ -293,7 +296,7 @@ def run(args) -> int:
     pipe = inference.CamClonePipeline.from_checkpoint(
         args.checkpoint, vae=args.vae, t5=args.t5, tokenizer=args.tokenizer,
         prompt_cache=args.prompt_cache, clip=args.clip, dtype=args.dtype,
-        context_parallel=args.context_parallel)
+        context_parallel=args.context_parallel, timestep_rounding=args.timestep_rounding)
     prompts = []
     for job in jobs:
         opts = inference.SampleOptions(**job["options"])

@@ -24,6 +24,7 @@ def config_from_dict(cls, d: Mapping[str, Any]):
 CONCAT_MODES = ("frame", "channel")
 COND_ATTENTION = ("full", "joint", "segment")
 PREDICTIONS = ("velocity", "sample")
+TIMESTEP_ROUNDING = ("none", "bfloat16")
 ATTENTION_BACKENDS = ("auto", "xla", "flash", "cudnn")
 CONTEXT_PARALLEL = ("none", "ulysses", "ring")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
@@ -67,6 +68,9 @@ class DiTConfig:
         see a velocity). "sample" is for narrow models on high-dimensional tokens (pixel space):
         a velocity head must reproduce the noise through the model's width, a sample head only
         the image (as in Li & He, "Back to Basics: Let Denoising Generative Models Denoise").
+      timestep_rounding: "none", or "bfloat16": timesteps are rounded to bfloat16 before the
+        time embedding, as the public release's training and sampling cast them (up to 2.0
+        off on the 0-1000 scale); for its checkpoints (``sample --timestep_rounding``).
       context_parallel: sequence parallel attention over the mesh's context axis: "none",
         "ulysses" (all-to-all sequence <-> heads; heads per tensor shard must divide by the
         context size) or "ring" (key/value chunks passed round with ppermute); see
@@ -129,6 +133,7 @@ class DiTConfig:
     cam_downsample: int = 1
     cond_drop: float = 0.0
     cond_attention: str = "full"
+    timestep_rounding: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -148,6 +153,8 @@ class DiTConfig:
                                       CONTEXT_PARALLEL),
                                      ("remat", self.remat, REMAT_POLICIES),
                                      ("cond_attention", self.cond_attention, COND_ATTENTION),
+                                     ("timestep_rounding", self.timestep_rounding,
+                                      TIMESTEP_ROUNDING),
                                      ("dtype", self.dtype, DTYPES),
                                      ("param_dtype", self.param_dtype, DTYPES)):
             if value not in allowed:

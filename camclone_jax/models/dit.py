@@ -343,6 +343,8 @@ class DiT(nn.Module):
         temb = t_mod = t_mod_cond = None
         if not build:
             timesteps = jnp.broadcast_to(jnp.asarray(timesteps, jnp.float32), (b,))  # [b]
+            if cfg.timestep_rounding == "bfloat16":  # the release's cast (models/config.py)
+                timesteps = timesteps.astype(jnp.bfloat16).astype(jnp.float32)  # [b]
             temb, t_mod = embed_time(timesteps)
         has_cond = sum(lengths) > n_target
         if sparse and has_cond:  # condition tokens are clean: fixed timestep 0
