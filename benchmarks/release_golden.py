@@ -1,0 +1,417 @@
+"""Golden files from the public CamCloneMaster release's own code (tests/test_release_golden.py).
+
+    git clone https://github.com/KwaiVGI/CamCloneMaster /tmp/release     # outside the project
+    python benchmarks/release_golden.py --release /tmp/release          # writes tests/golden/release_*
+
+The release's code is imported from that checkout and run; none of it is copied here. Only
+the modules the I2V pipeline runs are loaded (``diffsynth/pipelines/wan_video_i2v.py`` with
+``base.py``, ``models/wan_video_dit.py``, ``models/wan_video_vae.py``,
+``schedulers/flow_match.py``, ``vram_management``), under stand-in package modules, so the
+release's ``diffsynth/__init__.py`` (which imports every pipeline and needs modelscope,
+torchvision, cupy...) never runs. Names those files import but these runs never call
+(``ModelManager``, ``WanPrompter``, torchvision's ``GaussianBlur``, ``T.Compose`` ...) are
+stand-ins when the real package is missing. ``Tensor.cuda`` is the identity (the pipeline's
+denoising loop calls ``.cuda()`` after every step; everything here runs on the CPU).
+
+Tiny random models, fixed seeds, float32 (weights rounded to float16 values and stored as
+float16, so both sides hold exactly the same numbers):
+  * a Wan DiT in the release's I2V form (36 input channels, image cross-attention; dim 24,
+    2 heads of 12, 2 layers, text_dim 24; ``img_emb`` an ``MLP(64, dim)`` as
+    inference_camclone.py builds it, with 64-wide image tokens instead of CLIP's 1280),
+    saved as ``dit.state_dict()`` (the release checkpoint's DiffSynth key layout);
+  * a Wan 2.1 VAE (``VideoVAE_`` with dim 4, dim_mult (1, 1, 2, 2), one residual block per
+    level), saved as
+    ``vae.model.state_dict()`` (the key layout of ``Wan2.1_VAE.pth``).
+The text and image encoders are replaced in the release pipeline by fixed functions (the
+tests use the same): text = a stored table of embeddings per prompt (a seeded RNG of the
+prompt length, zero rows past it, as umT5's padding), image = ``base + channel_means(image)
+@ proj`` with stored ``base`` [257, 64] and ``proj`` [3, 64] on the image the pipeline passes
+to its CLIP (preprocess_image: x * 2/255 - 1).
+
+Files:
+  release_dit.safetensors, release_vae.safetensors   the tiny weights (float16 values)
+  release_dit.npz       model_fn_wan_video for I2V and V2V: 9 frames 32x48 (latents 3x4x6);
+                        the inputs (x, timestep, context, clip_feature, y from the pipeline's
+                        encode_image of an image, ref / content latents from its encode_video
+                        padded to 36 channels; I2V content zeroed) and the output, once with the
+                        float32 timestep and once with the timestep rounded to bfloat16 (as the
+                        release's bf16 pipeline and training cast it)
+  release_pipeline.npz  WanVideoI2VPipeline.__call__ end to end, 3 Euler steps, CFG 5, 81
+                        frames at 16x32 (the pipeline hard-codes 21 latent frames), for
+                        cameraclone_type "i2v" (an image + a content video, which it zeroes) and
+                        "v2v" (the image is the content video's frame 0, as
+                        inference_camclone.py's loader gives it): the uint8 inputs, the noise,
+                        every DiT call's inputs (first call) and outputs (target frames), the
+                        final latents, decoded frames and uint8 video; plus the final latents of
+                        the same runs with bf16-rounded timesteps and of a whole-bf16 run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import torch
+
+OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
+
+DIT = dict(dim=24, in_dim=36, ffn_dim=40, out_dim=16, text_dim=24, freq_dim=32, eps=1e-6,
+           patch_size=(1, 2, 2), num_heads=2, num_layers=2, has_image_input=True)
+IMAGE_DIM = 64  # width of the stand-in CLIP tokens (img_emb = MLP(IMAGE_DIM, dim))
+IMAGE_TOKENS = 257  # the release's CrossAttention splits the context at 257 image tokens
+VAE = dict(dim=4, z_dim=16, dim_mult=[1, 1, 2, 2], num_res_blocks=1, attn_scales=[],
+           temperal_downsample=[False, True, True])
+# our loaders' settings for these files (the head count is not in the shapes)
+OUR_DIT = {"num_heads": DIT["num_heads"]}
+OUR_VAE = {"base_dim": VAE["dim"], "dim_mult": VAE["dim_mult"],
+           "num_res_blocks": VAE["num_res_blocks"]}
+TEXT_LEN = 8
+PROMPTS = {"i2v": "a red car drives through the snow", "v2v": "a man walks in a hall"}
+NEGATIVE = "static, blurred"
+DIT_TIMESTEP = 987.654  # bf16 rounds it to 988
+TILER = dict(tiled=True, tile_size=(30, 52), tile_stride=(15, 26))  # the pipeline's defaults
+
+
+# ---------------------------------------------------------------------------- the release
+def import_release(root: str):
+    """Imports the release's I2V pipeline modules from ``root`` without its package inits."""
+    root = os.path.abspath(root)
+    pkg = os.path.join(root, "diffsynth")
+    if not os.path.isfile(os.path.join(pkg, "pipelines", "wan_video_i2v.py")):
+        raise SystemExit(f"{root} is not a CamCloneMaster checkout (no diffsynth/pipelines/"
+                         "wan_video_i2v.py)")
+    for name in ("diffsynth", "diffsynth.models", "diffsynth.pipelines", "diffsynth.schedulers"):
+        mod = types.ModuleType(name)
+        mod.__path__ = [os.path.join(root, *name.split("."))]
+        sys.modules[name] = mod
+    sys.modules["diffsynth.models"].ModelManager = None  # imported for a type hint only
+    prompters = types.ModuleType("diffsynth.prompters")
+    prompters.WanPrompter = FixedPrompter  # replaced per run (FixedPrompter.table)
+    sys.modules["diffsynth.prompters"] = prompters
+    try:
+        import torchvision.transforms  # noqa: F401
+    except Exception:  # only GaussianBlur (merge_latents) and the CLIP transforms: never run
+        tv = types.ModuleType("torchvision")
+        tvt = types.ModuleType("torchvision.transforms")
+        tvt.GaussianBlur = None
+        tv.transforms = tvt
+        sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tvt
+    torch.Tensor.cuda = lambda self, *a, **k: self  # the denoising loop's .cuda(): CPU here
+    from diffsynth.models import wan_video_dit, wan_video_vae
+    from diffsynth.pipelines import wan_video_i2v
+    return types.SimpleNamespace(dit=wan_video_dit, vae=wan_video_vae, pipe=wan_video_i2v)
+
+
+def release_commit(root: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+# ------------------------------------------------------------------ fixed text / image encoders
+class FixedPrompter:
+    """Stands in for WanPrompter: prompt -> a stored [1, TEXT_LEN, text_dim] embedding."""
+
+    table: dict = {}
+    dtype = torch.float32  # what the text encoder would hand the pipeline
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def encode_prompt(self, prompt, positive=True, device=None):
+        prompt = prompt[0] if isinstance(prompt, (list, tuple)) else prompt
+        return torch.from_numpy(self.table[prompt])[None].to(self.dtype)  # [1, L, text_dim]
+
+
+def prompt_embedding(prompt: str, text_dim: int) -> np.ndarray:
+    """[TEXT_LEN, text_dim]: a seeded RNG of the prompt's length, zero rows past its words."""
+    n = min(TEXT_LEN, len(prompt.split()))
+    emb = np.zeros((TEXT_LEN, text_dim), np.float32)
+    emb[:n] = np.random.default_rng(len(prompt)).standard_normal((n, text_dim))
+    return emb
+
+
+class FixedImageEncoder:
+    """Stands in for WanImageEncoder: tokens = base + channel_means(image) @ proj."""
+
+    def __init__(self, base: np.ndarray, proj: np.ndarray):
+        self.base, self.proj = torch.from_numpy(base), torch.from_numpy(proj)
+        weight = torch.zeros(1)  # encode_image reads the device of this weight
+        self.model = types.SimpleNamespace(visual=types.SimpleNamespace(
+            patch_embedding=types.SimpleNamespace(weight=weight)))
+        self.seen = []
+
+    def encode_image(self, images):
+        x = torch.cat(list(images)).float()  # [b, 3, H, W] in [-1, 1]
+        self.seen.append(x.permute(0, 2, 3, 1).numpy().copy())
+        return self.base[None] + (x.mean(dim=(2, 3)) @ self.proj)[:, None]  # [b, 257, d]
+
+
+def image_tokens(image_float: np.ndarray, base, proj) -> np.ndarray:
+    """The same function in numpy: image [H, W, 3] in [-1, 1] -> [1, 257, d]."""
+    return (base + image_float.reshape(-1, 3).mean(0) @ proj)[None].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- tiny models
+def _round16(module: torch.nn.Module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.half().float())
+
+
+def tiny_dit(rel):
+    """The release's WanModel in its I2V form, random (seed 0), float16-rounded weights."""
+    torch.manual_seed(0)
+    dit = rel.dit.WanModel(**DIT)
+    dit.img_emb = rel.dit.MLP(IMAGE_DIM, DIT["dim"])  # as inference_camclone.py does (1280 there)
+    with torch.no_grad():
+        for name, p in dit.named_parameters():
+            if name.endswith("bias") or "norm" in name or "img_emb.proj.0" in name or \
+                    "img_emb.proj.4" in name:
+                p.add_(0.2 * torch.randn_like(p))  # norms and biases off their 1 / 0 init
+            if name.startswith("head.head"):
+                p.mul_(4.0)  # outputs of order 1
+    _round16(dit)
+    return dit.eval()
+
+
+def tiny_vae(rel):
+    """WanVideoVAE with a tiny VideoVAE_ (seed 1), float16-rounded weights."""
+    torch.manual_seed(1)
+    vae = rel.vae.WanVideoVAE(z_dim=16)
+    vae.model = rel.vae.VideoVAE_(**VAE).eval().requires_grad_(False)
+    with torch.no_grad():
+        for name, p in vae.model.named_parameters():
+            if name.endswith("gamma") or name.endswith("bias"):
+                p.add_(0.2 * torch.randn_like(p))
+    _round16(vae.model)
+    return vae.eval()
+
+
+def save_weights(path: str, state: dict):
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}, path,
+              metadata={"format": "pt"})
+
+
+# ---------------------------------------------------------------------------- test inputs
+def smooth_video(seed: int, frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 [F, H, W, 3]: a few moving colour waves in steps of 8 (small files, not trivial)."""
+    rng = np.random.default_rng(seed)
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
+    out = np.zeros((frames, height, width, 3))
+    for c in range(3):
+        for _ in range(3):
+            ky, kx, kt, ph = rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.3), \
+                rng.uniform(0, 6.3)
+            out[..., c] += np.sin(ky * y + kx * x + kt * t + ph)
+    return (8 * np.round(np.clip(127.5 + 40.0 * out, 0, 255) / 8)).clip(0, 255).astype(np.uint8)
+
+
+def video_tensor(u8: np.ndarray) -> torch.Tensor:
+    """uint8 [F, H, W, 3] -> [1, 3, F, H, W] float as the release's loader makes it
+    (ToTensor, then Normalize(0.5, 0.5))."""
+    x = torch.from_numpy(u8).float().div(255.0)
+    x = (x - 0.5) / 0.5
+    return x.permute(3, 0, 1, 2)[None]
+
+
+def fixed_encoders(text_dim: int):
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((IMAGE_TOKENS, IMAGE_DIM)).astype(np.float32)
+    proj = rng.standard_normal((3, IMAGE_DIM)).astype(np.float32)
+    table = {p: prompt_embedding(p, text_dim) for p in list(PROMPTS.values()) + [NEGATIVE]}
+    return base, proj, table
+
+
+def make_pipe(rel, dit, vae, base, proj, dtype=torch.float32):
+    pipe = rel.pipe.WanVideoI2VPipeline(device="cpu", torch_dtype=dtype)
+    pipe.dit, pipe.vae = dit, vae
+    pipe.image_encoder = FixedImageEncoder(base, proj)
+    return pipe
+
+
+# ---------------------------------------------------------------------------- (a) the DiT
+def dit_golden(rel, dit, vae, base, proj, table) -> dict:
+    """model_fn_wan_video on conditioning made by the pipeline's own encode_image / encode_video."""
+    from PIL import Image
+    import torch.nn.functional as F
+
+    frames, height, width = 9, 32, 48
+    pipe = make_pipe(rel, dit, vae, base, proj)
+    image = smooth_video(10, 1, height, width)[0]
+    ref = smooth_video(11, frames, height, width)
+    content = smooth_video(12, frames, height, width)
+    out = {"image": image, "ref_video": ref, "content_video": content,
+           "frames": np.int64(frames)}
+    with torch.no_grad():
+        emb = pipe.encode_image([Image.fromarray(image)], frames, height, width)
+        ref_lat = F.pad(pipe.encode_video(video_tensor(ref), **TILER), (0, 0, 0, 0, 0, 0, 0, 20))
+        cont_lat = F.pad(pipe.encode_video(video_tensor(content), **TILER), (0, 0, 0, 0, 0, 0, 0, 20))
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn((1, 16) + tuple(ref_lat.shape[2:]), generator=g)
+        context = torch.from_numpy(table[PROMPTS["i2v"]])[None]
+        clip_check = image_tokens(image.astype(np.float32) * (2 / 255) - 1, base, proj)
+        assert np.abs(emb["clip_feature"].numpy() - clip_check).max() < 1e-5
+        out.update(x=x.numpy(), context=context.numpy(), y=emb["y"].numpy(), ref_latents=ref_lat.numpy(), content_latents=cont_lat.numpy(),
+                   timestep=np.float32(DIT_TIMESTEP),
+                   timestep_bf16=np.float32(torch.tensor(DIT_TIMESTEP).bfloat16().float()))
+        for task in ("i2v", "v2v"):
+            content_in = torch.zeros_like(ref_lat) if task == "i2v" else cont_lat  # __call__'s rule
+            for suffix, t in (("", DIT_TIMESTEP), ("_bf16", float(out["timestep_bf16"]))):
+                v = rel.pipe.model_fn_wan_video(
+                    dit, x, timestep=torch.tensor([t], dtype=torch.float32), cam_emb=None,
+                    context=context, clip_feature=emb["clip_feature"], y=emb["y"],
+                    ref_latents=ref_lat, content_latents=content_in)
+                out[f"{task}/out{suffix}"] = v.numpy()  # [1, 16, 3f, h, w]: all segments
+    return out
+
+
+# ---------------------------------------------------------------------------- (b, c) pipeline
+def pipeline_run(rel, dit, vae, base, proj, task: str, inputs: dict, *, steps: int,
+                 round_timestep: bool = False, dtype=torch.float32) -> dict:
+    """One WanVideoI2VPipeline.__call__, recording what its DiT calls see and return."""
+    calls = []
+    original = rel.pipe.model_fn_wan_video
+
+    def recorded(dit_, x, timestep, **kw):
+        if round_timestep:  # the bf16 cast of a bf16 pipeline, alone
+            timestep = timestep.to(torch.bfloat16).to(timestep.dtype)
+        v = original(dit_, x, timestep=timestep, **kw)
+        calls.append({"x": x.float().numpy(), "timestep": timestep.float().numpy(),
+                      "context": kw["context"].float().numpy(),
+                      "clip_feature": kw["clip_feature"].float().numpy(),
+                      "y": kw["y"].float().numpy(), "ref_latents": kw["ref_latents"].float().numpy(),
+                      "content_latents": kw["content_latents"].float().numpy(),
+                      "out": v[:, :, :x.shape[2]].float().numpy()})
+        return v
+
+    decoded = {}
+    pipe = make_pipe(rel, dit, vae, base, proj, dtype)
+    decode = pipe.decode_video
+
+    def recorded_decode(latents, **kw):
+        decoded["latents"] = latents.float().numpy()
+        decoded["video"] = decode(latents, **kw)
+        return decoded["video"]
+
+    pipe.decode_video = recorded_decode
+    captured_noise = {}
+    generate = pipe.generate_noise
+
+    def recorded_noise(*a, **kw):
+        captured_noise["noise"] = generate(*a, **kw)
+        return captured_noise["noise"]
+
+    pipe.generate_noise = recorded_noise
+    FixedPrompter.table, FixedPrompter.dtype = inputs["table"], dtype
+    rel.pipe.model_fn_wan_video = recorded
+    try:
+        image = inputs["image"] if task == "i2v" else inputs["content_video"][0]
+        frames = pipe(prompt=[PROMPTS[task]], negative_prompt=NEGATIVE,
+                      input_image=torch.from_numpy(image)[None],
+                      ref_video=video_tensor(inputs["ref_video"]).to(dtype),
+                      content_video=video_tensor(inputs["content_video"]).to(dtype),
+                      height=inputs["height"], width=inputs["width"], num_frames=inputs["frames"],
+                      cfg_scale=5.0, num_inference_steps=steps, sigma_shift=5.0, seed=0,
+                      progress_bar_cmd=lambda x: x, cameraclone_type=task, **TILER)
+    finally:
+        rel.pipe.model_fn_wan_video = original
+    return {"calls": calls, "latents": decoded["latents"],
+            "decoded": decoded["video"].float().numpy(), "noise": captured_noise["noise"].float().numpy(),
+            "video": np.stack([np.asarray(f) for f in frames]), "clip_seen": pipe.image_encoder.seen,
+            "image": image}
+
+
+def pipeline_golden(rel, dit, vae, base, proj, table, steps: int = 3) -> dict:
+    frames, height, width = 81, 16, 32
+    inputs = {"image": smooth_video(20, 1, height, width)[0],
+              "ref_video": smooth_video(21, frames, height, width),
+              "content_video": smooth_video(22, frames, height, width),
+              "frames": frames, "height": height, "width": width, "table": table}
+    out = {k: inputs[k] for k in ("image", "ref_video", "content_video")}
+    out.update(frames=np.int64(frames), height=np.int64(height), width=np.int64(width),
+               steps=np.int64(steps), cfg=np.float32(5.0), shift=np.float32(5.0))
+    keep_frames = np.array([0, 1, 2, 40, 79, 80])  # decoded floats stored for these frames
+    out["decoded_frames"] = keep_frames
+    for task in ("i2v", "v2v"):
+        run = pipeline_run(rel, dit, vae, base, proj, task, inputs, steps=steps)
+        first = run["calls"][0]
+        out[f"{task}/noise"] = run["noise"]
+        out[f"{task}/clip_image"] = run["clip_seen"][0]  # [1, H, W, 3] what CLIP got
+        out[f"{task}/input_image"] = run["image"]
+        clip_check = image_tokens(run["clip_seen"][0][0], base, proj)
+        assert np.abs(first["clip_feature"] - clip_check).max() < 1e-5
+        for k in ("y", "ref_latents", "content_latents"):
+            out[f"{task}/{k}"] = first[k]
+        calls = run["calls"]  # per step: the prompt's call, then the negative prompt's
+        out[f"{task}/timesteps"] = np.stack([c["timestep"] for c in calls[::2]])  # [steps, 1]
+        out[f"{task}/contexts"] = np.stack([c["context"] for c in calls[:2]])  # posi, nega
+        out[f"{task}/x"] = np.stack([c["x"] for c in calls[::2]])  # [steps, 1, 16, f, h, w]
+        out[f"{task}/outs"] = np.stack([c["out"] for c in calls])  # [2 steps, 1, 16, f, h, w]
+        out[f"{task}/latents"] = run["latents"]
+        out[f"{task}/decoded"] = run["decoded"][:, :, keep_frames]  # [1, 3, k, H, W]
+        out[f"{task}/video"] = run["video"][keep_frames]  # uint8 [k, H, W, 3]
+        bf = pipeline_run(rel, dit, vae, base, proj, task, inputs, steps=steps, round_timestep=True)
+        out[f"{task}/latents_bf16_timestep"] = bf["latents"]
+        out[f"{task}/timesteps_bf16"] = np.stack([c["timestep"] for c in bf["calls"][::2]])
+        full = pipeline_run(rel, copy.deepcopy(dit).to(torch.bfloat16),
+                            copy.deepcopy(vae).to(torch.bfloat16), base, proj, task, inputs,
+                            steps=steps, dtype=torch.bfloat16)
+        out[f"{task}/latents_bf16_pipeline"] = full["latents"]
+        print(f"[{task}] final latents: bf16 timestep vs float32 "
+              f"{np.abs(bf['latents'] - run['latents']).max():.3e}; whole-bf16 pipeline vs float32 "
+              f"{np.abs(full['latents'] - run['latents']).max():.3e} (latent std "
+              f"{run['latents'].std():.3f})")
+    return out
+
+
+# ---------------------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--release", required=True, help="a checkout of KwaiVGI/CamCloneMaster")
+    ap.add_argument("--out", default=OUT_DIR)
+    ap.add_argument("--steps", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    rel = import_release(args.release)
+    os.makedirs(args.out, exist_ok=True)
+    dit, vae = tiny_dit(rel), tiny_vae(rel)
+    save_weights(os.path.join(args.out, "release_dit.safetensors"), dit.state_dict())
+    save_weights(os.path.join(args.out, "release_vae.safetensors"), vae.model.state_dict())
+    base, proj, table = fixed_encoders(DIT["text_dim"])
+    meta = {"release_commit": release_commit(args.release), "dit": DIT, "image_dim": IMAGE_DIM,
+            "vae": VAE, "our_dit": OUR_DIT, "our_vae": OUR_VAE, "prompts": PROMPTS,
+            "negative": NEGATIVE, "torch": torch.__version__}
+    shared = {"meta": np.array(json.dumps(meta)), "clip_base": base, "clip_proj": proj,
+              "prompts": np.array(list(table)), "prompt_embeds": np.stack(list(table.values()))}
+
+    with torch.no_grad():
+        golden = dit_golden(rel, dit, vae, base, proj, table)
+    path = os.path.join(args.out, "release_dit.npz")
+    np.savez_compressed(path, **shared, **golden)
+    d = np.abs(golden["i2v/out"] - golden["i2v/out_bf16"]).max()
+    print(f"wrote {path}; DiT output, bf16 vs float32 timestep: {d:.3e} "
+          f"(output std {golden['i2v/out'].std():.3f})")
+
+    with torch.no_grad():
+        golden = pipeline_golden(rel, dit, vae, base, proj, table, steps=args.steps)
+    path = os.path.join(args.out, "release_pipeline.npz")
+    np.savez_compressed(path, **shared, **golden)
+    print(f"wrote {path}")
+    for name in sorted(os.listdir(args.out)):
+        if name.startswith("release_"):
+            print(f"  {name}: {os.path.getsize(os.path.join(args.out, name)) / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()
