@@ -3,6 +3,16 @@
     git clone https://github.com/KwaiVGI/CamCloneMaster /tmp/release     # outside the project
     python benchmarks/release_golden.py --release /tmp/release          # writes tests/golden/release_*
 
+The loader golden (release_loader*) also needs pandas and torchvision, which is not installable
+beside our CPU torch: as for benchmarks/raft_golden.py, use a venv that sees the system packages
+
+    python -m venv --system-site-packages /tmp/relenv
+    /tmp/relenv/bin/pip install --no-deps torchvision==0.28.0 && /tmp/relenv/bin/pip install pandas
+    /tmp/relenv/bin/python benchmarks/release_golden.py --release /tmp/release
+
+(without them the other files are written and the loader golden is skipped). The output is
+deterministic: a rerun rewrites the same arrays.
+
 The release's code is imported from that checkout and run; none of it is copied here. Only
 the modules the I2V pipeline runs are loaded (``diffsynth/pipelines/wan_video_i2v.py`` with
 ``base.py``, ``models/wan_video_dit.py``, ``models/wan_video_vae.py``,
@@ -31,7 +41,7 @@ to its CLIP (preprocess_image: x * 2/255 - 1).
 Files:
   release_dit.safetensors, release_vae.safetensors   the tiny weights (float16 values)
   release_dit.npz       model_fn_wan_video for I2V and V2V: 9 frames 32x48 (latents 3x4x6);
-                        the inputs (x, timestep, context, clip_feature, y from the pipeline's
+                        the inputs (x, timestep, context, the image, y from the pipeline's
                         encode_image of an image, ref / content latents from its encode_video
                         padded to 36 channels; I2V content zeroed) and the output, once with the
                         float32 timestep and once with the timestep rounded to bfloat16 (as the
@@ -42,8 +52,14 @@ Files:
                         "v2v" (the image is the content video's frame 0, as
                         inference_camclone.py's loader gives it): the uint8 inputs, the noise,
                         every DiT call's inputs (first call) and outputs (target frames), the
-                        final latents, decoded frames and uint8 video; plus the final latents of
-                        the same runs with bf16-rounded timesteps and of a whole-bf16 run.
+                        final latents, decoded frames and uint8 video (a few frames); plus the
+                        final latents of the same runs with bf16-rounded timesteps and of a
+                        whole-bf16 run.
+  release_loader.npz    inference_camclone.py's CamCloneDataset (infer=True) at 81 frames 32x48
+  + release_loader_camera.mp4 (77 frames 112x64), _content.mp4 (120 frames 128x80),
+    _first.png (120x72): its frames (a few, uint8), frame count, first frame (the CSV's
+    first_frame_path, and without that column: the content's frame 0), imageio's full-size
+    decode of frame 0.
 """
 
 from __future__ import annotations
@@ -95,6 +111,11 @@ def import_release(root: str):
     prompters.WanPrompter = FixedPrompter  # replaced per run (FixedPrompter.table)
     sys.modules["diffsynth.prompters"] = prompters
     try:
+        if "torchvision" not in sys.modules:  # a CPU torch with the CUDA torchvision wheel
+            lib = torch.library.Library("torchvision", "DEF")  # (see raft_golden.py): declare
+            lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # its
+            lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # ops
+            import_release.torchvision_lib = lib
         import torchvision.transforms  # noqa: F401
     except Exception:  # only GaussianBlur (merge_latents) and the CLIP transforms: never run
         tv = types.ModuleType("torchvision")
@@ -375,6 +396,75 @@ def pipeline_golden(rel, dit, vae, base, proj, table, steps: int = 3) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------- (d) the loader
+LOADER = dict(frames=81, height=32, width=48)
+LOADER_KEEP = np.array([0, 1, 2, 40, 75, 76, 77, 80])  # frames stored (77+: the camera's last)
+
+
+def import_loader(root: str):
+    """The release's inference_camclone.py as a module (its CamCloneDataset); needs pandas and
+    torchvision (see the module docstring)."""
+    import importlib.util
+
+    d = sys.modules["diffsynth"]
+    d.WanVideoI2VPipeline = sys.modules["diffsynth.pipelines.wan_video_i2v"].WanVideoI2VPipeline
+    for name in ("ModelManager", "load_state_dict", "save_video", "VideoData"):
+        setattr(d, name, None)  # imported by the script's main, never called here
+    spec = importlib.util.spec_from_file_location("release_inference_camclone",
+                                                  os.path.join(root, "inference_camclone.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def loader_golden(root: str, out_dir: str) -> dict:
+    """The release's CamCloneDataset (infer=True) on small videos and an image of other sizes:
+    the first 81 frames in a row (the 77-frame camera reference's last repeated), resized by
+    max(W / w, H / h) (PIL bilinear) and centre-cropped, [-1, 1]; the first frame from the
+    CSV's first_frame_path, else the content video's frame 0."""
+    import imageio
+    from PIL import Image
+
+    loader = import_loader(root)
+    files = {"camera": os.path.join(out_dir, "release_loader_camera.mp4"),
+             "content": os.path.join(out_dir, "release_loader_content.mp4"),
+             "first": os.path.join(out_dir, "release_loader_first.png")}
+    imageio.mimwrite(files["camera"], smooth_video(30, 77, 64, 112), fps=30, codec="libx264",
+                     quality=6, macro_block_size=16)  # 832x480-like aspect, 77 frames: short
+    imageio.mimwrite(files["content"], smooth_video(31, 120, 80, 128), fps=15, codec="libx264",
+                     quality=6, macro_block_size=16)  # 672x384-like aspect, 120 frames
+    Image.fromarray(smooth_video(32, 1, 72, 120)[0]).save(files["first"])
+    out = {"frames": np.int64(LOADER["frames"]), "height": np.int64(LOADER["height"]),
+           "width": np.int64(LOADER["width"]), "keep": LOADER_KEEP}
+    for with_first in (True, False):
+        csv = os.path.join(out_dir, ".release_loader.csv")
+        cols = "ref_video_path,content_video_path,caption" + (",first_frame_path" if with_first else "")
+        row = f"{files['camera']},{files['content']},a caption" + (f",{files['first']}" if with_first else "")
+        with open(csv, "w") as f:
+            f.write(cols + "\n" + row + "\n")
+        try:
+            ds = loader.CamCloneDataset(csv, max_num_frames=LOADER["frames"],
+                                        num_frames=LOADER["frames"], height=LOADER["height"],
+                                        width=LOADER["width"], infer=True)
+            item = ds[0]
+        finally:
+            os.remove(csv)
+        key = "first_frame" if with_first else "first_frame_default"
+        out[key] = np.asarray(item["first_frame"])  # uint8 [H, W, 3]
+        if with_first:
+            for name, k in (("camera", "ref_video"), ("content", "content_video")):
+                x = item[k].permute(1, 2, 3, 0).numpy()  # [F, H, W, 3] in [-1, 1]
+                u8 = np.round((x * 0.5 + 0.5) * 255.0)
+                assert np.abs(u8 / 255.0 * 2 - 1 - x).max() < 1e-5  # exactly uint8 steps
+                out[f"{name}_frames"] = u8[LOADER_KEEP].astype(np.uint8)
+                out[f"{name}_count"] = np.int64(len(u8))
+    for name in ("camera", "content"):  # what imageio decodes at full size (frame 0)
+        reader = imageio.get_reader(files[name])
+        out[f"{name}_raw0"] = np.asarray(reader.get_data(0))
+        reader.close()
+    return out
+
+
 # ---------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -408,6 +498,16 @@ def main():
     path = os.path.join(args.out, "release_pipeline.npz")
     np.savez_compressed(path, **shared, **golden)
     print(f"wrote {path}")
+
+    try:
+        import pandas  # noqa: F401
+        import torchvision.transforms.v2  # noqa: F401
+    except Exception as e:
+        print(f"skipping the loader golden (needs pandas and torchvision: {e})")
+    else:
+        path = os.path.join(args.out, "release_loader.npz")
+        np.savez_compressed(path, meta=shared["meta"], **loader_golden(args.release, args.out))
+        print(f"wrote {path}")
     for name in sorted(os.listdir(args.out)):
         if name.startswith("release_"):
             print(f"  {name}: {os.path.getsize(os.path.join(args.out, name)) / 1024:.0f} KiB")
