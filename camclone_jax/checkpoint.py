@@ -1,4 +1,4 @@
-"""Training checkpoints (orbax ``CheckpointManager``) and the base model they refer to.
+"""Training checkpoints (orbax ``CheckpointManager``), checked both ways, and the base model.
 
 A run's workdir:
   WORKDIR/run.json            the run's config (JSON) and the base model's path
@@ -12,6 +12,12 @@ Only the trainable parameters are saved per checkpoint; the frozen ones are the 
 referenced by path and loaded at start. Saves are asynchronous (training goes on while the
 arrays are written) and atomic: orbax writes into a temporary directory and renames it when
 complete, so a crash mid-save leaves the previous checkpoint as the latest usable one.
+
+Faults: a save that cannot start (folder not writable, not enough free space for the state)
+or fails in the background (disk full mid-write) raises `CheckpointSaveError` at once, naming
+the step, the folder, the cause and the last good checkpoint. On restore, a checkpoint that
+cannot be read back (truncated file, missing _METADATA) is skipped for the newest intact one
+and moved to <step>.corrupt; one that does not fit the run names the differing entries.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from camclone_jax.convert import transformer as transformer_io
 from camclone_jax.convert.io import flatten_params, is_converted_dir, write_atomic
@@ -35,12 +44,70 @@ class CheckpointError(RuntimeError):
     """A checkpoint or base model that does not fit the run (names what and how to fix it)."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint that cannot be read back (truncated, damaged or missing files)."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint save that failed (disk full, folder not writable, ...): the run stops."""
+
+
+REQUIRED_FILES = ("state/_METADATA",)  # without it orbax misreads the tree ("a changed model?")
+CORRUPT_SUFFIX = ".corrupt"  # a skipped checkpoint is moved to DIR/<step>.corrupt
+
+
 def _without_none(state: dict) -> dict:
     return {k: v for k, v in state.items() if v is not None}
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """The innermost cause of ``error`` in one line (tensorstore's own message, not the
+    150-line spec orbax wraps around it)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _leaf_name(path) -> str:
+    """A key path as orbax names the leaf: 'opt_state.1.mu.blocks.self_attn.q.kernel'."""
+    parts = []
+    for k in path:
+        parts.append(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))))
+    return ".".join(parts)
+
+
+def _agree(ok: bool) -> bool:
+    """True when ``ok`` on every process (multi-process runs decide together)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+    return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
+
+
+class _OrbaxErrors(logging.Filter):
+    """Keeps the one-line cause of orbax's logged save errors (each a long traceback) and
+    drops those records: the checkpointer reports the failure once, itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = None
+
+    def filter(self, record):
+        if record.levelno >= logging.ERROR and "orbax" in record.pathname and record.exc_info:
+            self.last = one_line(record.exc_info[1])
+            return False
+        return True
+
+
 class Checkpointer:
-    """Async orbax checkpoints of the train state (+ data iterator) under ``directory``."""
+    """Async orbax checkpoints of the train state (+ data iterator) under ``directory``.
+
+    Saves are checked: before each save starts, the folder must be writable and hold the
+    state's size in free space; a save that fails in the background is noticed at the next
+    `save` call (the loop calls it every step) or at `wait`, and raises `CheckpointSaveError`
+    naming the step, the folder, the cause and the last good checkpoint. Restores skip a
+    corrupt newest checkpoint for the newest intact one (`restore_newest_intact`)."""
 
     def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
         if save_every < 1 or keep < 1:
@@ -50,6 +117,9 @@ class Checkpointer:
             max_to_keep=keep, save_interval_steps=1, create=True,
             enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._pending, self._failed = None, False  # the step being saved; a save failed
+        self._errors = _OrbaxErrors()
+        logging.getLogger("absl").addFilter(self._errors)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step (temporary, unfinished saves are ignored)."""
@@ -58,18 +128,89 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    def path(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    # -------------------------------------------------------------------------- saving
     def save(self, step: int, state: dict, loader=None, force: bool = False) -> bool:
         """Starts saving ``state`` (and the loader position) at ``step`` if the interval says so
-        (or ``force``); returns whether a save started."""
+        (or ``force``); returns whether a save started. First checks that the previous save
+        landed (raises `CheckpointSaveError` if it did not)."""
         import grain
 
+        self.check()
         if step % self.save_every and not force:
             return False
+        self._preflight(step, state)
         items = {"state": ocp.args.StandardSave(_without_none(state))}
         if loader is not None:
             items["data"] = grain.checkpoint.CheckpointSave(loader)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        try:
+            started = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise anything)
+            # orbax first waits for the previous save, and raises its error if it failed
+            pending = self._pending
+            failed = pending if pending is not None and not os.path.isdir(self.path(pending)) \
+                else step
+            raise self._save_error(failed, self._errors.last or one_line(e)) from None
+        if started:
+            self._pending = step
+        return started
 
+    def check(self):
+        """Raises `CheckpointSaveError` when the last save has finished without landing on disk
+        (a cheap poll while it still runs)."""
+        if self._pending is not None and not self.manager.is_saving_in_progress():
+            self._verify()
+
+    def _preflight(self, step: int, state: dict):
+        """Refuses to start a save into a folder that is not writable or lacks the space."""
+        need = sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(state))
+        problem = None
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.directory)
+            os.close(fd)
+            os.remove(probe)
+            free = shutil.disk_usage(self.directory).free
+            if free < need + (1 << 20):
+                problem = (f"no space: {free / 2**20:.1f} MiB free on its disk, the checkpoint "
+                           f"needs about {need / 2**20:.1f} MiB")
+        except OSError as e:
+            problem = f"the folder is not writable ({e.strerror or e})"
+        if not _agree(problem is None):
+            raise self._save_error(step, problem or "it failed on another process")
+
+    def _verify(self):
+        step, self._pending = self._pending, None
+        reason = None
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001
+            reason = one_line(e)
+        if reason is None and os.path.isdir(self.path(step)):
+            return
+        raise self._save_error(step, reason or self._errors.last or
+                               "orbax did not finalize it (see the log)")
+
+    def _save_error(self, step: int, reason: str) -> CheckpointSaveError:
+        self._failed, self._pending = True, None
+        good = self._steps_on_disk()
+        last = (f"step {good[-1]} ({self.path(good[-1])})" if good else
+                "none (the run starts from scratch when re-run)")
+        return CheckpointSaveError(f"saving checkpoint step {step} to {self.directory} failed: "
+                                   f"{reason}; the run stops here; the last good checkpoint "
+                                   f"is {last}")
+
+    def _steps_on_disk(self) -> list[int]:
+        """Steps whose (finalized) directory exists, whatever orbax believes."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return []
+        return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(self.path(int(n))))
+
+    # -------------------------------------------------------------------------- restoring
     def has_data_state(self, step: int) -> bool:
         """Whether ``step`` holds this process's data iterator position (it does not when the
         checkpoint was written by a different number of processes)."""
@@ -79,31 +220,118 @@ class Checkpointer:
     def restore(self, abstract_state: dict, loader=None, step: int | None = None) -> dict:
         """The state at ``step`` (default: latest), placed as ``abstract_state`` says (shapes,
         dtypes, shardings: it may be another mesh than the one that saved); restores the
-        loader's position in place when given (see ``has_data_state``)."""
+        loader's position in place when given (see ``has_data_state``). Raises
+        `CorruptCheckpointError` when the checkpoint cannot be read back and `CheckpointError`
+        when it does not fit ``abstract_state``."""
         import grain
 
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
+        missing = [f for f in REQUIRED_FILES if not os.path.exists(os.path.join(self.path(step), f))]
+        if not _agree(not missing):
+            raise CorruptCheckpointError(f"{', '.join(missing) or 'a file'} is missing (an "
+                                         "incomplete or damaged save)")
         items = {"state": ocp.args.StandardRestore(_without_none(abstract_state))}
         if loader is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(loader)
+        error = None
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(
-                f"checkpoint {self.directory}/{step} does not fit this run's state (a changed "
-                f"model, optimizer rules or EMA setting?): {e}") from e
+        except Exception as e:  # noqa: BLE001 (tensorstore raises bare Exceptions)
+            error = e
+        if not _agree(error is None):
+            misfit = self._misfit(step, abstract_state)
+            if misfit:
+                raise CheckpointError(
+                    f"checkpoint {self.path(step)} does not fit this run's state (a changed "
+                    f"model, optimizer rules or EMA setting?): {misfit}") from error
+            raise CorruptCheckpointError(one_line(error) if error is not None else
+                                         "unreadable on another process") from None
         state = dict(restored["state"])
         return {**{k: None for k in abstract_state}, **state}
 
+    def _misfit(self, step: int, abstract_state: dict) -> str | None:
+        """What differs between the checkpoint's saved tree and ``abstract_state`` (None when
+        they agree, or when the saved tree cannot be read: then the checkpoint is damaged)."""
+        try:
+            meta = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(self.path(step)) / "state")
+        except Exception:  # noqa: BLE001
+            return None
+        saved = {_leaf_name(p): tuple(getattr(m, "shape", ()))
+                 for p, m in jax.tree_util.tree_flatten_with_path(meta)[0]}
+        want = {_leaf_name(p): tuple(a.shape)
+                for p, a in jax.tree_util.tree_flatten_with_path(_without_none(abstract_state))[0]}
+        missing, extra = sorted(set(want) - set(saved)), sorted(set(saved) - set(want))
+        shapes = sorted(k for k in set(want) & set(saved) if want[k] != saved[k])
+        parts = [f"{what} {names[:4]}{' ...' if len(names) > 4 else ''}" for what, names in (
+            ("not in the checkpoint:", missing), ("only in the checkpoint:", extra),
+            ("other shapes (saved, wanted):", [(k, saved[k], want[k]) for k in shapes]))
+            if names]
+        return "; ".join(parts) or None
+
+    def restore_newest_intact(self, abstract_state: dict, loader=None):
+        """(state, step, data_restored) from the newest checkpoint that reads back; each newer
+        one that does not is skipped with a one-line warning and moved to
+        DIR/<step>.corrupt (so the run can save that step again). ``loader``'s position is
+        restored when the checkpoint holds it for this process count (``data_restored``).
+        (None, None, False) when there is no checkpoint; `CheckpointError` when none is
+        intact or one does not fit the run."""
+        skipped = []
+        for step in sorted(self.all_steps(), reverse=True):
+            data = loader if loader is not None and self.has_data_state(step) else None
+            try:
+                state = self.restore(abstract_state, data, step)
+            except CorruptCheckpointError as e:
+                log.warning("skipping checkpoint %s: corrupt or incomplete: %s", self.path(step), e)
+                skipped.append((step, str(e)))
+                continue
+            for bad, _ in skipped:
+                self._move_aside(bad)
+            if skipped:
+                log.warning("resuming from checkpoint %s, the newest intact one", self.path(step))
+            return state, step, data is not None
+        if skipped:
+            raise CheckpointError(
+                f"no intact checkpoint in {self.directory}: "
+                + "; ".join(f"step {s}: {r}" for s, r in skipped)
+                + "; move them away (or use a new --workdir) to start over")
+        return None, None, False
+
+    def _move_aside(self, step: int):
+        if jax.process_index() == 0:
+            dest, n = self.path(step) + CORRUPT_SUFFIX, 1
+            while os.path.exists(dest):
+                dest, n = f"{self.path(step)}{CORRUPT_SUFFIX}{n}", n + 1
+            os.rename(self.path(step), dest)
+            log.warning("moved the corrupt checkpoint %s to %s", self.path(step), dest)
+        _sync(f"camclone_move_aside_{step}")
+        self.manager.reload()
+
     def wait(self):
-        """Blocks until pending saves are complete."""
-        self.manager.wait_until_finished()
+        """Blocks until pending saves are complete; raises `CheckpointSaveError` if one failed."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            step = self._pending
+            raise self._save_error(step, self._errors.last or one_line(e)) from None
+        if self._pending is not None:
+            self._verify()
 
     def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for pending saves (unless one already failed) and releases the manager."""
+        try:
+            if not self._failed:
+                self.wait()
+        finally:
+            try:
+                self.manager.close()
+            except Exception as e:  # noqa: BLE001
+                if not self._failed:
+                    raise
+                log.warning("closing the checkpoint manager after a failed save: %s", one_line(e))
+            logging.getLogger("absl").removeFilter(self._errors)
 
 
 # ------------------------------------------------------------------------------ run record

@@ -235,19 +235,17 @@ def _train(config, workdir: str) -> dict:
                                          save_every=config.checkpoint.every,
                                          keep=config.checkpoint.keep,
                                          async_save=config.checkpoint.async_save)
-    start = checkpointer.latest_step()
-    if start is not None and checkpointer.has_data_state(start):
-        state = checkpointer.restore(abstract_state, loader)
+    state, start, data_restored = checkpointer.restore_newest_intact(abstract_state, loader)
+    if start is not None and data_restored:
         log.info("resumed from step %d", start)
     elif start is not None:  # saved by another process count: the global order is the same
-        state = checkpointer.restore(abstract_state)
         loader.close()
         loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host,
                                                                    config.seed), skip_batches=start)
         log.warning("resumed from step %d written by another number of processes: the data "
                     "restarts at global batch %d (exact unless bad records were skipped)",
                     start, start)
-    else:
+    else:  # no checkpoint (a corrupt one is skipped above, and none intact is an error)
         state, start = init_fn(trainable), 0
     del trainable
 

@@ -1,15 +1,20 @@
 """Faults during a training run, met at the command line: a second job on a locked workdir,
 a corrupt newest checkpoint, a checkpoint save that fails, a corrupt ArrayRecord chunk."""
 
+import errno
+import glob
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from camclone_jax import checkpoint as ckpt_lib
 from camclone_jax import train, workdir_lock
 from tests.test_train import REPO, records, tiny_config  # noqa: F401 (fixture)
 
@@ -21,10 +26,12 @@ TINY = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_
         "optim.schedule": "constant", "optim.rules": (("self_attn", "train"), (".*", None))}
 
 
-def run_cli(workdir, data, total_steps=2, timeout=240, **overrides):
-    """`python -m camclone_jax.train` on the tiny config of tests/test_train.py."""
+def run_cli(workdir, data, total_steps=2, timeout=240, prefix=("-m", "camclone_jax.train"),
+            **overrides):
+    """`python -m camclone_jax.train` on the tiny config of tests/test_train.py (``prefix``:
+    python's arguments before the train flags, e.g. a script that injects a fault first)."""
     args = [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
-    cmd = [sys.executable, "-m", "camclone_jax.train", "--config=configs/demo.py",
+    cmd = [sys.executable, *prefix, "--config=configs/demo.py",
            f"--workdir={workdir}", f"--config.data.path={data}",
            f"--config.total_steps={total_steps}"] + args
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -68,3 +75,76 @@ def test_a_stale_lock_is_taken_over_and_released_at_the_end(records, tmp_path, c
         with pytest.raises(workdir_lock.WorkdirLockedError, match=f"pid {os.getpid()} "):
             train.train_and_evaluate(tiny_config(records, 2), str(tmp_path))
     assert not os.path.exists(tmp_path / workdir_lock.LOCK_FILE)
+
+
+# ------------------------------------------------------------------------------ restore
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(records, tmp_path):
+    train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))  # checkpoints 2 and 4
+    ckpts = tmp_path / "checkpoints"
+    data = max(glob.glob(str(ckpts / "4" / "state" / "ocdbt.process_0" / "d" / "*")),
+               key=os.path.getsize)
+    with open(data, "r+b") as f:  # truncated, as by a full disk or a copy cut short
+        f.truncate(os.path.getsize(data) // 2)
+    out = run_cli(tmp_path, records, total_steps=6)
+    assert out.returncode == 0, out.stderr[-3000:]
+    skipped = [line for line in out.stderr.splitlines() if "skipping checkpoint" in line]
+    assert len(skipped) == 1 and f"{ckpts}/4: corrupt" in skipped[0]
+    assert json.loads(out.stdout[out.stdout.index("{"):])["start_step"] == 2
+    assert os.path.isdir(ckpts / "4.corrupt") and sorted(os.listdir(ckpts / "6"))  # kept, redone
+    # a missing _METADATA is a damaged checkpoint too; with none intact: one line, status 2
+    for step in [n for n in os.listdir(ckpts) if n.isdigit()]:  # 4 and 6 (keep 2)
+        os.remove(ckpts / step / "state" / "_METADATA")
+    out = run_cli(tmp_path, records, total_steps=8)
+    assert out.returncode == 2, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no intact checkpoint in") and "_METADATA is missing" in last
+    assert "changed model" not in out.stderr and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------------ saving
+FULL_DISK = """
+import errno, runpy, sys
+from orbax.checkpoint._src.path import async_path
+rename = async_path.rename
+async def full(src, dst):  # the disk fills while step 4 is written (in the background thread)
+    if dst.name.isdigit() and int(dst.name) >= 4:
+        raise OSError(errno.ENOSPC, "No space left on device", str(src))
+    return await rename(src, dst)
+async_path.rename = full
+sys.argv = ["train"] + sys.argv[1:]
+runpy.run_module("camclone_jax.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_failed_save_stops_the_run_at_once_with_the_last_good_checkpoint(records, tmp_path):
+    cli = run_cli(tmp_path, records, total_steps=12, prefix=["-c", FULL_DISK])
+    assert cli.returncode == 2, cli.stderr[-3000:]
+    last = cli.stderr.strip().splitlines()[-1]
+    ckpts = tmp_path / "checkpoints"
+    assert last.startswith(f"error: saving checkpoint step 4 to {ckpts} failed: ")
+    assert "No space left on device" in last and f"last good checkpoint is step 2 ({ckpts}/2)" in last
+    logged = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+    assert max(logged) <= 6  # stopped at the next step or the next save, not at the end
+    assert len(cli.stderr.splitlines()) < 60 and "Traceback" not in cli.stderr
+    assert not os.path.exists(tmp_path / "export")
+    assert sorted(n for n in os.listdir(ckpts) if n.isdigit()) == ["2"]
+
+
+def test_a_save_without_space_or_permission_is_refused_before_it_starts(records, tmp_path,
+                                                                       monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(ckpt_lib.CheckpointSaveError, match=r"step 2 .* failed: no space: 0\.0 "
+                       r"MiB free.*last good checkpoint is none"):
+        train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))
+    monkeypatch.undo()
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # checkpoints/ became read-only (root ignores chmod)
+        if str(dir).endswith("checkpoints"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(ckpt_lib.CheckpointSaveError, match="not writable .*Read-only file system"):
+        train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))
