@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import os
 import resource
+import threading
 import time
 from typing import Sequence
 
@@ -68,6 +70,10 @@ from camclone_jax.conditioning import (  # re-exported: the pipeline's parts
     CachedText, ClipImages, NoText, TextSource, UMT5Text, VAECodec, load_codec)
 
 DEFAULT_CFG = 5.0
+
+
+class SamplingInterrupted(Exception):
+    """Sampling stopped on request (``CamClonePipeline.stop`` set, e.g. by SIGINT/SIGTERM)."""
 
 
 # ------------------------------------------------------------------------------ options, result
@@ -200,6 +206,7 @@ class CamClonePipeline:
             raise ValueError(f"the DiT has {config.cond_channels} first-frame channels; expected "
                              f"4 + {codec.latent_channels} (mask + latent)")
         np_dtype = jnp.dtype(dtype)
+        self.stop = threading.Event()  # set it (e.g. from a signal handler) to stop sampling
         self._host_params = jax.tree_util.tree_map(lambda p: np.asarray(p).astype(np_dtype), params)
         self._params = None  # placed on the device at the first sample, after the encoders ran
 
@@ -419,6 +426,7 @@ class CamClonePipeline:
             mask = jnp.zeros((1, shape[1], 1, 1, 1), jnp.float32).at[:, 0].set(1.0)
             replacement = sampler.Replacement(known, noise, mask)
         times["encode"] = time.perf_counter() - t0
+        self.check_stop("after encoding the inputs")
 
         spacing = opts.schedule or sampler.default_spacing(opts.solver)
         tables = sampler.solver_tables(sampler.make_schedule(opts.steps, opts.shift, spacing),
@@ -447,24 +455,47 @@ class CamClonePipeline:
         params = self.params()
         args = self._put((cond, noise, {k: jnp.asarray(v) for k, v in tables.items()},
                           jnp.float32(scale), replacement))
-        bar = tqdm(total=len(tables["sigma"]), desc="denoising", unit="step",
-                   disable=not progress, leave=False)
-        denoise_lib.PROGRESS["fn"] = lambda done: bar.update(max(0, done - bar.n))  # idempotent
+        total = len(tables["sigma"])
+        bar = tqdm(total=total, desc="denoising", unit="step", disable=not progress, leave=False)
+        done = {"steps": 0}
+
+        def tick(steps):  # on the host after every step: progress, and the stop request
+            done["steps"] = steps
+            bar.update(max(0, steps - bar.n))  # idempotent
+            if self.stop.is_set():
+                raise SamplingInterrupted(f"stopped after denoising step {steps} of {total}")
+
+        denoise_lib.PROGRESS["fn"] = tick
+        quiet = logging.getLogger("jax._src.debugging")  # it logs the stop as a traceback
+        was_disabled, quiet.disabled = quiet.disabled, True
+        self.check_stop("before denoising")
         try:
             run = functools.partial(denoise_lib.denoise, params, *args, cfg=self.config,
                                     solver=solver, order=order, guided=guided, batched=batched)
-            if self.mesh is None:
-                out = run()
-            else:
-                with _ambient(self.mesh):
+            try:
+                if self.mesh is None:
                     out = run()
-            out = jax.block_until_ready(out)
+                else:
+                    with _ambient(self.mesh):
+                        out = run()
+                out = jax.block_until_ready(out)
+            except Exception as e:  # the stop raised inside the loop's host callback
+                if self.stop.is_set():
+                    raise SamplingInterrupted(f"stopped after denoising step {done['steps']} of "
+                                              f"{total}") from None
+                raise
             if self.mesh is not None:  # the codec's weights live on the default device
                 out = jax.device_put(out, jax.devices()[0])
         finally:
             denoise_lib.PROGRESS["fn"] = None
+            quiet.disabled = was_disabled
             bar.close()
         return out
+
+    def check_stop(self, where: str):
+        """Raises SamplingInterrupted when a stop was requested (``self.stop``)."""
+        if self.stop.is_set():
+            raise SamplingInterrupted(f"stopped {where}")
 
 
 def _ambient(mesh):
@@ -497,5 +528,5 @@ def describe(result: SampleResult) -> str:
             f"{mem['host'] / 2**30:.2f} GiB")
 
 
-__all__ = ["CamClonePipeline", "SampleOptions", "SampleResult", "VAECodec", "load_codec", "UMT5Text", "CachedText", "NoText", "ClipImages", "TextSource",
+__all__ = ["CamClonePipeline", "SampleOptions", "SampleResult", "SamplingInterrupted", "VAECodec", "load_codec", "UMT5Text", "CachedText", "NoText", "ClipImages", "TextSource",
            "auto_mesh_axes", "peak_memory", "write_video", "describe", "encode_float"]

@@ -37,7 +37,9 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sys
+import threading
 
 from camclone_jax import inference
 from camclone_jax.data import reference
@@ -277,8 +279,9 @@ def make_mesh(spec: str | None, pipe, opts):
     return sharding.make_mesh(axes, jax.devices()[:axes["data"] * axes["context"]])
 
 
-def run(args) -> int:
-    """Runs the parsed command line; returns the exit status."""
+def run(args, stop: "StopOnSignals | None" = None) -> int:
+    """Runs the parsed command line; returns the exit status. ``stop.event`` (set by a signal)
+    stops sampling between denoising steps."""
 
     jobs = make_jobs(args)
     for job in jobs:  # unreadable or mistyped inputs fail here, before any model loads
@@ -297,6 +300,8 @@ def run(args) -> int:
         args.checkpoint, vae=args.vae, t5=args.t5, tokenizer=args.tokenizer,
         prompt_cache=args.prompt_cache, clip=args.clip, dtype=args.dtype,
         context_parallel=args.context_parallel, timestep_rounding=args.timestep_rounding)
+    if stop is not None:
+        pipe.stop = stop.event
     prompts = []
     for job in jobs:
         opts = inference.SampleOptions(**job["options"])
@@ -309,6 +314,7 @@ def run(args) -> int:
     failed = 0
     for n, job in enumerate(jobs, 1):
         opts = inference.SampleOptions(**job["options"])
+        pipe.check_stop(f"before job {n} of {len(jobs)}")
         try:
             result = pipe.generate(job["camera_ref"], job["prompt"], image=job["image"],
                                    content_ref=job["content_ref"], options=opts,
@@ -330,14 +336,75 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status."""
+    """Command-line entry point; returns the exit status (128 + the signal's number when
+    stopped by SIGINT / SIGTERM: the current step finishes, no file is left).
+
+    The work runs in a thread while the main thread waits in short joins: a Python signal
+    handler runs only in the main thread between bytecodes, never while it is blocked inside
+    a compiled XLA program."""
     args = build_parser().parse_args(argv)
+    with StopOnSignals() as stop:
+        outcome = {}
+
+        def work():
+            try:
+                outcome["status"] = _run_reporting(args, stop)
+            except BaseException as e:  # noqa: BLE001 (re-raised in the main thread)
+                outcome["error"] = e
+
+        worker = threading.Thread(target=work, name="camclone-sample", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["status"]
+
+
+def _run_reporting(args, stop) -> int:
+    """``run`` with its errors turned into one line and an exit status."""
     try:
-        return run(args)
+        return run(args, stop)
+    except inference.SamplingInterrupted as e:
+        print(f"error: interrupted by {stop.signal_name}: {e}; the output of the "
+              "unfinished sample was not written", file=sys.stderr)
+        return 128 + stop.signal_number
     except ERRORS as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+class StopOnSignals:
+    """While active (main thread only), SIGINT and SIGTERM set ``event`` instead of killing
+    the process, so sampling stops at the next denoising step; a second signal of the same
+    kind then acts as usual (the default handler)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal_number, self.signal_name = 0, ""
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.event.is_set():  # asked twice: stop now
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signal_number, self.signal_name = signum, signal.Signals(signum).name
+        print(f"{self.signal_name}: stopping after the current denoising step "
+              "(send it again to stop at once)", file=sys.stderr)
+        self.event.set()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import imageio.v2 as imageio
 import jax
@@ -243,6 +247,30 @@ def test_release_csv_as_it_ships(assets, tmp_path, capsys):
     # this T2V-style model pins frame 0 to an explicitly given image (job 1) only
     first = [video.read_video(str(out / n))[0][0] for n in ("job_0001.mp4", "job_0002.mp4")]
     assert not np.array_equal(first[0], first[1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_sampling_within_a_step_and_writes_nothing(assets, tmp_path, signum):
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "camclone_jax.sample", "--checkpoint", assets["ckpt"],
+         "--camera_ref", assets["cam"], "--image", assets["image"], "--out", str(out),
+         "--frames", "5", "--height", "32", "--width", "48", "--steps", "100000"],
+        stderr=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(__file__)))
+    seen = b""
+    while not re.search(rb"denoising: .* [1-9]\d*/100000", seen):  # steps are being done
+        chunk = proc.stderr.read1(4096)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=60)[1].decode(errors="replace")
+    assert proc.returncode == 128 + signum, err
+    assert time.monotonic() - sent < 20
+    name = signal.Signals(signum).name
+    assert f"interrupted by {name}: stopped after denoising step" in err, err
+    assert "Traceback" not in err, err
+    assert not os.listdir(tmp_path)  # no partial or temporary file
 
 
 # --------------------------------------------------------------------------------- library
