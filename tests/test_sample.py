@@ -149,7 +149,7 @@ def test_odd_reference_videos(assets, tmp_path, capsys):
     ("missing_camera", "camera_ref not found"),
     ("image_as_camera", "is a still image"),
     ("video_as_image", "is a video"),
-    ("corrupt_camera", "cannot read"),
+    ("corrupt_camera", "cannot read|truncated or corrupt"),
     ("frames", r"frames=6 must be 1 \+ 4k"),
     ("height", "height=40 must be a positive multiple of 16"),
     ("no_first_frame", "give an image"),

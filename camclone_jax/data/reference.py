@@ -112,6 +112,10 @@ def probe_video(path: str, what: str = "video") -> VideoInfo:
         if "matches no streams" in err or "does not contain any stream" in err:
             raise ReferenceError(f"{what} {path} has no video stream")
         raise ReferenceError(f"cannot read {what} {path}: {_reason(err)}")
+    broken = video.damage(err)
+    if broken is not None:
+        raise ReferenceError(f"{what} {path} is truncated or corrupt (ffmpeg: {broken}); "
+                             "re-encode or replace it")
     demuxer = re.search(r"Input #0, ([^ ]+), from", err)
     stream = re.search(r"Stream #0:\d+[^\n]*?: Video: ([^\s,]+)[^\n]*?, (\d+)x(\d+)", err)
     counts = re.findall(r"frame=\s*(\d+)", err)

@@ -37,6 +37,21 @@ def _last_line(text):
     return (causes or lines)[-1]
 
 
+# what ffmpeg prints while decoding a truncated or damaged file (it still exits 0 and hands
+# over the frames before the damage)
+DAMAGE_MARKERS = ("partial file", "corrupt input packet", "Packet corrupt", "Invalid NAL unit",
+                  "moov atom not found", "error while decoding", "Invalid data found")
+
+
+def damage(stderr: str) -> str | None:
+    """The first line of ffmpeg's decoding report that says the file is truncated or damaged,
+    or None. The one verdict every reader (training data, references, evaluation) applies."""
+    for line in stderr.splitlines():
+        if any(marker in line for marker in DAMAGE_MARKERS):
+            return re.sub(r"^\[[^\]]*\]\s*", "", line.strip())  # without "[h264 @ 0x..]"
+    return None
+
+
 def _check_frames(frames):
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -99,6 +114,9 @@ def read_video(path, max_frames=None, size=None, threads=0):
     out, err, code = _ffmpeg(args + ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
     if code != 0:
         raise ValueError(f"cannot decode video {path}: {_last_line(err)}")
+    broken = damage(err)
+    if broken is not None and max_frames is None:
+        raise ValueError(f"video {path} is truncated or corrupt (ffmpeg: {broken})")
     output_info = err.split("Output #0", 1)[-1]  # what ffmpeg sends us, after any auto-rotation
     size_match = re.search(r"Video: .*?, (\d+)x(\d+)[,\s]", output_info)
     fps = re.search(r"([\d.]+) fps", output_info) or re.search(r"([\d.]+) tbr", err)

@@ -115,11 +115,28 @@ def test_clear_errors_for_unusable_files(files, tmp_path):
     with pytest.raises(reference.ReferenceError, match="is a video .*expected a still image"):
         reference.load_image(files["landscape"], 32, 48)
     for name in ("corrupt", "text"):
-        with pytest.raises(reference.ReferenceError, match="cannot (read|decode)"):
+        with pytest.raises(reference.ReferenceError, match="cannot (read|decode)|truncated"):
             reference.load_reference_video(files[name], 5, 32, 48)
     with pytest.raises(reference.ReferenceError, match="is a directory"):
         reference.load_reference_video(str(tmp_path), 5, 32, 48)
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".mp4")]
+
+
+def test_a_truncated_mp4_gets_one_verdict_from_every_reader(files, tmp_path):
+    """The training side (video.read_video, data.prepare) and sampling (probe_video) both call
+    a cut-off file truncated, and --short loop does not paper over it."""
+    cut = str(tmp_path / "cut.mp4")
+    video.write_mp4(cut, np.random.default_rng(0).integers(0, 255, (33, 64, 96, 3), np.uint8),
+                    fps=16)
+    with open(cut, "rb") as f:
+        data = f.read()
+    with open(cut, "wb") as f:
+        f.write(data[:len(data) // 3])
+    with pytest.raises(ValueError, match=f"{cut} is truncated or corrupt"):
+        video.read_video(cut)
+    for short in ("error", "loop"):
+        with pytest.raises(reference.ReferenceError, match=f"{cut} is truncated or corrupt"):
+            reference.load_reference_video(cut, 5, 32, 48, short=short)
 
 
 def test_arrays(files):
