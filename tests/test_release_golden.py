@@ -362,11 +362,6 @@ def test_release_reads_the_first_frames_in_a_row():
     np.testing.assert_array_equal(reference.frame_indices(120, n, sampling="first"), np.arange(n))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "resizing differs from the release's: it decodes full-size RGB (imageio) and resizes with "
-    "PIL bilinear (antialiased), we scale inside ffmpeg's filter graph before the RGB "
-    "conversion (4:2:0 chroma, swscale bilinear): up to 27 / mean 5.3 uint8 steps on the "
-    "camera golden, 9 / 1.5 on the content, 6 / 1.0 on the image (issue 16)"))
 def test_reference_pixels_equal_the_release_loader():
     """Our reading of the same mp4 / png files == the release's loader (uint8, exactly)."""
     from camclone_jax.data import reference

@@ -23,9 +23,11 @@ A camera (or content) reference of any container, codec, frame rate, length and 
    shorter than the clip's duration) is an error unless ``short`` says otherwise: "loop" plays
    it again from the start (forwards each time), "pad" holds its last frame; "auto" (the
    sampler's default) is "pad" for "first" (the release repeats the last frame) and "error" otherwise.
-3. Size (``fit``), done by ffmpeg while decoding (bilinear):
-     "crop"     scale by max(height / h, width / w) and centre-crop: the public release's rule
-                and the training pipeline's (``video.resize_crop_filter``). It refuses (an
+3. Size (``fit``), done while decoding (bilinear):
+     "crop"     scale by max(height / h, width / w) and centre-crop: the public release's rule,
+                done as its loader does it (full-size RGB, PIL bilinear, then the crop:
+                ``resize_crop_like_release``; the training pipeline does the same geometry
+                in ffmpeg, ``video.resize_crop_filter``). It refuses (an
                 error naming ``fit``/``max_crop``) to discard more than ``max_crop`` (default
                 0.5) of the reference's height or width, e.g. a portrait phone video for a
                 landscape clip, rather than silently keep a thin slice of it.
@@ -49,6 +51,7 @@ import tempfile
 
 import imageio_ffmpeg
 import numpy as np
+from PIL import Image
 
 from camclone_jax.data import video
 
@@ -214,16 +217,33 @@ def fit_filter(height: int, width: int, fit: str = "crop") -> str:
 
 
 # ----------------------------------------------------------------------------------- decoding
+def resize_crop_like_release(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [h, w, 3] -> [height, width, 3] as the public release's loader does: scale by
+    s = max(width / w, height / h) to (round(w s), round(h s)) with PIL's bilinear filter (on
+    full-size RGB), then a centre crop at round((size - target) / 2)."""
+    h, w = frame.shape[:2]
+    s = max(width / w, height / h)
+    w2, h2 = round(w * s), round(h * s)
+    image = np.asarray(Image.fromarray(frame).resize((w2, h2), Image.BILINEAR))  # [h2, w2, 3]
+    y0, x0 = int(round((h2 - height) / 2)), int(round((w2 - width) / 2))
+    return image[y0:y0 + height, x0:x0 + width]
+
+
 def decode_selected(path: str, indices, height: int, width: int, fit: str = "crop",
-                    what: str = "video") -> np.ndarray:
-    """Streams ``path`` through ffmpeg at height x width and keeps the frames at ``indices``
-    (any order, repeats allowed) -> uint8 [len(indices), height, width, 3]."""
+                    what: str = "video", src_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Streams ``path`` through ffmpeg and keeps the frames at ``indices`` (any order, repeats
+    allowed) -> uint8 [len(indices), height, width, 3]. ``fit="crop"`` with the source's
+    (display) size ``src_hw`` decodes full-size RGB and resizes each kept frame as the release
+    does (``resize_crop_like_release``); otherwise ffmpeg's filter resizes."""
     indices = np.asarray(indices, np.int64)
     wanted = set(int(i) for i in indices)
     last = max(wanted)
-    frame_bytes = height * width * 3
+    release = fit == "crop" and src_hw is not None
+    out_h, out_w = src_hw if release else (height, width)
+    frame_bytes = out_h * out_w * 3
+    vf = ["-vf", "format=rgb24"] if release else ["-vf", fit_filter(height, width, fit)]
     cmd = [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", path,
-           "-map", "0:v:0", "-fps_mode", "passthrough", "-vf", fit_filter(height, width, fit),
+           "-map", "0:v:0", "-fps_mode", "passthrough", *vf,
            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     kept: dict[int, np.ndarray] = {}
     with tempfile.TemporaryFile() as errfile:
@@ -235,7 +255,9 @@ def decode_selected(path: str, indices, height: int, width: int, fit: str = "cro
                 if len(buf) < frame_bytes:
                     break
                 if n in wanted:
-                    kept[n] = np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+                    frame = np.frombuffer(buf, np.uint8).reshape(out_h, out_w, 3)
+                    kept[n] = (resize_crop_like_release(frame, height, width) if release
+                               else frame)  # [height, width, 3]
                 n += 1
         finally:
             proc.stdout.close()
@@ -279,7 +301,7 @@ def load_reference_video(source, num_frames: int, height: int, width: int, *,
     idx = frame_indices(info.frames, num_frames, sampling=sampling, src_fps=info.fps, fps=fps,
                         short=short, what=f"{what} {path}")
     check_fit((info.height, info.width), height, width, fit, max_crop, f"{what} {path}")
-    return decode_selected(path, idx, height, width, fit, what)
+    return decode_selected(path, idx, height, width, fit, what, (info.height, info.width))
 
 
 def load_image(source, height: int, width: int, *, fit: str = "crop",
@@ -294,7 +316,8 @@ def load_image(source, height: int, width: int, *, fit: str = "crop",
                              "expected a still image (png, jpg, webp, ...); a content video goes "
                              "to --content_ref, or extract one frame")
     check_fit((info.height, info.width), height, width, fit, max_crop, f"{what} {path}")
-    return decode_selected(path, [0], height, width, fit, what)[0]  # [height, width, 3]
+    return decode_selected(path, [0], height, width, fit, what,
+                           (info.height, info.width))[0]  # [height, width, 3]
 
 
 def _check_array(x: np.ndarray, ndim: int, height: int, width: int, what: str) -> np.ndarray:
