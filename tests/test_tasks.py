@@ -107,3 +107,26 @@ def test_only_the_contract_builds_first_frame_conditions():
             if isinstance(node, ast.Name) and node.id == "black":
                 offenders.append(f"{rel}:{node.lineno}: a black conditioning frame")
     assert not offenders, "conditioning built outside camclone_jax.tasks:\n" + "\n".join(offenders)
+
+
+def test_training_clip_tokens_follow_the_rule(tmp_path):
+    """train_data.ImageEncoder: V2V examples get their own (the target's) first frame's CLIP
+    tokens under the release's rule, a black frame's under "none"."""
+    from camclone_jax.convert.encoders import save_clip
+    from camclone_jax.models import clip
+    from camclone_jax.train_data import ImageEncoder
+    cfg = clip.CLIPVisionConfig(dim=16, num_heads=2, mlp_dim=32, num_layers=2, image_size=14,
+                                patch_size=7)
+    save_clip(str(tmp_path / "clip"), cfg, clip.init_clip_params(cfg, 0))
+    first = np.random.default_rng(0).integers(1, 255, (2, 14, 14, 3)).astype(np.uint8)
+    batch = {"first_frame": first, "task": np.array([tasks.I2V, tasks.V2V])}
+    release = ImageEncoder(str(tmp_path / "clip"))(batch)["image_embeds"]  # [2, 5, 16]
+    none = ImageEncoder(str(tmp_path / "clip"), "none")(batch)["image_embeds"]
+    alone = ImageEncoder(str(tmp_path / "clip"))({"first_frame": first[1:], "task": np.array(
+        [tasks.I2V])})["image_embeds"]
+    np.testing.assert_allclose(release[1], alone[0], atol=1e-5)  # V2V: its own first frame
+    np.testing.assert_allclose(none[0], release[0], atol=1e-6)
+    black = ImageEncoder(str(tmp_path / "clip"))({"first_frame": np.zeros_like(first[:1]),
+                                                  "task": np.array([tasks.I2V])})["image_embeds"]
+    np.testing.assert_allclose(none[1], black[0], atol=1e-5)  # "none": a black frame
+    assert not np.allclose(none[1], release[1])
