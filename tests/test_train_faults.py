@@ -12,10 +12,13 @@ import sys
 import tempfile
 import time
 
+import grain
 import pytest
 
 from camclone_jax import checkpoint as ckpt_lib
 from camclone_jax import train, workdir_lock
+from camclone_jax.data import records as records_lib
+from tests.data.conftest import corrupt_copy
 from tests.test_train import REPO, records, tiny_config  # noqa: F401 (fixture)
 
 TINY = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_heads": 2,
@@ -148,3 +151,18 @@ def test_a_save_without_space_or_permission_is_refused_before_it_starts(records,
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     with pytest.raises(ckpt_lib.CheckpointSaveError, match="not writable .*Read-only file system"):
         train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))
+
+
+# ------------------------------------------------------------------------------ data
+def test_a_corrupt_record_chunk_is_skipped_counted_and_the_run_finishes(records, tmp_path):
+    files = [os.path.join(records, f) for f in sorted(os.listdir(records))]
+    n = sum(records_lib.num_records(f) for f in files)
+    first = int(grain.MapDataset.range(n).shuffle(seed=0)[0])  # the run's first example (seed 0)
+    data = corrupt_copy(records, str(tmp_path / "data"), {first})
+    out = run_cli(tmp_path / "run", data, total_steps=2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    name = os.path.basename(files[0])
+    assert f"skipping bad example (record {first}): unreadable record at {name}, record {first}" \
+        in out.stderr and "chunk data hash mismatch" in out.stderr
+    assert "skipped 1 bad example(s) (1 so far on this host)" in out.stderr
+    assert json.loads(out.stdout[out.stdout.index("{"):])["status"] == "done"

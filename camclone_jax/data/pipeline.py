@@ -31,8 +31,10 @@ Bad data: a corrupt record, an unreadable or too-short video is logged (with its
 reason), counted in `TripletLoader.bad_records` and skipped; once more than
 `max_bad_records` are skipped the loader raises `BadDataError`. (With a finite num_epochs,
 bad examples after a worker's last good one are logged but cannot reach the count: the count
-travels with the good examples.) A corrupt ArrayRecord file
-is an error when the loader is built. Worker errors propagate; nothing waits forever.
+travels with the good examples.) So is a record that cannot be read at all (a corrupt
+ArrayRecord chunk, in our files or a TFDS source): the warning names its file and position
+(`guarded_source.py`), and every other example keeps its place in the order. A corrupt or
+truncated ArrayRecord file (its index unreadable) is an error when the loader is built. Worker errors propagate; nothing waits forever.
 
 Checkpointing: `TripletLoader.get_state()` / `set_state()` exchange JSON bytes (grain's
 iterator state plus the bad-record count), so `grain.checkpoint.CheckpointSave(loader)` saves
@@ -48,6 +50,7 @@ import grain
 import numpy as np
 
 from camclone_jax.data import records
+from camclone_jax.data.guarded_source import GuardedSource, tfds_files, unreadable_example
 from camclone_jax.data.transforms import BAD_KEY, ClipConfig, TripletTransform
 
 log = logging.getLogger(__name__)
@@ -109,11 +112,27 @@ def _host(cfg):
 
 def make_source(source):
     """A random-access source: ArrayRecord files (folder/glob/list) or a data source object
-    (e.g. `tfds.data_source(...)`: anything with __len__ and __getitem__)."""
+    (e.g. `tfds.data_source(...)`: anything with __len__ and __getitem__), guarded: a record
+    that cannot be read (a corrupt chunk) comes back as a marker naming its file and position,
+    and becomes a bad example (`guarded_source`)."""
     if not isinstance(source, (str, list, tuple)) and hasattr(source, "__getitem__") \
             and hasattr(source, "__len__"):
-        return source
-    return grain.sources.ArrayRecordDataSource(record_files(source))
+        return GuardedSource(source, tfds_files(source))
+    files = record_files(source)
+    return GuardedSource(grain.sources.ArrayRecordDataSource(files),
+                         [(f, 0, records.num_records(f)) for f in files])
+
+
+class _GuardedTransform(TripletTransform):
+    """`TripletTransform` that turns an unreadable record's marker into a bad example (its
+    random stream is its position's, so the other examples' draws do not change)."""
+
+    def random_map(self, element, rng):
+        index, raw = element
+        bad = unreadable_example(int(index), raw)
+        return bad if bad is not None else super().random_map(element, rng)
+
+    __call__ = random_map
 
 
 class _SkipBadIterator(grain.DatasetIterator):
@@ -198,7 +217,7 @@ def make_dataset(source, cfg, skip_batches=0):
     if cfg.shuffle:
         ds = ds.shuffle(seed=cfg.seed)
     ds = ds.repeat(cfg.num_epochs)
-    ds = ds.random_map(TripletTransform(cfg.clip), seed=cfg.seed)
+    ds = ds.random_map(_GuardedTransform(cfg.clip), seed=cfg.seed)
     ds = _HostSlice(ds, cfg.batch_size, index, count)[skip_batches * cfg.batch_size:]
     read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
     it = _SkipBadDataset(ds.to_iter_dataset(read), cfg.max_bad_records)

@@ -244,12 +244,31 @@ def num_records(path):
         reader.close()
 
 
-def read_records(path, chunk=64):
-    """Yields the record bytes of an ArrayRecord file in order."""
+def read_records(path, chunk=64, on_error=None):
+    """Yields the record bytes of an ArrayRecord file in order.
+
+    A record that cannot be read (a corrupt chunk: "chunk data hash mismatch") raises a
+    RuntimeError naming the file and the record; with ``on_error(index, message)`` it is
+    reported there and skipped instead, and the records around it are still read."""
     reader = _open_reader(path)
     try:
         n = reader.num_records()
         for start in range(0, n, chunk):
-            yield from reader.read(start, min(start + chunk, n))
+            stop = min(start + chunk, n)
+            try:
+                yield from reader.read(start, stop)
+                continue
+            except RuntimeError:
+                pass  # find the unreadable record(s) of this chunk one by one
+            for i in range(start, stop):
+                try:
+                    (rec,) = reader.read([i])
+                except RuntimeError as e:
+                    message = f"unreadable record {i} of {path}: {' '.join(str(e).split())}"
+                    if on_error is None:
+                        raise RuntimeError(message) from None
+                    on_error(i, message)
+                    continue
+                yield rec
     finally:
         reader.close()

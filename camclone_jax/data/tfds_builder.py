@@ -12,7 +12,8 @@
 The source is a `CamCloneDataset.csv` (rows converted as `prepare.py` does: bad rows are
 rejected with a logged reason and listed in the dataset description's metadata count) or a
 folder of triplet ArrayRecord files (e.g. the synthetic generator's DIR/records or prepare's
-OUT). Features are Tensor/Text only, so no TensorFlow is needed to build or read it:
+OUT; a record that cannot be read, a corrupt chunk, is logged with its file and position and
+skipped, the others keep their FILE:INDEX keys). Features are Tensor/Text only, so no TensorFlow is needed to build or read it:
   record      bytes (a scalar object Tensor): the triplet record of records.py, mp4 or latent
   caption     Text
   kind        Text ("mp4" or "latent")
@@ -85,8 +86,7 @@ class CamcloneTriplets(tfds.core.GeneratorBasedBuilder):
         if path.endswith(".csv"):
             raws = _csv_records(path, self.builder_config.min_frames)
         else:
-            raws = ((f"{os.path.basename(f)}:{i}", raw)
-                    for f in _record_files(path) for i, raw in enumerate(records.read_records(f)))
+            raws = _folder_records(path)
         for key, raw in raws:
             rec = records.decode_triplet(raw)  # a corrupt record stops the build, naming it
             yield key, {"record": raw, "caption": rec["caption"], "kind": rec["kind"],
@@ -99,6 +99,29 @@ def _record_files(folder):
     if not files:
         raise FileNotFoundError(f"no .array_record files in {folder}")
     return files
+
+
+def _folder_records(folder):
+    """(key, record bytes) per readable record of the folder's files, keyed FILE:INDEX; an
+    unreadable one (a corrupt chunk) is logged with its file and position and skipped, so the
+    keys, and the order, of all the others are kept."""
+    skipped = []
+    for f in _record_files(folder):
+        name, bad = os.path.basename(f), set()
+
+        def report(index, message, bad=bad):
+            bad.add(index)
+            skipped.append(message)
+            log.warning("camclone_triplets: skipping %s", message)
+
+        i = 0
+        for raw in records.read_records(f, on_error=report):  # reports come before later records
+            while i in bad:
+                i += 1
+            yield f"{name}:{i}", raw
+            i += 1
+    if skipped:
+        log.warning("camclone_triplets: %d unreadable record(s) skipped in %s", len(skipped), folder)
 
 
 def _csv_records(csv_path, min_frames):

@@ -50,3 +50,38 @@ def latent_dir(tmp_path_factory):
         records.write_records(os.path.join(out, f"latents-{s:05d}-of-00002.array_record"),
                               [records.encode_triplet(latent_record(i)) for i in range(s * 100, s * 100 + 100)])
     return out
+
+
+def corrupt_copy(src_dir, out_dir, bad):
+    """Copies the ArrayRecord files of ``src_dir`` to ``out_dir`` (uncompressed, one record per
+    chunk) with bytes flipped inside the records of global index in ``bad``: their chunks fail
+    the hash check when read, while each file's index still opens (as bytes rotting on disk)."""
+    os.makedirs(out_dir, exist_ok=True)
+    index = 0
+    for name in sorted(f for f in os.listdir(src_dir) if ".array_record" in f):  # tfds: -00000-of-
+        raws = list(records.read_records(os.path.join(src_dir, name)))
+        path = os.path.join(out_dir, name)
+        records.write_records(path, raws, options="group_size:1,uncompressed")
+        data = bytearray(open(path, "rb").read())
+        at = 0
+        for i, raw in enumerate(raws, start=index):
+            # uncompressed records lie verbatim and in order (but for riegeli's block headers);
+            # triplets share videos, so find each record's start after the previous record
+            at = _find(data, raw, 0, at)
+            if i in bad:
+                mid = _find(data, raw, len(raw) // 2, at)  # inside record i
+                data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+            at += len(raw) // 2
+        open(path, "wb").write(bytes(data))
+        index += len(raws)
+    return out_dir
+
+
+def _find(data, raw, offset, start):
+    """Where raw[offset:] lies in ``data`` from ``start`` on (a piece that a block header does
+    not cut: one of three tried)."""
+    for o in (offset, offset + 100, offset + 200):
+        at = data.find(raw[o:o + 32], start)
+        if at >= 0:
+            return at
+    raise ValueError("record not found in the file")

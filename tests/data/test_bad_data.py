@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from camclone_jax.data import pipeline, records, transforms, video
-from tests.data.conftest import CLIP
+from tests.data.conftest import CLIP, corrupt_copy
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,23 @@ def test_corrupt_or_truncated_file_is_refused(mixed_file, tmp_path):
         pipeline.make_loader(str(tmp_path / "cut.array_record"), _cfg())
     with pytest.raises(FileNotFoundError, match="no ArrayRecord files"):
         pipeline.make_loader(str(tmp_path / "empty_dir_*"), _cfg())
+
+
+def test_a_corrupt_chunk_is_skipped_in_place_naming_file_and_position(prepared_dir, tmp_path,
+                                                                      caplog):
+    src = os.path.join(prepared_dir, "triplets-00000-of-00003.array_record")
+    os.makedirs(tmp_path / "clean")
+    records.write_records(str(tmp_path / "clean" / "a.array_record"),
+                          list(records.read_records(src))[:12])
+    bad = corrupt_copy(str(tmp_path / "clean"), str(tmp_path / "bad"), {5})
+    with pytest.raises(RuntimeError, match=r"unreadable record 5 of .*a\.array_record"):
+        list(records.read_records(os.path.join(bad, "a.array_record")))
+    cfg = _cfg(batch_size=2, shuffle=True, max_bad_records=1)
+    clean = np.concatenate([b["index"] for b in pipeline.make_loader(str(tmp_path / "clean"), cfg)])
+    with caplog.at_level(logging.WARNING, logger="camclone_jax.data.pipeline"):
+        loader = pipeline.make_loader(bad, cfg)
+        got = [b for b in loader]
+    assert 5 in clean and loader.bad_records == 1
+    want = [i for i in clean if i != 5]  # every other example in its place (one batch shifts)
+    assert np.concatenate([b["index"] for b in got]).tolist() == want[:len(want) // 2 * 2]
+    assert "a.array_record, record 5" in caplog.text and "chunk data hash mismatch" in caplog.text

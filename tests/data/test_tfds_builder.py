@@ -1,11 +1,13 @@
 """The camclone_triplets TFDS builder: built from records or a CSV, read into the Grain pipeline."""
 import csv
+import logging
 import os
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from camclone_jax.data import pipeline, prepare, records, tfds_builder, transforms
-from tests.data.conftest import CLIP
+from tests.data.conftest import CLIP, corrupt_copy
 
 
 def test_builder_from_records_round_trip(synthetic_dir, tmp_path):
@@ -44,3 +46,26 @@ def test_builder_from_csv_rejects_bad_rows(synthetic_dir, tmp_path, caplog):
     caps = sorted(records.decode_triplet(source[i]["record"])["caption"] for i in range(2))
     assert caps == sorted(r["caption"] for r in rows[:2])
     assert [source[i]["kind"] for i in range(2)] == [b"mp4", b"mp4"]
+
+
+def test_unreadable_records_are_skipped_by_the_builder_and_the_source(synthetic_dir, tmp_path,
+                                                                      caplog):
+    bad = corrupt_copy(os.path.join(synthetic_dir, "records"), str(tmp_path / "bad"), {3})
+    builder = tfds_builder.CamcloneTriplets(data_dir=str(tmp_path / "tfds"),
+                                            config=tfds_builder.source_config(bad))
+    with caplog.at_level(logging.WARNING):
+        builder.download_and_prepare()
+    assert "skipping unreadable record 3 of" in caplog.text and "hash mismatch" in caplog.text
+    assert len(builder.as_data_source()["train"]) == 119  # the others, under their own keys
+    # the built dataset's own file rots: the Grain loader skips the record, naming the file
+    corrupt_copy(builder.data_dir, builder.data_dir, {7})
+    shard = next(f for f in os.listdir(builder.data_dir) if ".array_record" in f)
+    cfg = pipeline.PipelineConfig(clip=transforms.ClipConfig(**CLIP), batch_size=4, num_epochs=1,
+                                  num_workers=0, process_index=0, process_count=1,
+                                  shuffle=False, max_bad_records=1)
+    loader = pipeline.make_loader(builder.as_data_source()["train"], cfg)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="camclone_jax.data.pipeline"):
+        got = [b["index"] for _, b in zip(range(3), loader)]
+    assert 7 not in np.concatenate(got) and loader.bad_records == 1
+    assert f"{shard}, record 7" in caplog.text
