@@ -88,6 +88,7 @@ def main(argv=None) -> int:
         from camclone_jax.models.params import count_params
 
         n = count_params(params)
+        _warn_nonfinite(args.src, params)
         if args.command == "import":
             save(args.out, config, params, source=os.path.abspath(args.src), overwrite=args.overwrite)
             print(f"imported {kind} ({n:,} params) from {args.src} -> {args.out}")
@@ -106,7 +107,20 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only or full --out, an unreadable --src: nothing is left at --out
+        where = e.filename or getattr(args, "out", None) or args.src
+        print(f"error: {args.command} failed at {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _warn_nonfinite(src: str, params):
+    """Warns (stderr) when the weights read from ``src`` hold NaN or inf."""
+    bad = io.nonfinite_params(params)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        print(f"warning: {src}: {len(bad)} weight array(s) hold NaN or inf: "
+              f"{', '.join(bad[:5])}{more}", file=sys.stderr)
 
 
 def _as_dict(config) -> dict:

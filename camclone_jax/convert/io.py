@@ -56,19 +56,42 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
         header = json.loads(raw[8:8 + header_len])
     except ValueError as e:
         raise WeightFileError(f"{path}: unreadable safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise WeightFileError(f"{path}: the safetensors header is a JSON {type(header).__name__}, "
+                              "not a map of tensor names")
     body = memoryview(raw)[8 + header_len:]
     out = {}
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        if info["dtype"] not in _ST_DTYPES:
-            raise WeightFileError(f"{path}: tensor {key!r} has unsupported dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        if end > len(body):
-            raise WeightFileError(f"{path}: tensor {key!r} runs past the end of the file (truncated?)")
-        dtype = np.dtype(_ST_DTYPES[info["dtype"]])
-        out[key] = np.frombuffer(body[start:end], dtype=dtype).reshape(info["shape"]).copy()
+        start, end, shape, dtype = _tensor_entry(path, key, info, len(body))
+        out[key] = np.frombuffer(body[start:end], dtype=dtype).reshape(shape).copy()
     return out
+
+
+def _tensor_entry(path: str, key: str, info, body_size: int):
+    """(start, end, shape, dtype) of one header entry, checked against the file's bytes."""
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise WeightFileError(f"{path}: tensor {key!r} lacks dtype, shape or data_offsets in "
+                              "the safetensors header")
+    if info["dtype"] not in _ST_DTYPES:
+        raise WeightFileError(f"{path}: tensor {key!r} has unsupported dtype {info['dtype']}")
+    shape, offsets = info["shape"], info["data_offsets"]
+    ints = lambda v: isinstance(v, list) and all(  # noqa: E731
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+    if not ints(shape) or not ints(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
+        raise WeightFileError(f"{path}: tensor {key!r} has a malformed shape {shape!r} or "
+                              f"data_offsets {offsets!r} in the safetensors header")
+    start, end = offsets
+    if end > body_size:
+        raise WeightFileError(f"{path}: tensor {key!r} runs past the end of the file (truncated?)")
+    dtype = np.dtype(_ST_DTYPES[info["dtype"]])
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if end - start != need:
+        raise WeightFileError(f"{path}: tensor {key!r}: the header's byte range [{start}, {end}) "
+                              f"holds {end - start} bytes, its shape {shape} of {info['dtype']} "
+                              f"needs {need}")
+    return start, end, shape, dtype
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: dict | None = None):
@@ -199,6 +222,18 @@ def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tup
         problems.append(f"mis-shaped keys ({len(misshaped)}): {misshaped[:20]}")
     if problems:
         raise WeightFileError(f"{what} does not match the model config:\n  " + "\n  ".join(problems))
+
+
+def nonfinite_params(params: Mapping) -> list[str]:
+    """Paths of the floating-point arrays of ``params`` that hold NaN or inf."""
+    bad = []
+    for key, value in flatten_params(params).items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "iub" or arr.dtype == object:
+            continue
+        if not np.all(np.isfinite(arr.astype(np.float32))):
+            bad.append(key)
+    return bad
 
 
 def flatten_params(params: Mapping, sep: str = "/") -> dict[str, Any]:

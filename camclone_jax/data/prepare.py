@@ -23,6 +23,7 @@ import argparse
 import concurrent.futures
 import csv
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -53,13 +54,22 @@ def shard_name(shard, num_shards, ext):
 
 
 def read_csv(path):
-    """Rows of a CamCloneDataset.csv as dicts; raises ValueError if a column is missing."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} lacks the column(s) {missing}; expected {list(CSV_COLUMNS)}")
-        return list(reader)
+    """Rows of a CamCloneDataset.csv as dicts; raises ValueError if a column is missing or the
+    file is not UTF-8 text."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}, "
+                         "e.g. a latin-1 file): save it as UTF-8, e.g. with `iconv -f latin1 "
+                         "-t utf-8`") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}; expected {list(CSV_COLUMNS)}")
+    return list(reader)
 
 
 def _probe(path, cache):
@@ -234,7 +244,8 @@ def main(argv=None):
         report = prepare(a.csv, a.out, a.num_shards, a.workers, a.frames, a.min_frames,
                          a.max_shards, progress=True)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"{a.out}: {report['records_written']} records in {report['shards_done']}/{a.num_shards} "
           f"shards, {report['rows_rejected']} rows rejected {report['rejected_by_reason']}"
           + ("" if report["complete"] else " (incomplete: rerun to resume)"))

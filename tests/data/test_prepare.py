@@ -83,3 +83,15 @@ def test_interrupted_conversion_resumes_to_the_same_records(tmp_path, synthetic_
     assert not [f for f in os.listdir(part_dir) if f.endswith(".tmp")]
     with pytest.raises(ValueError, match="num_shards"):
         prepare.prepare(csv_path, part_dir, num_shards=5, frames=9)
+
+
+def test_a_latin1_csv_is_status_2_naming_the_file_and_line(tmp_path, capsys):
+    path = tmp_path / "CamCloneDataset.csv"
+    header = ",".join(prepare.CSV_COLUMNS)
+    path.write_bytes(f"{header}\na.mp4,un caf\xe9 filmé,b.mp4,c.mp4\n".encode("latin-1"))
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--csv", str(path), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {path} is not UTF-8 text (byte 0xe9 on line 2" in err
+    assert not os.path.exists(tmp_path / "out" / "report.json")
