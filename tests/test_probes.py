@@ -1,0 +1,58 @@
+"""The reference-reading probes (benchmarks/shift_probe.py, copy_probe.py) at a tiny size: the
+shift task's data is what it says, and a one-step run reports both reference-use gaps. Compiling
+the DiT's training step dominates the time (a few seconds on an idle core)."""
+
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+
+import copy_probe  # noqa: E402
+import shift_probe  # noqa: E402
+
+TINY = ["--steps", "1", "--log_every", "1", "--batch", "2", "--probe_batch", "2",
+        "--frames", "2", "--height", "4", "--width", "4", "--patch", "2", "--dim", "32",
+        "--head_dim", "16", "--layers", "1"]
+
+
+def test_translation_is_exact_for_whole_pixels():
+    spec = shift_probe.smooth_spectra(jax.random.key(0), 1, 8, 12, blur=1.0)  # [1, 8, 12, 3]
+    shifts = jnp.array([[[0.0, 0.0], [2.0, -3.0]]])  # [1, 2 frames, (dy, dx)]
+    frames = np.asarray(shift_probe.translated(spec, shifts))  # [1, 2, 8, 12, 3]
+    np.testing.assert_allclose(frames[0, 1], np.roll(frames[0, 0], (2, -3), (0, 1)), atol=1e-5)
+    np.testing.assert_allclose(frames[0, 0].std(), 1.0, rtol=1e-4)
+
+
+def test_shift_batch_moves_content_as_the_camera_reference():
+    _, with_velocity = shift_probe.make_task(s2d=2, max_speed=1.5, blur=1.0)
+    shape = (3, 4, 4, 6, 12)
+    target, cam, content, vel = with_velocity(jax.random.key(1), shape)
+    assert target.shape == cam.shape == content.shape == shape and vel.shape == (3, 2)
+    np.testing.assert_array_equal(content[:, 1:], jnp.broadcast_to(content[:, :1], (3, 3, 4, 6, 12)))
+    np.testing.assert_allclose(target[:, 0], content[:, 0])
+    assert float(jnp.abs(target[:, 1] - target[:, 0]).mean()) > 0.05  # it moves
+
+
+def test_shift_probe_reports_both_gaps(tmp_path):
+    out = tmp_path / "shift.jsonl"
+    records = shift_probe.main(TINY + ["--channels", "12", "--s2d", "2", "--out", str(out)])
+    assert [r["step"] for r in records] == [0, 1]
+    for r in records:
+        assert set(r["gap"]) == {"no_camera", "no_content"}
+        assert set(r["err"]) == {"with_refs", "no_camera", "no_content"}
+        assert all(np.isfinite(v) for v in r["err"].values())
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0]["header"]["tokens_per_segment"] == 8 and lines[0]["header"]["heads"] == 2
+    assert lines[1:] == json.loads(json.dumps(records))
+
+
+def test_copy_probe_batch_is_its_own_content_reference():
+    target, cam, content = copy_probe.make_batch(jax.random.key(0), (2, 2, 4, 4, 8))
+    assert target.shape == (2, 2, 4, 4, 8) and not cam.any()
+    np.testing.assert_array_equal(target, content)
