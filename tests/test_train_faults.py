@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import grain
+import numpy as np
 import pytest
 
 from camclone_jax import checkpoint as ckpt_lib
@@ -65,19 +66,17 @@ def test_a_second_trainer_on_a_locked_workdir_exits_2_naming_the_holder(records,
         first.wait()
 
 
-def test_a_stale_lock_is_taken_over_and_released_at_the_end(records, tmp_path, caplog):
+def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     write_lock(tmp_path, int(dead.stdout))  # a job killed with -9: its lock stayed
-    result = train.train_and_evaluate(tiny_config(records, 2), str(tmp_path))
-    assert result["status"] == "done" and result["step"] == 2
-    assert "stale lock" in caplog.text and dead.stdout.strip() in caplog.text
-    assert not os.path.exists(tmp_path / workdir_lock.LOCK_FILE)
-    # a lock of this very process is live: a second job in it is refused
-    with workdir_lock.WorkdirLock(str(tmp_path)):
+    with workdir_lock.WorkdirLock(str(tmp_path)) as lock:
+        assert "stale lock" in caplog.text and dead.stdout.strip() in caplog.text
+        assert lock.holder()["pid"] == os.getpid()
         with pytest.raises(workdir_lock.WorkdirLockedError, match=f"pid {os.getpid()} "):
-            train.train_and_evaluate(tiny_config(records, 2), str(tmp_path))
-    assert not os.path.exists(tmp_path / workdir_lock.LOCK_FILE)
+            workdir_lock.WorkdirLock(str(tmp_path)).acquire()  # this process is alive
+    assert not os.path.exists(tmp_path / workdir_lock.LOCK_FILE)  # released
+    # (the train CLI takes a stale lock over in test_a_corrupt_record_chunk_... below)
 
 
 # ------------------------------------------------------------------------------ restore
@@ -97,11 +96,10 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(records, tmp_pa
     # a missing _METADATA is a damaged checkpoint too; with none intact: one line, status 2
     for step in [n for n in os.listdir(ckpts) if n.isdigit()]:  # 4 and 6 (keep 2)
         os.remove(ckpts / step / "state" / "_METADATA")
-    out = run_cli(tmp_path, records, total_steps=8)
-    assert out.returncode == 2, out.stderr[-3000:]
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: no intact checkpoint in") and "_METADATA is missing" in last
-    assert "changed model" not in out.stderr and "Traceback" not in out.stderr
+    with pytest.raises(ckpt_lib.CheckpointError, match=r"^no intact checkpoint in .*step 6: "
+                       r"state/_METADATA is missing.*step 4: state/_METADATA") as e:
+        train.train_and_evaluate(tiny_config(records, 8), str(tmp_path))
+    assert "changed model" not in str(e.value)  # the CLI prints it as one line, exit status 2
 
 
 # ------------------------------------------------------------------------------ saving
@@ -133,24 +131,31 @@ def test_a_failed_save_stops_the_run_at_once_with_the_last_good_checkpoint(recor
     assert sorted(n for n in os.listdir(ckpts) if n.isdigit()) == ["2"]
 
 
-def test_a_save_without_space_or_permission_is_refused_before_it_starts(records, tmp_path,
+def test_a_save_without_space_or_permission_is_refused_before_it_starts(tmp_path,
                                                                        monkeypatch):
+    state = {"params": {"w": np.ones((256, 256), np.float32)}, "ema": None}  # 0.25 MiB
+    ckpts = ckpt_lib.Checkpointer(str(tmp_path / "ckpt"), save_every=1, keep=2)
+    assert ckpts.save(1, state)
+    ckpts.wait()
     real = shutil.disk_usage
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
-    with pytest.raises(ckpt_lib.CheckpointSaveError, match=r"step 2 .* failed: no space: 0\.0 "
-                       r"MiB free.*last good checkpoint is none"):
-        train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
+    with pytest.raises(ckpt_lib.CheckpointSaveError, match=r"step 2 to .* failed: no space: 0\.1 "
+                       r"MiB free on its disk, the checkpoint needs about 0\.2 MiB.*last good "
+                       r"checkpoint is step 1"):
+        ckpts.save(2, state)
     monkeypatch.undo()
     mkstemp = tempfile.mkstemp
 
-    def read_only(*args, dir=None, **kwargs):  # checkpoints/ became read-only (root ignores chmod)
-        if str(dir).endswith("checkpoints"):
+    def read_only(*args, dir=None, **kwargs):  # the folder became read-only (root ignores chmod)
+        if str(dir).endswith("ckpt"):
             raise OSError(errno.EROFS, "Read-only file system")
         return mkstemp(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     with pytest.raises(ckpt_lib.CheckpointSaveError, match="not writable .*Read-only file system"):
-        train.train_and_evaluate(tiny_config(records, 4), str(tmp_path))
+        ckpts.save(3, state)
+    ckpts.close()
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["1"]
 
 
 # ------------------------------------------------------------------------------ data
@@ -159,8 +164,13 @@ def test_a_corrupt_record_chunk_is_skipped_counted_and_the_run_finishes(records,
     n = sum(records_lib.num_records(f) for f in files)
     first = int(grain.MapDataset.range(n).shuffle(seed=0)[0])  # the run's first example (seed 0)
     data = corrupt_copy(records, str(tmp_path / "data"), {first})
-    out = run_cli(tmp_path / "run", data, total_steps=2)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    write_lock(tmp_path / "run", int(dead.stdout))  # and a stale lock from a killed job
+    out = run_cli(tmp_path / "run", data, total_steps=1)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "taking over the stale lock" in out.stderr
+    assert not os.path.exists(tmp_path / "run" / workdir_lock.LOCK_FILE)  # released at the end
     name = os.path.basename(files[0])
     assert f"skipping bad example (record {first}): unreadable record at {name}, record {first}" \
         in out.stderr and "chunk data hash mismatch" in out.stderr
