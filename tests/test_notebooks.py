@@ -23,7 +23,8 @@ FRAMES, HEIGHT, WIDTH = 9, 32, 48  # the notebooks' smoke-test sizes
 def kernel_env(**extra) -> dict:
     """The kernel's environment: this checkout importable, CPU, no fake test devices."""
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # conftest's 8 fake devices are for the sharding tests
+    # conftest's 8 fake devices are for the sharding tests; its quicker CPU compiles apply
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["CAMCLONE_NOTEBOOK_SMOKE"] = "1"

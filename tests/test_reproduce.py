@@ -1,6 +1,7 @@
 """benchmarks/reproduce_eval.py, the reproduction's evaluation, on a tiny trained model: every
 model folder sampled I2V and V2V, scored against the true poses next to the baselines."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -30,7 +31,7 @@ def split(tmp_path_factory):
     return out
 
 
-def test_reproduce_eval_scores_every_model_and_baseline(split, tmp_path):
+def test_reproduce_eval_scores_every_model_and_baseline(split, tmp_path, monkeypatch):
     run = tmp_path / "run"
     config = tiny_config(os.path.join(split, "records"), 2)
     config.data.update(height=48, width=80)
@@ -38,6 +39,11 @@ def test_reproduce_eval_scores_every_model_and_baseline(split, tmp_path):
     os.makedirs(run / "nocam")
     os.symlink(run / "camclone" / "export", run / "nocam" / "export")  # sampled camera-less
     script = load_script()
+    score = script.score  # I3D features (FVD) of 32 x 32 clips, pooled, as tests/eval's: not
+    # the standard 224 x 224 logits, 6 s of CPU per video and the test's main cost otherwise
+    monkeypatch.setattr(script, "score", lambda folder, poses, options, name: score(
+        folder, poses, dataclasses.replace(options, i3d_endpoint="pool", i3d_size=32,
+                                           i3d_frames=8), name))
     rows = script.main(["--run", str(run), "--split", split, "--max_triplets", "2",
                         "--steps", "2"])
     got = {(r["model"], r["task"]) for r in rows}
