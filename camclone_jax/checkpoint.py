@@ -22,6 +22,7 @@ and moved to <step>.corrupt; one that does not fit the run names the differing e
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -163,7 +164,12 @@ class Checkpointer:
         if self._pending is not None and not self.manager.is_saving_in_progress():
             self._verify()
 
-    def _preflight(self, step: int, state: dict):
+    def check_writable(self):
+        """Raises `CheckpointSaveError` now if the folder cannot be written (so a run stops
+        before its first step, not at its first save)."""
+        self._preflight(None, {})
+
+    def _preflight(self, step: int | None, state: dict):
         """Refuses to start a save into a folder that is not writable or lacks the space."""
         need = sum(getattr(x, "nbytes", 0) for x in jax.tree_util.tree_leaves(state))
         problem = None
@@ -173,7 +179,7 @@ class Checkpointer:
             os.close(fd)
             os.remove(probe)
             free = shutil.disk_usage(self.directory).free
-            if free < need + (1 << 20):
+            if free < need + need // 20 + (64 << 10):  # + metadata (arrays compress a bit)
                 problem = (f"no space: {free / 2**20:.1f} MiB free on its disk, the checkpoint "
                            f"needs about {need / 2**20:.1f} MiB")
         except OSError as e:
@@ -194,10 +200,18 @@ class Checkpointer:
                                "orbax did not finalize it (see the log)")
 
     def _save_error(self, step: int, reason: str) -> CheckpointSaveError:
-        self._failed, self._pending = True, None
+        """The error to raise for a failed save of ``step``; removes the save's temporary
+        directory (an incomplete checkpoint that would only take space)."""
         good = self._steps_on_disk()
         last = (f"step {good[-1]} ({self.path(good[-1])})" if good else
                 "none (the run starts from scratch when re-run)")
+        if step is None:  # the check before training
+            return CheckpointSaveError(f"cannot save checkpoints to {self.directory}: {reason}; "
+                                       f"the last good checkpoint is {last}")
+        self._failed, self._pending = True, None
+        if jax.process_index() == 0:
+            for tmp in glob.glob(glob.escape(self.path(step)) + ".orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
         return CheckpointSaveError(f"saving checkpoint step {step} to {self.directory} failed: "
                                    f"{reason}; the run stops here; the last good checkpoint "
                                    f"is {last}")
@@ -330,7 +344,7 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001
                 if not self._failed:
                     raise
-                log.warning("closing the checkpoint manager after a failed save: %s", one_line(e))
+                log.debug("closing the checkpoint manager after a failed save: %s", one_line(e))
             logging.getLogger("absl").removeFilter(self._errors)
 
 

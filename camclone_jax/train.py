@@ -235,6 +235,7 @@ def _train(config, workdir: str) -> dict:
                                          save_every=config.checkpoint.every,
                                          keep=config.checkpoint.keep,
                                          async_save=config.checkpoint.async_save)
+    checkpointer.check_writable()  # a read-only or full folder stops the run before step 1
     state, start, data_restored = checkpointer.restore_newest_intact(abstract_state, loader)
     if start is not None and data_restored:
         log.info("resumed from step %d", start)

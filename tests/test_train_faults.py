@@ -152,6 +152,9 @@ def test_a_save_without_space_or_permission_is_refused_before_it_starts(tmp_path
         return mkstemp(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(ckpt_lib.CheckpointSaveError, match=r"^cannot save checkpoints to .*: "
+                       r"the folder is not writable \(Read-only file system\)"):
+        ckpts.check_writable()  # what train does before its first step
     with pytest.raises(ckpt_lib.CheckpointSaveError, match="not writable .*Read-only file system"):
         ckpts.save(3, state)
     ckpts.close()
