@@ -97,6 +97,11 @@ def make_loss(model: DiT, cfg: DiTConfig):
     return loss
 
 
+def probe_key(seed: int):
+    """The key of the held-out measurement batch (apart from every training key)."""
+    return jax.random.key(10_000 + seed)
+
+
 def _refs(cam, content, zero_cam: bool, zero_content: bool):
     """The references of one measurement case, zeroed as asked."""
     return (jnp.zeros_like(cam) if zero_cam else cam,
@@ -131,7 +136,7 @@ def train_probe(args, make_batch, cases: dict, header: dict | None = None) -> li
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
 
-    kb, kz = jax.random.split(jax.random.key(10_000 + args.seed))  # held out from training keys
+    kb, kz = jax.random.split(probe_key(args.seed))  # held out from the training keys
     px, pcam, pcontent = make_batch(kb, probe_shape)  # [B, f, h, w, c] each
     pz = jax.random.normal(kz, probe_shape)
     pt = jnp.full((args.probe_batch,), args.probe_t)

@@ -10,7 +10,10 @@ reads [x_t | camera ref | content ref] as frame-concatenated tokens, and the pro
 clean-sample error at t = --probe_t with the true references, with the camera reference zeroed
 ("no_camera") and with the content reference zeroed ("no_content"): the two reference-use gaps.
 The header's copy_content_err is the static-content baseline (every target frame predicted as
-the content frame).
+the content frame) and no_camera_floor the least error any predictor reaches from the content
+alone (the mean of the content over the velocity prior, computed exactly; it ignores the
+t-weighted trace of the target left in x_t). A with-references error below no_camera_floor is
+proof that the model reads the camera reference.
 
   python benchmarks/shift_probe.py --steps 10000 --dim 128 --head_dim 64 --layers 2 \\
       --lr 1e-3 --t_sampler uniform --loss sample --out /tmp/shift.jsonl
@@ -60,10 +63,12 @@ def space_to_depth(frames, s: int):
 
 
 def make_task(s2d: int, max_speed: float, blur: float):
-    """make_batch(key, shape) -> (target, cam_ref, content_ref), each ``shape`` =
-    [b, f, h, w, s2d*s2d*3], and the velocities [b, 2] drawn (pixels per frame)."""
+    """Returns make_batch(key, shape) -> (target, cam_ref, content_ref), each ``shape`` =
+    [b, f, h, w, s2d*s2d*3]; make_batch_with_velocity, which also returns the velocities
+    [b, 2] drawn (pixels per frame); and content_only(key, shape), the best prediction of
+    that batch's target from its content reference alone (same shape)."""
 
-    def make_batch_with_velocity(key, shape):
+    def scenes(key, shape):
         b, f, h, w, c = shape
         if c != s2d * s2d * 3:
             raise ValueError(f"--channels {c} must be 3 * s2d^2 = {3 * s2d * s2d}")
@@ -71,6 +76,22 @@ def make_task(s2d: int, max_speed: float, blur: float):
         hp, wp = h * s2d, w * s2d
         spec_a = smooth_spectra(ka, b, hp, wp, blur)  # [b, hp, wp, 3] camera-reference scene
         spec_b = smooth_spectra(kb, b, hp, wp, blur)  # [b, hp, wp, 3] content scene
+        return spec_a, spec_b, kv
+
+    def content_only(key, shape):
+        _, spec_b, _ = scenes(key, shape)  # [b, hp, wp, 3]
+        hp, wp = spec_b.shape[1:3]
+        fy = jnp.fft.fftfreq(hp)[:, None]  # [hp, 1]
+        fx = jnp.fft.fftfreq(wp)[None, :]  # [1, wp]
+        k = jnp.arange(shape[1])[:, None, None]  # [f, 1, 1]
+        # E over v ~ U[-m, m]^2 of the phase ramp of a shift by k v: a product of sincs
+        mean_ramp = jnp.sinc(2 * max_speed * k * fy) * jnp.sinc(2 * max_speed * k * fx)
+        frames = jnp.fft.ifft2(spec_b[:, None] * mean_ramp[None, ..., None], axes=(2, 3)).real
+        return space_to_depth(frames, s2d)  # [b, f, h, w, c]
+
+    def make_batch_with_velocity(key, shape):
+        b, f = shape[:2]
+        spec_a, spec_b, kv = scenes(key, shape)
         vel = jax.random.uniform(kv, (b, 2), minval=-max_speed, maxval=max_speed)  # [b, 2]
         shifts = jnp.arange(f)[None, :, None] * vel[:, None, :]  # [b, f, 2]
         cam = space_to_depth(translated(spec_a, shifts), s2d)  # [b, f, h, w, c]
@@ -81,7 +102,7 @@ def make_task(s2d: int, max_speed: float, blur: float):
     def make_batch(key, shape):
         return make_batch_with_velocity(key, shape)[:3]
 
-    return make_batch, make_batch_with_velocity
+    return make_batch, make_batch_with_velocity, content_only
 
 
 def main(argv=None):
@@ -91,8 +112,13 @@ def main(argv=None):
     p.add_argument("--max_speed", type=float, default=2.0, help="pixels per frame, each axis")
     p.add_argument("--blur", type=float, default=2.0, help="field smoothness, pixels")
     args = p.parse_args(argv)
-    make_batch, _ = make_task(args.s2d, args.max_speed, args.blur)
-    return probe_lib.train_probe(args, make_batch, CASES, {"task": "shift"})
+    make_batch, _, content_only = make_task(args.s2d, args.max_speed, args.blur)
+    shape = (args.probe_batch, args.frames, args.height, args.width, args.channels)
+    key = jax.random.split(probe_lib.probe_key(args.seed))[0]  # the measurement batch's key
+    target = make_batch(key, shape)[0]
+    floor = float(jnp.mean((content_only(key, shape) - target) ** 2))
+    return probe_lib.train_probe(args, make_batch, CASES, {"task": "shift",
+                                                           "no_camera_floor": floor})
 
 
 if __name__ == "__main__":

@@ -30,13 +30,16 @@ def test_translation_is_exact_for_whole_pixels():
 
 
 def test_shift_batch_moves_content_as_the_camera_reference():
-    _, with_velocity = shift_probe.make_task(s2d=2, max_speed=1.5, blur=1.0)
+    _, with_velocity, content_only = shift_probe.make_task(s2d=2, max_speed=1.5, blur=1.0)
     shape = (3, 4, 4, 6, 12)
     target, cam, content, vel = with_velocity(jax.random.key(1), shape)
     assert target.shape == cam.shape == content.shape == shape and vel.shape == (3, 2)
     np.testing.assert_array_equal(content[:, 1:], jnp.broadcast_to(content[:, :1], (3, 3, 4, 6, 12)))
     np.testing.assert_allclose(target[:, 0], content[:, 0])
     assert float(jnp.abs(target[:, 1] - target[:, 0]).mean()) > 0.05  # it moves
+    floor = content_only(jax.random.key(1), shape)  # the best guess without the camera
+    np.testing.assert_allclose(floor[:, 0], target[:, 0], atol=1e-5)
+    assert 0 < float(jnp.mean((floor - target) ** 2)) < float(jnp.mean((content - target) ** 2))
 
 
 def test_shift_probe_reports_both_gaps(tmp_path):
@@ -48,7 +51,9 @@ def test_shift_probe_reports_both_gaps(tmp_path):
         assert set(r["err"]) == {"with_refs", "no_camera", "no_content"}
         assert all(np.isfinite(v) for v in r["err"].values())
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert lines[0]["header"]["tokens_per_segment"] == 8 and lines[0]["header"]["heads"] == 2
+    header = lines[0]["header"]
+    assert header["tokens_per_segment"] == 8 and header["heads"] == 2
+    assert 0 < header["no_camera_floor"] <= header["copy_content_err"]
     assert lines[1:] == json.loads(json.dumps(records))
 
 
