@@ -1,6 +1,7 @@
-"""The reference-reading probes (benchmarks/shift_probe.py, copy_probe.py) at a tiny size: the
-shift task's data is what it says, and a one-step run reports both reference-use gaps. Compiling
-the DiT's training step dominates the time (a few seconds on an idle core)."""
+"""The reference-reading probes (benchmarks/shift_probe.py, copy_probe.py, probe_table.py) at a
+tiny size: the shift task's data is what it says, a one-step run reports both reference-use
+gaps, and the log table has a row per step. Compiling the DiT's training step dominates the
+time (about 15 s of CPU for the file)."""
 
 import json
 import os
@@ -14,6 +15,7 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, BENCH)
 
 import copy_probe  # noqa: E402
+import probe_table  # noqa: E402
 import shift_probe  # noqa: E402
 
 TINY = ["--steps", "1", "--log_every", "1", "--batch", "2", "--probe_batch", "2",
@@ -61,3 +63,13 @@ def test_copy_probe_batch_is_its_own_content_reference():
     target, cam, content = copy_probe.make_batch(jax.random.key(0), (2, 2, 4, 4, 8))
     assert target.shape == (2, 2, 4, 4, 8) and not cam.any()
     np.testing.assert_array_equal(target, content)
+
+
+def test_probe_table_has_a_row_per_logged_step(tmp_path):
+    log = tmp_path / "run.jsonl"
+    recs = [{"header": {"task": "shift"}}] + [
+        {"step": s, "err": {"with_refs": 0.5, "no_camera": 0.6}, "gap": {"no_camera": 0.1}}
+        for s in (0, 250, 500)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rows = probe_table.table([str(log)], every=250).splitlines()
+    assert len(rows) == 5 and rows[-1] == "| 500 | 0.500 | 0.100 |"
