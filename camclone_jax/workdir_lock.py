@@ -61,8 +61,9 @@ def describe(holder: dict) -> str:
     """'pid 123 on host h (since 2026-01-01 10:00:00 UTC: python -m camclone_jax.train ...)'."""
     since = holder.get("since")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if since else "?"
-    return (f"pid {holder.get('pid')} on host {holder.get('host')} (since {when}: "
-            f"{holder.get('command', '?')})")
+    command = holder.get("command", "?")
+    command = command if len(command) <= 120 else command[:117] + "..."
+    return f"pid {holder.get('pid')} on host {holder.get('host')} (since {when}: {command})"
 
 
 class WorkdirLock:
