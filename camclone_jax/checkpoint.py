@@ -33,6 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from camclone_jax.convert import transformer as transformer_io
 from camclone_jax.convert.io import flatten_params, is_converted_dir, write_atomic
@@ -82,7 +83,6 @@ def _agree(ok: bool) -> bool:
     """True when ``ok`` on every process (multi-process runs decide together)."""
     if jax.process_count() == 1:
         return ok
-    from jax.experimental import multihost_utils
     return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
 
 
@@ -432,7 +432,6 @@ def save_base(path: str, dit_config, params):
 
 def _sync(name: str):
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
 
 
