@@ -6,8 +6,9 @@ error). Phases, in order: processes and mesh; data; base model, parameter split 
 optimizer; shardings and the compiled step; checkpoint restore; the loop (checkpoints,
 metrics, validation, SIGTERM); export and the closing sample video.
 
-Re-running the same command resumes from the newest checkpoint in WORKDIR/checkpoints with the
-same data order, noise and RNG, so N + N steps equal 2N uninterrupted steps. SIGTERM / SIGINT
+Re-running the same command resumes from the newest intact checkpoint in WORKDIR/checkpoints
+with the same data order, noise and RNG, so N + N steps equal 2N uninterrupted steps. One job
+at a time holds the workdir (WORKDIR/train.lock, ``workdir_lock``). SIGTERM / SIGINT
 save a checkpoint at the current step and return cleanly (status "preempted").
 """
 
