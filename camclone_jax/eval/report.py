@@ -8,14 +8,21 @@ Pairing (`make_pairs`):
     `content_ref` (relative to the CSV's folder); a camera_ref may be a video or a pose file.
 Camera accuracy compares the generated video's estimated poses with the camera reference's
 poses: read from its pose file (ground truth or an external estimator such as MegaSaM), else
-estimated from its video with the same estimator. Intrinsics for the estimator: the ones given
-explicitly, else those of the camera reference's pose file, else assumed (`poses.default_intrinsics`).
+estimated from its video with the same estimator (`options.pose_backend`: "colmap" or "ours", see
+`pose_backends.py`). Intrinsics for the estimator: the ones given explicitly, else those of the
+camera reference's pose file, else assumed (`poses.default_intrinsics`; the entry's
+`assumed_intrinsics` says so). Poses are cached by file content, so a video scored against a
+byte-identical copy of itself scores exactly 0.
 
 A video that cannot be decoded or whose poses cannot be estimated is never dropped silently:
-it is listed in the report's `failed` entries with the stage and the reason, and counted.
+it is listed in the report's `failed` entries with the stage and the reason, and counted; its
+Dynamic Degree is still measured (a black or frozen output that defeats the pose estimator is a
+non-dynamic video, not a missing one). Running many videos (parallel workers, resuming from
+per-video results, the progress bar) is `batch.py`'s.
 """
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -23,7 +30,7 @@ import numpy as np
 
 from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import video as video_lib
-from camclone_jax.eval import camera, consistency, motion, poses
+from camclone_jax.eval import batch, camera, colmap, consistency, motion, pose_backends, poses
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 COLUMNS = (  # (summary key, header): Table 1's camera/quality columns, then Table 2's
@@ -67,6 +74,8 @@ class EvalOptions:
       torchvision's Raft_Large_Weights.C_T_V1 (raft-things) with 20 iterations is VBench's
       setting. None: DIS.
     save_poses: folder to write the estimated poses into (our .npz, one per video).
+    pose_backend: "colmap" or "ours" (`pose_backends.py`); pose_config /
+      colmap_config: their settings.
     """
     intrinsics: tuple = None
     fov_deg: float = poses.DEFAULT_FOV_DEG
@@ -86,7 +95,9 @@ class EvalOptions:
     dynamic_degree: bool = True
     raft_weights: str = None
     save_poses: str = None
+    pose_backend: str = pose_backends.DEFAULT_BACKEND
     pose_config: poses.PoseConfig = poses.PoseConfig()
+    colmap_config: colmap.ColmapConfig = colmap.ColmapConfig()
 
 
 # ----------------------------------------------------------------------------- pairing
@@ -171,7 +182,7 @@ class _Evaluator:
 
     def __init__(self, options):
         self.options = options
-        self.videos, self.ref_poses = {}, {}
+        self.videos, self.ref_poses, self.pose_cache = {}, {}, {}
         self.i3d = self.clip = self.dino = self.flow = None
         if options.fvd:
             from camclone_jax.eval import fvd
@@ -183,7 +194,6 @@ class _Evaluator:
             self.dino = consistency.DinoEmbedder(options.dino_weights)
         if options.dynamic_degree and options.raft_weights:
             self.flow = motion.RaftFlow(options.raft_weights)
-        self.features = {"generated": [], "content": []}
 
     def video(self, path):
         """Frames uint8 [F, H, W, 3] of a video, decoded once; its frame rate: `self.fps(path)`."""
@@ -206,10 +216,13 @@ class _Evaluator:
         return None
 
     def estimate(self, path, intrinsics):
-        frames = self.video(path)
-        if intrinsics is None:
-            intrinsics = poses.default_intrinsics(*frames.shape[1:3], self.options.fov_deg)
-        est = poses.estimate_poses(frames, intrinsics, self.options.pose_config)
+        """PoseEstimate of a video (cached by file content and intrinsics)."""
+        key = (_file_sha1(path), None if intrinsics is None else np.asarray(intrinsics).tobytes())
+        if key not in self.pose_cache:
+            self.pose_cache[key] = pose_backends.estimate(
+                self.video(path), intrinsics, self.options.pose_backend, self.options.pose_config,
+                self.options.colmap_config, fov_deg=self.options.fov_deg)
+        est = self.pose_cache[key]
         if self.options.save_poses:
             os.makedirs(self.options.save_poses, exist_ok=True)
             stem = os.path.splitext(os.path.basename(path))[0]
@@ -246,19 +259,24 @@ class _Evaluator:
         entry.update(camera.camera_metrics(gen_c2w, ref_c2w, self.options.degrees, self.options.reduction))
         entry["frames"] = len(gen_c2w)
 
-    def view_metrics(self, pair, entry):
-        entry["stage"] = "generated"
-        gen = self.video(pair.generated)
+    def dynamic_metrics(self, pair, entry):
+        """VBench's Dynamic Degree of the generated video into entry (when enabled)."""
         if self.options.dynamic_degree:
+            gen = self.video(pair.generated)
             dyn = motion.dynamic_degree(gen, fps=self.fps(pair.generated), flow=self.flow)
             entry.update(dynamic=dyn["dynamic"], Motion=dyn["motion"],
                          motion_pairs_above=dyn["pairs_above"])
+
+    def view_metrics(self, pair, entry, features):
+        entry["stage"] = "generated"
+        gen = self.video(pair.generated)
+        self.dynamic_metrics(pair, entry)
         if self.dino is not None:
             entry["SubCons"] = consistency.subject_consistency(self.dino, gen)
         if self.clip is not None:
             entry["BgCons"] = consistency.background_consistency(self.clip, gen)
         if self.i3d is not None:
-            self.features["generated"].append(self.i3d(gen[None])[0])
+            features["generated"] = np.asarray(self.i3d(gen[None])[0])
         if pair.content_ref is None:
             return
         entry["stage"] = "content_ref"
@@ -268,40 +286,64 @@ class _Evaluator:
         if self.clip is not None:
             entry["CLIP-V"] = consistency.clip_similarity(self.clip, gen, ref)
         if self.i3d is not None:
-            self.features["content"].append(self.i3d(ref[None])[0])
+            features["content"] = np.asarray(self.i3d(ref[None])[0])
 
     def run(self, pair):
-        """Metrics of one pair: (entry, None) or (None, failure) with the stage that failed."""
+        """Metrics of one pair: (entry, None, features) or (None, failure, {}) with the stage
+        that failed (and the generated video's Dynamic Degree when it decodes); features: the
+        I3D features {"generated", "content"} of the pair, for FVD."""
         entry = {"name": pair.name, "generated": pair.generated, "camera_ref": pair.camera_ref,
                  "content_ref": pair.content_ref}
+        features = {}
         try:
             self.camera_metrics(pair, entry)
-            self.view_metrics(pair, entry)
+            self.view_metrics(pair, entry, features)
         except (ValueError, OSError, poses.PoseEstimationError) as e:
             stage = entry.get("stage", "generated")
-            return None, {"name": pair.name, "stage": stage, "path": _stage_path(pair, stage),
-                          "reason": f"{type(e).__name__}: {e}"}
+            failure = {"name": pair.name, "stage": stage, "path": _stage_path(pair, stage),
+                       "reason": f"{type(e).__name__}: {e}"}
+            for key in ("generated_poses", "camera_ref_poses"):
+                if key in entry:
+                    failure[key] = entry[key]
+            try:  # every video counts in Dyn. Deg.: one whose poses failed too
+                self.dynamic_metrics(pair, failure)
+            except (ValueError, OSError):
+                pass  # the generated video does not decode: the failure says why
+            return None, failure, {}
         entry.pop("stage")
-        return entry, None
+        return entry, None, features
 
 
 def _stage_path(pair, stage):
     return {"camera_ref": pair.camera_ref, "content_ref": pair.content_ref}.get(stage, pair.generated)
 
 
-def _fvd_summary(evaluator, options):
-    """FVD (vs options.fvd_refs) and FVD-V (vs content refs) from the collected features."""
-    from camclone_jax.eval import fvd
+def _file_sha1(path):
+    """Hex SHA-1 of a file's bytes (FileNotFoundError naming it when missing)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video file not found: {path}")
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fvd_summary(results, options):
+    """FVD (vs options.fvd_refs) and FVD-V (vs content refs) from the pairs' I3D features."""
+    from camclone_jax.eval import fvd  # JAX and the I3D weights: only when FVD is asked for
     out, notes = {}, []
-    gen = evaluator.features["generated"]
+    gen = [f["generated"] for _, _, f in results if "generated" in f]
     if options.fvd_refs:
-        refs = [evaluator.i3d(video_lib.read_video(p, max_frames=options.max_frames)[0][None])[0]
+        i3d = fvd.I3DFeatures(weights=options.i3d_weights, endpoint=options.i3d_endpoint,
+                              size=options.i3d_size, num_frames=options.i3d_frames)
+        refs = [i3d(video_lib.read_video(p, max_frames=options.max_frames)[0][None])[0]
                 for p in list_files(options.fvd_refs, VIDEO_SUFFIXES).values()]
         if len(gen) >= 2 and len(refs) >= 2:
             out["FVD"] = fvd.fvd_from_features(np.stack(gen), np.stack(refs))
         else:
             notes.append(f"FVD needs >= 2 videos per set (generated {len(gen)}, real {len(refs)})")
-    con = evaluator.features["content"]
+    con = [f["content"] for _, _, f in results if "content" in f]
     if con:
         if len(con) >= 2 and len(gen) >= 2:
             out["FVD-V"] = fvd.fvd_from_features(np.stack(gen), np.stack(con))
@@ -310,39 +352,60 @@ def _fvd_summary(evaluator, options):
     return out, notes
 
 
-def evaluate(pairs, options=EvalOptions(), name="generated", progress=False):
-    """Evaluates pairs; returns the report dict (see `write_report`)."""
+def evaluate(pairs, options=EvalOptions(), name="generated", progress=False, workers=1,
+             results_dir=None, resume=False):
+    """Evaluates pairs; returns the report dict (see `write_report`).
+
+    workers: parallel processes (`batch.run_pairs`); results_dir: folder of per-video results
+    (written as each video finishes); resume: reuse the results there that were computed with
+    the same options; progress: a progress bar with the time left (stderr)."""
     if options.reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {options.reduction!r}")
-    evaluator = _Evaluator(options)
-    per_video, failed = [], []
-    for i, pair in enumerate(pairs):
-        entry, failure = evaluator.run(pair)
-        (per_video if entry else failed).append(entry or failure)
-        if progress:
-            status = "ok" if entry else f"FAILED ({failure['stage']}): {failure['reason']}"
-            print(f"[{i + 1}/{len(pairs)}] {pair.name}: {status}", flush=True)
+    if options.pose_backend not in pose_backends.BACKENDS:
+        raise ValueError(f"pose backend must be one of {pose_backends.BACKENDS}, "
+                         f"got {options.pose_backend!r}")
+    results = batch.run_pairs(pairs, options, _Evaluator, workers=workers, results_dir=results_dir,
+                              resume=resume, progress=progress)
+    return summarize(pairs, results, options, name)
+
+
+def summarize(pairs, results, options, name):
+    """The report dict of pairs and their results [(entry, failure, features)] (pair order)."""
+    per_video = [e for e, _, _ in results if e is not None]
+    failed = [f for _, f, _ in results if f is not None]
     summary = camera.aggregate([{k: e[k] for k in ("RotErr", "TransErr", "CamMC")} for e in per_video])
     for key in PER_VIDEO_MEANS:
         vals = [e[key] for e in per_video if key in e]
         if vals:
             summary[key] = float(np.mean(vals))
-    dynamic = [e["dynamic"] for e in per_video if "dynamic" in e]
+    # Dyn. Deg. over every video whose motion was measured, those whose poses failed included
+    dynamic = [e["dynamic"] for e in per_video + failed if "dynamic" in e]
+    notes = []
     if dynamic:
         summary["DynDeg"] = float(100 * np.mean(dynamic))  # percentage of dynamic videos
-    notes = []
-    if evaluator.i3d is not None:
-        fvd_values, notes = _fvd_summary(evaluator, options)
+        if len(dynamic) < len(pairs):
+            notes.append(f"Dyn. Deg. over {len(dynamic)} of {len(pairs)} videos: the others do not "
+                         "decode (listed in failed)")
+    if options.fvd:
+        fvd_values, fvd_notes = _fvd_summary(results, options)
         summary.update(fvd_values)
+        notes += fvd_notes
     return {"name": name, "num_pairs": len(pairs), "num_evaluated": len(per_video),
             "num_failed": len(failed), "failed": failed, "summary": summary, "notes": notes,
             "settings": {"rot_unit": "degrees" if options.degrees else "radians",
                          "reduction": options.reduction, "fov_deg_assumed": options.fov_deg,
                          "intrinsics": None if options.intrinsics is None else list(options.intrinsics),
+                         "poses": _poses_note(options),
                          "resample": options.resample, "metrics": "CamI2V (relative poses, "
                          "per-trajectory max-norm translation scaling)",
                          "dynamic_degree": _dynamic_degree_note(options)},
             "per_video": per_video}
+
+
+def _poses_note(options):
+    if options.pose_backend == "colmap":
+        return f"COLMAP {colmap.pycolmap_version()} ({options.colmap_config.mapper} mapper)"
+    return "ours (eval/poses.py: KLT tracks, rotation-only or incremental SfM)"
 
 
 def _dynamic_degree_note(options):

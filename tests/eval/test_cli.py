@@ -1,4 +1,5 @@
-"""The evaluation command line and library on a few tiny videos: pairing, report, failures."""
+"""The evaluation command line and library on a few tiny videos: pairing, report, failures.
+These run our estimator (`--poses ours`), whose modes they check; test_batch.py runs the default."""
 import json
 import os
 
@@ -43,7 +44,7 @@ def test_cli_writes_report_and_lists_failures(folders, tmp_path, capsys):
     gen, cam, con = folders
     out = str(tmp_path / "report.json")
     result = evaluate.main(["--generated", gen, "--camera_refs", cam, "--content_refs", con,
-                            "--out", out, "--no_fvd", "--name", "tiny", "--quiet"])
+                            "--out", out, "--no_fvd", "--name", "tiny", "--quiet", "--poses", "ours"])
     printed = capsys.readouterr().out
     with open(out) as f:
         saved = json.load(f)
@@ -52,6 +53,9 @@ def test_cli_writes_report_and_lists_failures(folders, tmp_path, capsys):
     assert set(failed) == {"flat", "corrupt"}
     assert failed["flat"]["stage"] == "generated" and "too few trackable" in failed["flat"]["reason"]
     assert "cannot decode" in failed["corrupt"]["reason"]
+    # Dyn. Deg. counts the flat video whose poses failed; the corrupt one cannot be measured
+    assert failed["flat"]["dynamic"] is False and "dynamic" not in failed["corrupt"]
+    assert any("Dyn. Deg. over 3 of 4 videos" in n for n in saved["notes"])
     per = {e["name"]: e for e in saved["per_video"]}
     assert per["pan"]["RotErr"] < 0.1 and per["dolly"]["RotErr"] < 0.3  # radians, summed
     assert per["pan"]["generated_poses"]["mode"] == "rotation"
@@ -79,7 +83,7 @@ def test_library_with_fvd_and_csv_pairing(folders, clips, tmp_path):
     pairs = report.make_pairs(str(gen), str(csv_path))
     assert [p.name for p in pairs] == ["pan", "tilt"]
     options = report.EvalOptions(i3d_endpoint="pool", i3d_size=32, i3d_frames=8, degrees=True,
-                                 reduction="mean",
+                                 reduction="mean", pose_backend="ours",
                                  save_poses=str(tmp_path / "poses"))
     result = report.evaluate(pairs, options, name="csv")
     assert result["num_failed"] == 0
@@ -90,7 +94,7 @@ def test_library_with_fvd_and_csv_pairing(folders, clips, tmp_path):
     assert "FVD-V ↓" in table and "| csv |" in table
 
 
-def test_pairing_errors_name_the_problem(folders, tmp_path):
+def test_pairing_errors_name_the_problem(folders, tmp_path, capsys):
     gen, cam, con = folders
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -102,8 +106,9 @@ def test_pairing_errors_name_the_problem(folders, tmp_path):
     bad_csv.write_text("generated,camera_ref\npan.mp4,missing.txt\n")
     with pytest.raises(FileNotFoundError, match="bad.csv:2: camera reference not found"):
         report.make_pairs(gen, str(bad_csv))
-    with pytest.raises(SystemExit, match="no videos"):
+    with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--generated", str(empty), "--camera_refs", cam, "--out", str(tmp_path / "r.json")])
+    assert exit_info.value.code == 2 and "no videos" in capsys.readouterr().err
 
 
 def test_frame_count_mismatch_fails_clearly_or_resamples(folders, clips, tmp_path):
@@ -113,8 +118,8 @@ def test_frame_count_mismatch_fails_clearly_or_resamples(folders, clips, tmp_pat
     _, c2w, intr = clips["pan"]
     _pose_file(cam / "pan.txt", c2w[::2], intr[::2])
     pair = [report.Pair("pan", os.path.join(gen, "pan.mp4"), str(cam / "pan.txt"))]
-    options = report.EvalOptions(fvd=False)
+    options = report.EvalOptions(fvd=False, pose_backend="ours")
     result = report.evaluate(pair, options)
     assert result["num_failed"] == 1 and "frame counts differ" in result["failed"][0]["reason"]
-    result = report.evaluate(pair, report.EvalOptions(fvd=False, resample=True))
+    result = report.evaluate(pair, report.EvalOptions(fvd=False, resample=True, pose_backend="ours"))
     assert result["num_failed"] == 0 and result["per_video"][0]["resampled_reference"]
