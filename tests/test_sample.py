@@ -249,6 +249,23 @@ def test_release_csv_as_it_ships(assets, tmp_path, capsys):
     assert not np.array_equal(first[0], first[1])
 
 
+@pytest.mark.parametrize("damaged", ["_METADATA", "data"])
+def test_a_truncated_export_is_named_with_exit_2(assets, tmp_path, capsys, damaged):
+    ckpt = tmp_path / "export"
+    shutil.copytree(assets["ckpt"], ckpt)
+    files = sorted((p for p in (ckpt / "params").rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)
+    victim = next(p for p in reversed(files) if (p.name == "_METADATA") == (damaged == "_METADATA"))
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size // 2)
+    out = tmp_path / "out.mp4"
+    assert run_cli("--checkpoint", ckpt, "--camera_ref", assets["cam"], "--image",
+                   assets["image"], "--out", out, *SHAPE) == 2
+    err = capsys.readouterr().err
+    assert f"error: {ckpt}: the converted model's params/ is truncated or corrupt" in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_sampling_within_a_step_and_writes_nothing(assets, tmp_path, signum):
     out = tmp_path / "out.mp4"

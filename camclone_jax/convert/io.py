@@ -386,7 +386,12 @@ def load_converted(path: str) -> tuple[str, dict, dict]:
     params_dir = os.path.join(os.path.abspath(path), "params")
     if not os.path.isdir(params_dir):
         raise FileNotFoundError(f"{path}: missing params/ (an interrupted or foreign directory?)")
-    params = ocp.StandardCheckpointer().restore(params_dir)
+    try:
+        params = ocp.StandardCheckpointer().restore(params_dir)
+    except Exception as e:  # orbax / tensorstore raise many types for damaged files
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise WeightFileError(f"{path}: the converted model's params/ is truncated or corrupt "
+                              f"({type(e).__name__}: {cause}); convert or export it again") from None
     return meta["kind"], meta["config"], params
 
 
