@@ -39,7 +39,7 @@ def problem():
     batch = tuple(jax.random.normal(k, shape) for k in ks[:3]) + (
         jax.random.normal(ks[3], (8, 5, 8)), jax.random.normal(ks[4], shape),
         jax.random.uniform(ks[5], (8,)))
-    loss, grads = jax.value_and_grad(_loss)(params, batch)
+    loss, grads = jax.jit(jax.value_and_grad(_loss))(params, batch)  # on one device
     return params, batch, float(loss), grads
 
 

@@ -165,9 +165,9 @@ def test_scan_unroll_and_remat_policies_agree(params):
     def loss(cfg, p):
         return jnp.square(_apply(cfg, p, lat, txt, cam_latents=cam)).mean()
 
-    ref_val, ref_grad = jax.value_and_grad(lambda p: loss(CFG, p))(params)
+    ref_val, ref_grad = jax.jit(jax.value_and_grad(lambda p: loss(CFG, p)))(params)
     for changes in (dict(scan_layers=False), dict(remat="full"), dict(remat="dots")):
-        val, grad = jax.value_and_grad(lambda p: loss(CFG.replace(**changes), p))(params)
+        val, grad = jax.jit(jax.value_and_grad(lambda p: loss(CFG.replace(**changes), p)))(params)
         np.testing.assert_allclose(float(val), float(ref_val), rtol=1e-6)
         for a, b in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(ref_grad)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
