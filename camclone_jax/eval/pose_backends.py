@@ -10,7 +10,7 @@ reason) for a video they cannot estimate. Which is the default, and why, is meas
 from camclone_jax.eval import colmap, poses
 
 BACKENDS = ("colmap", "ours")
-DEFAULT_BACKEND = "colmap"
+DEFAULT_BACKEND = "ours"
 
 
 def estimate(frames, intrinsics=None, backend=DEFAULT_BACKEND, pose_config=poses.PoseConfig(),

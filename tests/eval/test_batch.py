@@ -95,7 +95,7 @@ def test_cli_workers_resume_and_report_bookkeeping(tiny_folders, tmp_path, capsy
     gen, cam = tiny_folders
     out = str(tmp_path / "report.json")
     argv = ["--generated", gen, "--camera_refs", cam, "--out", out, "--no_fvd",
-            "--no_matched_pixels", "--workers", "2"]
+            "--no_matched_pixels", "--poses", "colmap", "--workers", "2"]
     result = evaluate.main(argv)
     err = capsys.readouterr().err
     assert "3/3" in err and "left |" in err
@@ -107,8 +107,11 @@ def test_cli_workers_resume_and_report_bookkeeping(tiny_folders, tmp_path, capsy
     assert per["orbit"]["generated_poses"]["assumed_intrinsics"] is True
     assert per["orbit"]["camera_ref_poses"]["assumed_intrinsics"] is True
     # the flat video fails its poses but counts in Dyn. Deg. (not dynamic): 3 videos measured
-    (flat,) = result["failed"]
-    assert flat["name"] == "flat" and flat["dynamic"] is False
+    (flat,) = result["failed"]  # COLMAP relates no two frames of it: reported, not dropped
+    assert flat["name"] == "flat" and "COLMAP (global mapper) built no model" in flat["reason"]
+    assert flat["dynamic"] is False
+    assert per["orbit"]["generated_poses"]["mode"] == "colmap-global"
+    assert "COLMAP 4.2.1 (global mapper)" in result["settings"]["poses"]
     dyn = [per["orbit"]["dynamic"], per["same"]["dynamic"], False]
     assert result["summary"]["DynDeg"] == pytest.approx(100 * np.mean(dyn))
     assert sorted(os.listdir(tmp_path / "report.videos"))[0].startswith("flat-")

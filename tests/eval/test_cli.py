@@ -1,5 +1,5 @@
 """The evaluation command line and library on a few tiny videos: pairing, report, failures.
-These run our estimator (`--poses ours`), whose modes they check; test_batch.py runs the default."""
+These run our estimator (`--poses ours`, the default), whose modes they check; test_batch.py runs COLMAP."""
 import json
 import os
 
