@@ -114,8 +114,11 @@ def dit_inputs(dit_cfg, *, task, cam_latents=None, content_latents=None, image_l
     cross-attention).
     """
     validate(conditioning, v2v_first_frame)
-    ref = next(a for a in (cam_latents, content_latents, image_latents) if a is not None)
-    task = jnp.asarray(task_ids(task, ref.shape[0]))  # [b]
+    ref = next((a for a in (cam_latents, content_latents, image_latents, image_embeds)
+                if a is not None), None)
+    if ref is None and not hasattr(task, "shape"):
+        raise ValueError("a task name or id needs at least one input to take the batch from")
+    task = jnp.asarray(task_ids(task, ref.shape[0] if ref is not None else 0))  # [b]
     out = {}
     if conditioning != "base":
         if cam_latents is None:

@@ -52,6 +52,8 @@ def test_task_names_missing_inputs_and_bad_rules():
     out = tasks.dit_inputs(CFG.replace(in_channels=8, image_dim=None), task="i2v",
                            cam_latents=lat, content_latents=lat)
     assert sorted(out) == ["cam_latents", "content_latents"] and not np.any(out["content_latents"])
+    t2v = CFG.replace(in_channels=8, image_dim=None)  # a T2V base stage: nothing but the target
+    assert tasks.dit_inputs(t2v, task=np.array([0, 1]), conditioning="base") == {}
     with pytest.raises(ValueError, match="first-frame condition"):
         tasks.dit_inputs(CFG, task="v2v", cam_latents=lat, content_latents=lat)
     with pytest.raises(ValueError, match="image cross-attention"):
