@@ -322,11 +322,8 @@ def _file_sha1(path):
     """Hex SHA-1 of a file's bytes (FileNotFoundError naming it when missing)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file not found: {path}")
-    digest = hashlib.sha1()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def _fvd_summary(results, options):
