@@ -1,20 +1,22 @@
 """The COLMAP pose backend (pycolmap) on rendered clips with known poses, and its failures.
 
 Stated bounds (21 frames, 128 x 224, true intrinsics, global mapper, one thread): per-frame
-rotation error at most 1.5 deg on the pan, 5 deg on the roll, 1 deg on the orbit and the truck,
-whose mean normalised translation error is at most 0.05. Measured when written (the same clips
-as benchmarks/pose_backends.py's scene 1): worst frames 0.62 (pan), 3.53 (roll), 0.23 (orbit),
-0.13 deg (truck); translation 0.006 (orbit, truck). Not bounded, because COLMAP does not recover
-them on these clips: the dolly (forward motion: 24 deg worst, 12.5 deg mean per frame) and the
-static shot (no baseline: 30 deg worst); rotation-only clips get noise translations of unit
-length (mean error 0.56 on the pan). Our estimator's bounds on the same clips: test_poses.py.
+rotation error at most 1 deg on the orbit and the truck, whose mean normalised translation error
+is at most 0.05. Measured when written (the same clips as benchmarks/pose_backends.py's scene 1):
+worst frames 0.23 (orbit), 0.13 deg (truck); translation 0.006 (orbit, truck).
+Not bounded, because COLMAP does not recover them reliably on these clips: the rotation-only
+pan and roll (no baseline, so SfM is degenerate: worst frames 0.62 and 3.53 deg on one machine,
+53.7 and 7.4 deg on the CI machine with the same pycolmap 4.2.1 wheel; they only have to register
+every frame, in our conventions), the dolly (forward motion: 24 deg worst, 12.5 deg mean per
+frame) and the static shot (30 deg worst). Our estimator's bounds on the same clips, the pan
+and roll included: test_poses.py.
 """
 import numpy as np
 import pytest
 
 from camclone_jax.eval import camera, colmap, pose_backends, poses
 
-ROT_BOUND_DEG = {"pan": 1.5, "roll": 5.0, "orbit": 1.0, "truck": 1.0}
+ROT_BOUND_DEG = {"pan": None, "roll": None, "orbit": 1.0, "truck": 1.0}  # None: not bounded
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,10 @@ def test_colmap_recovers_known_trajectories(clips, colmap_estimates, move):
     _, c2w_true, _ = clips[move]
     est = colmap_estimates(move)
     assert est.mode == "colmap-global" and not est.assumed_intrinsics
+    assert est.c2w.shape == c2w_true.shape  # every frame registered
     err = camera.camera_errors(est.c2w, c2w_true)
-    assert np.degrees(err["rot"]).max() < ROT_BOUND_DEG[move], np.degrees(err["rot"])
+    if ROT_BOUND_DEG[move] is not None:
+        assert np.degrees(err["rot"]).max() < ROT_BOUND_DEG[move], np.degrees(err["rot"])
     if move in ("orbit", "truck"):
         assert err["trans"].mean() < 0.05, err["trans"]
     # our convention: relative to frame 0, unit largest distance from it
@@ -46,9 +50,9 @@ def test_colmap_recovers_known_trajectories(clips, colmap_estimates, move):
                                np.broadcast_to(np.eye(3), (len(est.c2w), 3, 3)), atol=1e-9)
 
 
-def test_colmap_pan_angle_and_direction_match_ours(clips, colmap_estimates, estimates):
-    """Same axes as our estimator (OpenCV: the 40 deg pan turns about the camera's y axis)."""
-    ours, theirs = estimates("pan"), colmap_estimates("pan")
+def test_colmap_axes_match_ours(clips, colmap_estimates, estimates):
+    """Same axes as our estimator (OpenCV camera axes, c2w relative to frame 0), on the orbit."""
+    ours, theirs = estimates("orbit"), colmap_estimates("orbit")
     metrics = camera.camera_metrics(theirs.c2w, ours.c2w, degrees=True, reduction="mean")
     assert metrics["RotErr"] < 2.0, metrics
 
