@@ -47,6 +47,11 @@ def add_args(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
                    help="flow loss on the velocity, or squared error of the clean sample")
     p.add_argument("--t_sampler", choices=("uniform", "logit_normal"), default="uniform",
                    help="training noise-level distribution")
+    p.add_argument("--t_min", type=float, default=0.0,
+                   help="training noise levels are squeezed into [t_min, 1] (0: the sampler's)")
+    p.add_argument("--i2v", action="store_true",
+                   help="the target's frame 0 enters as the I2V first-frame channels (mask + "
+                        "latent), as CamClone's I2V task feeds it")
     p.add_argument("--probe_t", type=float, default=0.95, help="noise level of the measurement")
     p.add_argument("--probe_batch", type=int, default=32, help="held-out examples measured")
     p.add_argument("--seed", type=int, default=0, help="model init and training-data seed")
@@ -79,12 +84,26 @@ def segment_tokens(args) -> int:
     return args.frames * (args.height // args.patch) * (args.width // args.patch)
 
 
-def make_loss(model: DiT, cfg: DiTConfig):
+def first_frame_channels(x, cond_channels: int, i2v: bool):
+    """The first-frame channels [b, f, h, w, cond_channels] of targets x [b, f, h, w, c]: with
+    ``i2v`` a mask (ones in frame 0) and the target's frame 0 in frame 0, zeros elsewhere (the
+    layout of ``models.first_frame_condition``); without, all zeros (T2V)."""
+    zeros = jnp.zeros(x.shape[:-1] + (cond_channels,))  # [b, f, h, w, cc]
+    if not i2v:
+        return zeros
+    mask = jnp.ones(x.shape[:-1] + (cond_channels - x.shape[-1],))  # [b, f, h, w, 4]
+    first = jnp.concatenate([mask, x], axis=-1)[:, :1]  # [b, 1, h, w, cc]
+    return zeros.at[:, :1].set(first)
+
+
+def make_loss(model: DiT, cfg: DiTConfig, i2v: bool = False):
     """loss(params, x, z, t, cam, content, kind) for targets x [b, f, h, w, c]: the flow loss on
-    the velocity ("velocity") or the mean squared clean-sample error ("sample")."""
+    the velocity ("velocity") or the mean squared clean-sample error ("sample"). With ``i2v`` the
+    target's frame 0 is given as first-frame channels, and the clean-sample error counts the
+    later frames only (frame 0 is known)."""
 
     def loss(p, x, z, t, cam, content, kind):
-        first_frame = jnp.zeros(x.shape[:-1] + (cfg.cond_channels,))  # no first frame (T2V)
+        first_frame = first_frame_channels(x, cfg.cond_channels, i2v)  # [b, f, h, w, cc]
         text = jnp.zeros((x.shape[0], TEXT_LEN, TEXT_DIM))  # [b, L, text_dim]
         xt = flow.add_noise(x, z, t)  # [b, f, h, w, c]
         v = model.apply({"params": p}, xt, flow.model_timesteps(t), text, cam_latents=cam,
@@ -92,6 +111,8 @@ def make_loss(model: DiT, cfg: DiTConfig):
         if kind == "velocity":
             return flow.flow_loss(v, x, z)
         x_hat = xt - jnp.maximum(t, 0.05)[:, None, None, None, None] * v  # clean sample
+        if i2v:
+            return jnp.mean((x_hat - x)[:, 1:] ** 2)
         return jnp.mean((x_hat - x) ** 2)
 
     return loss
@@ -124,7 +145,7 @@ def train_probe(args, make_batch, cases: dict, header: dict | None = None) -> li
     model, params = DiT(cfg), params_lib.init_params(cfg, args.seed)
     tx = optax.adam(args.lr)
     opt = tx.init(params)
-    loss = make_loss(model, cfg)
+    loss = make_loss(model, cfg, getattr(args, "i2v", False))
 
     @jax.jit
     def step(p, o, key):
@@ -132,6 +153,7 @@ def train_probe(args, make_batch, cases: dict, header: dict | None = None) -> li
         x, cam, content = make_batch(kb, shape)  # [b, f, h, w, c] each
         z = jax.random.normal(kz, shape)  # [b, f, h, w, c]
         t, _ = flow.sample_timesteps(kt, shape[0], args.t_sampler)  # [b]
+        t = args.t_min + (1.0 - args.t_min) * t  # [b] in [t_min, 1]
         value, grads = jax.value_and_grad(loss)(p, x, z, t, cam, content, args.loss)
         updates, o = tx.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value

@@ -1,4 +1,5 @@
-"""The reference-reading probes (benchmarks/shift_probe.py, copy_probe.py, probe_table.py) at a
+"""The reference-reading probes (benchmarks/shift_probe.py, clone_probe.py, copy_probe.py,
+probe_table.py) at a
 tiny size: the shift task's data is what it says, a one-step run reports both reference-use
 gaps, and the log table has a row per step. Compiling the DiT's training step dominates the
 time (about 15 s of CPU for the file)."""
@@ -14,6 +15,7 @@ import numpy as np
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCH)
 
+import clone_probe  # noqa: E402
 import copy_probe  # noqa: E402
 import probe_table  # noqa: E402
 import shift_probe  # noqa: E402
@@ -73,3 +75,34 @@ def test_probe_table_has_a_row_per_logged_step(tmp_path):
     log.write_text("".join(json.dumps(r) + "\n" for r in recs))
     rows = probe_table.table([str(log)], every=250).splitlines()
     assert len(rows) == 5 and rows[-1] == "| 500 | 0.500 | 0.100 |"
+
+
+def test_wallpaper_frames_roll_by_the_velocity_and_the_floor_is_exact():
+    make_batch, no_camera_best = clone_probe.make_task(max_speed=1)
+    target, cam, content = make_batch(jax.random.key(2), (4, 3, 5, 6, 3))
+    assert not content.any()
+    t, c = np.asarray(target), np.asarray(cam)
+    for i in range(4):  # camera reference and target move by the same whole cells each frame
+        moves = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if np.array_equal(np.roll(c[i, 0], (dy, dx), (0, 1)), c[i, 1])]
+        assert len(moves) == 1
+        for k in range(3):
+            np.testing.assert_array_equal(np.roll(t[i, 0], (k * moves[0][0], k * moves[0][1]),
+                                                  (0, 1)), t[i, k])
+    best = np.asarray(no_camera_best(target))  # the mean over the 9 velocities' shifts
+    np.testing.assert_allclose(best[:, 0], t[:, 0], atol=1e-6)
+    manual = np.mean([np.roll(t[:, 0], (dy, dx), (1, 2)) for dy in (-1, 0, 1)
+                      for dx in (-1, 0, 1)], axis=0)
+    np.testing.assert_allclose(best[:, 1], manual, atol=1e-5)
+
+
+def test_clone_probe_reports_the_camera_gap_in_i2v(tmp_path):
+    out = tmp_path / "clone.jsonl"
+    records = clone_probe.main(TINY + ["--patch", "1", "--channels", "4", "--probe_batch", "16",
+                                      "--out", str(out)])
+    assert [r["step"] for r in records] == [0, 1]
+    assert all(set(r["gap"]) == {"no_camera"} and np.isfinite(r["gap"]["no_camera"])
+               for r in records)
+    header = json.loads(out.read_text().splitlines()[0])["header"]
+    assert header["task"] == "wallpaper_clone" and header["args"]["i2v"]
+    assert 0 < header["no_camera_floor"] < header["copy_first_frame_err"]
