@@ -1,0 +1,153 @@
+"""The wallpaper world: camera cloning small enough to learn and to measure on a 2-core CPU.
+
+A scene is a periodic wallpaper exactly the size of the frame: a grid of ``cells`` square cells
+of ``cell_px`` pixels, each split into ``sub`` x ``sub`` blocks of one random colour (uniform
+in [-1, 1]^3). The camera pans and tilts over it at a constant integer velocity v in
+{-m..m}^2 cells per latent frame (m = ``max_speed``), wrapping around: a camera turning in a
+world at infinity where nothing new enters the view, so every frame is predictable from the
+first frame and the camera's motion. In pixel frames the wallpaper moves v * cell_px /
+temporal_factor pixels per frame; the pixel codec (``PixelCodec(cell_px, temporal_factor)``)
+keeps every ``temporal_factor``-th frame, so latent frame k is the wallpaper rolled by k v whole
+cells and one latent cell is one token of a patch-1 DiT.
+
+A CamClone triplet: the target films wallpaper B, the camera reference films another wallpaper
+A with the same velocity, the first frame is the target's frame 0 (I2V). The camera's pose in
+frame k is the rotation that moves the image by the target's cumulative shift (``shift_c2w``:
+pan -atan(dx / f), tilt atan(dy / f), f the focal length in pixels of a ``fov_deg`` lens), the
+reading that ``eval.shift_camera`` takes from any video.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from camclone_jax.data.codec import PixelCodec
+
+
+@dataclasses.dataclass(frozen=True)
+class WallpaperWorld:
+    """Geometry of the wallpaper world (see the module docstring)."""
+
+    cells: tuple[int, int] = (4, 4)  # wallpaper = frame, in cells (rows, columns)
+    cell_px: int = 4  # pixels per cell side: the pixel codec's spatial factor
+    sub: int = 2  # colour blocks per cell side
+    latent_frames: int = 5  # frames of a clip in latents (pixel frames: 1 + r (f - 1))
+    temporal_factor: int = 4  # the pixel codec's frame subsampling
+    max_speed: int = 1  # cells per latent frame, each axis
+    fov_deg: float = 60.0  # horizontal field of view of the camera reading
+
+    def __post_init__(self):
+        if self.cell_px % self.sub:
+            raise ValueError(f"cell_px {self.cell_px} is not a multiple of sub {self.sub}")
+        if (self.max_speed * self.cell_px) % self.temporal_factor:
+            raise ValueError("a pixel frame must move a whole number of pixels: max_speed * "
+                             "cell_px must be a multiple of temporal_factor")
+
+    @property
+    def codec(self) -> PixelCodec:
+        return PixelCodec(spatial_factor=self.cell_px, temporal_factor=self.temporal_factor)
+
+    @property
+    def frames(self) -> int:
+        """Pixel frames of a clip."""
+        return 1 + self.temporal_factor * (self.latent_frames - 1)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.cells[0] * self.cell_px, self.cells[1] * self.cell_px
+
+    @property
+    def focal_px(self) -> float:
+        return self.size[1] / 2 / math.tan(math.radians(self.fov_deg) / 2)
+
+    def velocities(self) -> np.ndarray:
+        """Every velocity (cells per latent frame, (dy, dx)): [(2m+1)^2, 2] int."""
+        r = np.arange(-self.max_speed, self.max_speed + 1)
+        return np.stack(np.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "cells": list(self.cells)}
+
+
+def wallpapers(key, world: WallpaperWorld, n: int):
+    """n random wallpapers [n, H, W, 3] in [-1, 1] (jax)."""
+    rows, cols = world.cells[0] * world.sub, world.cells[1] * world.sub
+    blocks = jax.random.uniform(key, (n, rows, cols, 3), minval=-1.0, maxval=1.0)
+    rep = world.cell_px // world.sub
+    return jnp.repeat(jnp.repeat(blocks, rep, axis=1), rep, axis=2)  # [n, H, W, 3]
+
+
+def rolled(walls, shifts):
+    """Frames [n, f, H, W, c] of wallpapers ``walls`` [n, H, W, c] circularly moved by integer
+    ``shifts`` [n, f, 2] pixels (dy, dx) in frame k (content moves towards +y / +x)."""
+    n, h, w = walls.shape[:3]
+    rows = (jnp.arange(h)[None, None, :] - shifts[..., 0, None]) % h  # [n, f, H]
+    cols = (jnp.arange(w)[None, None, :] - shifts[..., 1, None]) % w  # [n, f, W]
+    idx = jnp.arange(n)[:, None, None, None]  # [n, 1, 1, 1]
+    return walls[idx, rows[..., :, None], cols[..., None, :]]  # [n, f, H, W, c]
+
+
+def pixel_shifts(world: WallpaperWorld, velocity, latent: bool):
+    """Cumulative shifts in pixels [n, frames, 2] of velocities [n, 2] (cells per latent frame):
+    at the latent frames (``latent``) or at every pixel frame."""
+    frames = world.latent_frames if latent else world.frames
+    step = world.cell_px if latent else world.cell_px // world.temporal_factor
+    k = jnp.arange(frames)[None, :, None]  # [1, frames, 1]
+    return k * jnp.asarray(velocity)[:, None, :] * step  # [n, frames, 2]
+
+
+def latent_triplets(key, world: WallpaperWorld, batch: int, same_scene: float = 0.0):
+    """A training batch in pixel-codec latents (jit-compatible): (target, camera reference),
+    each [b, f, h, w, 3 cell_px^2], and the velocities [b, 2]. A fraction ``same_scene`` films
+    the target's own wallpaper for the camera reference (a curriculum aid)."""
+    ka, kb, kv, ks = jax.random.split(key, 4)
+    wall_b = wallpapers(kb, world, batch)  # [b, H, W, 3] target scene
+    same = jax.random.uniform(ks, (batch, 1, 1, 1)) < same_scene  # [b, 1, 1, 1]
+    wall_a = jnp.where(same, wall_b, wallpapers(ka, world, batch))  # camera-reference scene
+    table = jnp.asarray(world.velocities())
+    vel = table[jax.random.randint(kv, (batch,), 0, len(table))]  # [b, 2]
+    shifts = pixel_shifts(world, vel, latent=True)  # [b, f, 2]
+    # the latent frames themselves: the codec's space-to-depth without frame subsampling
+    encode = PixelCodec(world.cell_px, temporal_factor=1, scale=world.codec.scale).encode
+    return encode(rolled(wall_b, shifts)), encode(rolled(wall_a, shifts)), vel
+
+
+def path_shifts(world: WallpaperWorld, steps_cells) -> np.ndarray:
+    """Cumulative shifts in pixels [frames, 2] at every pixel frame of a camera path given as
+    per-latent-step velocities ``steps_cells`` [latent_frames - 1, 2] (cells, (dy, dx)): the
+    motion of step k is spread evenly over its ``temporal_factor`` pixel frames."""
+    steps = np.asarray(steps_cells, np.int64).reshape(world.latent_frames - 1, 2)
+    per_frame = np.repeat(steps * (world.cell_px // world.temporal_factor),
+                          world.temporal_factor, axis=0)  # [frames - 1, 2] pixels per frame
+    return np.concatenate([np.zeros((1, 2), np.int64), np.cumsum(per_frame, axis=0)])
+
+
+def render_clip(wall: np.ndarray, world: WallpaperWorld, velocity) -> np.ndarray:
+    """Every pixel frame of one clip: uint8 [frames, H, W, 3] of wallpaper ``wall`` [H, W, 3]
+    in [-1, 1] panned at ``velocity`` (dy, dx) cells per latent frame, or along a path of
+    per-latent-step velocities [latent_frames - 1, 2]."""
+    velocity = np.asarray(velocity)
+    steps = np.broadcast_to(velocity, (world.latent_frames - 1, 2)) if velocity.ndim == 1 \
+        else velocity
+    shifts = path_shifts(world, steps)[None]  # [1, F, 2]
+    frames = np.asarray(rolled(jnp.asarray(wall)[None], jnp.asarray(shifts)))[0]  # [F, H, W, 3]
+    return np.clip(np.round((frames + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def shift_c2w(shifts_px: np.ndarray, focal_px: float) -> np.ndarray:
+    """Camera poses [F, 4, 4] (OpenCV axes, c2w, frame 0 the identity) of a camera whose image
+    has moved by ``shifts_px`` [F, 2] (dy, dx) since frame 0: pan -atan(dx / f) about y, then
+    tilt atan(dy / f) about x."""
+    out = np.tile(np.eye(4), (len(shifts_px), 1, 1))
+    for i, (dy, dx) in enumerate(np.asarray(shifts_px, np.float64)):
+        pan, tilt = -math.atan(dx / focal_px), math.atan(dy / focal_px)
+        cy, sy, cx, sx = math.cos(pan), math.sin(pan), math.cos(tilt), math.sin(tilt)
+        rot_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        rot_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        out[i, :3, :3] = rot_y @ rot_x
+    return out

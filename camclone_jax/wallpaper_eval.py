@@ -1,0 +1,135 @@
+"""Held-out camera-cloning scores of wallpaper-world models (``data.wallpaper``).
+
+Held-out clips: new random wallpapers (numpy, seeded apart from training's jax keys), on two
+trajectory sets: "constant" (the training kind: one velocity in {-1..1}^2 cells per latent
+frame) and "path" (never trained: a new random velocity at every latent step, e.g. a pan that
+turns into a tilt). Each clip has a camera reference (another wallpaper, same path), the target
+(ground truth), its first frame (I2V) and a content video (the target's wallpaper on another
+constant velocity, V2V; its frame 0 is the target's).
+
+Every sample comes from ``CamClonePipeline.generate``, the sampler the CLI runs. The camera is
+read from the generated frames by ``eval.shift_camera`` at the latent frames (every
+``temporal_factor``-th frame) and compared with the ground truth's poses: RotErr in degrees per
+frame (mean over frames 1..; relative to frame 0), over the clips the reading succeeds on, with
+the failure count. PSNR (dB) is to the ground-truth target, on the same frames (pooled squared error). Rows:
+``ground truth`` (the measure's validation: it must read >= 90% of clips within 1 deg/frame),
+``copy first frame`` (a static camera), and each model given, with its camera reference and
+with the camera reference zeroed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from camclone_jax.data import wallpaper
+from camclone_jax.eval import camera, shift_camera
+
+
+@dataclasses.dataclass
+class Clip:
+    """One held-out example (uint8 pixel videos [F, H, W, 3])."""
+
+    camera_ref: np.ndarray
+    target: np.ndarray
+    content: np.ndarray
+    steps_cells: np.ndarray  # [latent_frames - 1, 2] the camera path
+    c2w: np.ndarray  # [latent_frames, 4, 4] ground-truth poses at the latent frames
+
+    @property
+    def first_frame(self) -> np.ndarray:
+        return self.target[0]
+
+
+def held_out_clips(world: wallpaper.WallpaperWorld, n: int, paths: str = "constant",
+                   seed: int = 2024) -> list[Clip]:
+    """n held-out clips on ``paths`` "constant" or "path" (see the module docstring)."""
+    if paths not in ("constant", "path"):
+        raise ValueError(f"paths must be 'constant' or 'path', got {paths!r}")
+    rng = np.random.default_rng(seed + (0 if paths == "constant" else 1))
+    table = world.velocities()
+    rows, cols = world.cells[0] * world.sub, world.cells[1] * world.sub
+    rep = world.cell_px // world.sub
+    out = []
+    for _ in range(n):
+        walls = rng.uniform(-1, 1, (2, rows, cols, 3)).repeat(rep, 1).repeat(rep, 2)
+        if paths == "constant":
+            steps = np.repeat(table[rng.integers(len(table))][None], world.latent_frames - 1, 0)
+        else:
+            steps = table[rng.integers(len(table), size=world.latent_frames - 1)]
+        other = table[rng.integers(len(table))]
+        shifts = wallpaper.path_shifts(world, steps)[::world.temporal_factor]  # [f, 2]
+        out.append(Clip(camera_ref=wallpaper.render_clip(walls[0], world, steps),
+                        target=wallpaper.render_clip(walls[1], world, steps),
+                        content=wallpaper.render_clip(walls[1], world, other),
+                        steps_cells=steps, c2w=wallpaper.shift_c2w(shifts, world.focal_px)))
+    return out
+
+
+def psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of uint8 pixels."""
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def score_videos(videos, clips: list[Clip], world: wallpaper.WallpaperWorld) -> dict:
+    """{"rot_err", "psnr", "read", "clips"} of generated videos [F, H, W, 3] against ``clips``:
+    RotErr deg/frame (mean over the clips read), PSNR dB (of the squared error pooled over
+    every clip), clips read."""
+    errs, sq = [], []
+    for video, clip in zip(videos, clips):
+        frames = np.asarray(video)[::world.temporal_factor]  # [f, H, W, 3] latent frames
+        truth = clip.target[::world.temporal_factor]
+        sq.append(np.mean((frames[1:].astype(np.float64) - truth[1:]) ** 2))
+        est = shift_camera.estimate(frames, world.focal_px)
+        if est is not None:  # frame 0 is the identity in both: average frames 1..
+            errs.append(float(np.degrees(camera.camera_errors(est, clip.c2w)["rot"][1:]).mean()))
+    return {"rot_err": float(np.mean(errs)) if errs else None,
+            "psnr": psnr(float(np.mean(sq))), "read": len(errs), "clips": len(clips)}
+
+
+def generate_all(pipe, clips: list[Clip], task: str, world: wallpaper.WallpaperWorld, *,
+                 steps: int = 20, no_camera: bool = False) -> list[np.ndarray]:
+    """Samples every clip with the pipeline (I2V: the first frame; V2V: the content video)."""
+    from camclone_jax.inference import SampleOptions
+
+    h, w = world.size
+    opts = SampleOptions(frames=world.frames, height=h, width=w, steps=steps,
+                         no_camera=no_camera)
+    out = []
+    for i, clip in enumerate(clips):
+        inputs = {"image": clip.first_frame} if task == "i2v" else {"content_ref": clip.content}
+        res = pipe.generate(clip.camera_ref, options=opts.replace(seed=i), progress=False,
+                            **inputs)
+        out.append(res.video)
+    return out
+
+
+def evaluate(models: dict, clips: list[Clip], world: wallpaper.WallpaperWorld, *,
+             tasks=("i2v", "v2v"), steps: int = 20, log=print) -> list[dict]:
+    """Table rows {"row", "task", **score_videos}: ground truth, copy first frame, then per
+    model name -> pipeline: with its camera reference and with it zeroed."""
+    rows = []
+    for task in tasks:
+        rows.append({"row": "ground truth", "task": task,
+                     **score_videos([c.target for c in clips], clips, world)})
+        static = [np.repeat(c.first_frame[None], len(c.target), 0) for c in clips]
+        rows.append({"row": "copy first frame", "task": task,
+                     **score_videos(static, clips, world)})
+        for name, pipe in models.items():
+            for zeroed in (False, True):
+                videos = generate_all(pipe, clips, task, world, steps=steps, no_camera=zeroed)
+                label = f"{name}, camera reference zeroed" if zeroed else name
+                rows.append({"row": label, "task": task, **score_videos(videos, clips, world)})
+                log(rows[-1])
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| task | | RotErr (deg/frame) | clips read | PSNR (dB) |", "|---|---|---|---|---|"]
+    for r in rows:
+        rot = "-" if r["rot_err"] is None else f"{r['rot_err']:.2f}"
+        lines.append(f"| {r['task'].upper()} | {r['row']} | {rot} | {r['read']}/{r['clips']} | "
+                     f"{r['psnr']:.1f} |")
+    return "\n".join(lines)

@@ -1,0 +1,252 @@
+"""Trains the tiny CamClone model of the wallpaper world (``data.wallpaper``) on the CPU.
+
+The method is the paper's: the camera reference (and, in V2V, the content video) enter only as
+frame-concatenated tokens of the CamClone DiT, the first frame as the I2V first-frame channels,
+and no camera parameter reaches the model. All parameters train (there is no pretrained base at
+this size). The recipe (``Recipe``) is what the probes showed learns within a CPU budget:
+patch-1 tokens (one wallpaper cell each), a clean-sample loss on the frames after the first,
+noise levels mostly in [t_min, 1] (where the references matter; a fraction t_full anywhere,
+so that every sampling step is trained) and a curriculum aid: a fraction
+``same_scene`` of the training camera references film the target's own wallpaper. Half the
+examples are V2V (a content video of the target's wallpaper moving at another velocity; its
+frame 0 is the target's, the release's first-frame rule).
+
+Every ``log_every`` steps the held-out reference-use gap is measured (clean-sample error at
+t = probe_t with the camera reference, minus with it zeroed, I2V and V2V) and appended to
+WORKDIR/log.jsonl; orbax checkpoints go to WORKDIR/checkpoints and a rerun resumes; at the end
+WORKDIR/export is a model ``python -m camclone_jax.sample`` reads (pixel codec, no text).
+
+  python -m camclone_jax.wallpaper_train --workdir /tmp/clone --steps 30000
+  python -m camclone_jax.wallpaper_train --workdir /tmp/nocam --steps 10000 --no_camera
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from camclone_jax import checkpoint as ckpt_lib
+from camclone_jax.data import wallpaper
+from camclone_jax.diffusion import flow
+from camclone_jax.models import DiT, DiTConfig
+from camclone_jax.models import params as params_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """World, model and optimisation of the tiny wallpaper CamClone model."""
+
+    world: wallpaper.WallpaperWorld = wallpaper.WallpaperWorld()
+    dim: int = 64
+    head_dim: int = 32
+    layers: int = 2
+    batch: int = 16
+    lr: float = 1e-3
+    t_min: float = 0.5  # most training noise levels are in [t_min, 1] ...
+    t_full: float = 0.25  # ... and this fraction anywhere in [0, 1] (so every sampler step is trained)
+    same_scene: float = 0.5  # curriculum aid (training batches only)
+    v2v: float = 0.5  # fraction of V2V examples
+    camera: bool = True  # False: the no-camera baseline (camera reference always zero)
+    probe_t: float = 0.95
+    probe_batch: int = 64
+    text_dim: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "world": self.world.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        world = dict(d["world"], cells=tuple(d["world"]["cells"]))
+        return cls(**{**d, "world": wallpaper.WallpaperWorld(**world)})
+
+
+def dit_config(recipe: Recipe) -> DiTConfig:
+    """The CamClone DiT: frame concatenation, patch-1 tokens, I2V first-frame channels."""
+    c = recipe.world.codec.latent_channels
+    return DiTConfig(dim=recipe.dim, ffn_dim=4 * recipe.dim, num_layers=recipe.layers,
+                     num_heads=recipe.dim // recipe.head_dim, in_channels=2 * c + 4,
+                     out_channels=c, text_dim=recipe.text_dim, freq_dim=64,
+                     patch_size=(1, 1, 1), prediction="sample", concat="frame")
+
+
+def first_frame_channels(target, cond_channels: int):
+    """I2V first-frame channels [b, f, h, w, cc]: mask ones and the target's frame 0 in frame 0."""
+    zeros = jnp.zeros(target.shape[:-1] + (cond_channels,))  # [b, f, h, w, cc]
+    mask = jnp.ones(target.shape[:1] + (1,) + target.shape[2:-1]
+                    + (cond_channels - target.shape[-1],))  # [b, 1, h, w, 4]
+    return zeros.at[:, :1].set(jnp.concatenate([mask, target[:, :1]], -1))
+
+
+def make_batch(key, recipe: Recipe, n: int, same_scene: float):
+    """{target, cam, content, first_frame} latents [n, f, h, w, *] of n triplets; V2V rows
+    (a fraction recipe.v2v) carry a content video, I2V rows zeros; with recipe.camera False
+    the camera reference is zero."""
+    world = recipe.world
+    kt, kc, ku, kv2v = jax.random.split(key, 4)
+    target, cam, _ = wallpaper.latent_triplets(kt, world, n, same_scene)  # [n, f, h, w, c]
+    table = jnp.asarray(world.velocities())
+    other = table[jax.random.randint(ku, (n,), 0, len(table))]  # [n, 2] content velocity
+    # the content video films the target's wallpaper (its frame 0) at another velocity
+    content = wallpaper.rolled(target[:, 0], wallpaper.pixel_shifts(world, other, True)
+                               // world.cell_px)  # [n, f, h, w, c]: whole cells in latents
+    is_v2v = jax.random.uniform(kv2v, (n, 1, 1, 1, 1)) < recipe.v2v
+    content = jnp.where(is_v2v, content, 0.0)
+    if not recipe.camera:
+        cam = jnp.zeros_like(cam)
+    cc = dit_config(recipe).cond_channels
+    return {"target": target, "cam": cam, "content": content,
+            "first_frame": first_frame_channels(target, cc)}
+
+
+def make_loss(model: DiT, recipe: Recipe):
+    """loss(params, batch, z, t): mean squared clean-sample error over frames 1.. (frame 0 is
+    given)."""
+    text_len = 1
+
+    def loss(p, batch, z, t):
+        x = batch["target"]
+        xt = flow.add_noise(x, z, t)  # [b, f, h, w, c]
+        text = jnp.zeros((x.shape[0], text_len, recipe.text_dim))  # no text
+        v = model.apply({"params": p}, xt, flow.model_timesteps(t), text,
+                        cam_latents=batch["cam"], content_latents=batch["content"],
+                        first_frame=batch["first_frame"])  # [b, f, h, w, c]
+        x_hat = xt - jnp.maximum(t, 0.05)[:, None, None, None, None] * v  # clean sample
+        return jnp.mean((x_hat - x)[:, 1:] ** 2)
+
+    return loss
+
+
+def held_out(recipe: Recipe, task: str):
+    """The fixed measurement batch of one task ("i2v" / "v2v"): other scenes than training's
+    (a separate key), no same-scene aid."""
+    r = dataclasses.replace(recipe, v2v=1.0 if task == "v2v" else 0.0, camera=True)
+    key = jax.random.fold_in(jax.random.key(10_000 + recipe.seed), 0 if task == "i2v" else 1)
+    return make_batch(key, r, recipe.probe_batch, 0.0)
+
+
+def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
+          log_every: int = 250, export: bool = True, stop_gap: float | None = None,
+          log=print) -> list[dict]:
+    """Trains to ``steps`` (resuming from WORKDIR/checkpoints), logs the held-out gaps, exports.
+    ``stop_gap``: stop at the first measurement whose I2V camera gap reaches it (time to clone).
+    Returns the measurement records of this call."""
+    os.makedirs(workdir, exist_ok=True)
+    cfg = dit_config(recipe)
+    model = DiT(cfg)
+    tx = optax.adam(recipe.lr)
+    params = params_lib.init_params(cfg, recipe.seed)
+    state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    ckpts = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=save_every,
+                                  keep=2)
+    restored, at, _ = ckpts.restore_newest_intact(jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
+    if restored is not None:
+        state = restored
+        log(f"resumed from step {at}")
+    with open(os.path.join(workdir, "recipe.json"), "w") as f:
+        json.dump(recipe.to_dict(), f, indent=1)
+    loss = make_loss(model, recipe)
+
+    @jax.jit
+    def step_fn(state, key):
+        kb, kz, kt = jax.random.split(key, 3)
+        batch = make_batch(kb, recipe, recipe.batch, recipe.same_scene)
+        z = jax.random.normal(kz, batch["target"].shape)
+        ku, kf = jax.random.split(kt)
+        u = jax.random.uniform(ku, (recipe.batch,))  # [b]
+        full = jax.random.uniform(kf, (recipe.batch,)) < recipe.t_full  # [b]
+        t = jnp.where(full, u, recipe.t_min + (1.0 - recipe.t_min) * u)  # [b]
+        value, grads = jax.value_and_grad(loss)(state["params"], batch, z, t)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt,
+                "step": state["step"] + 1}, value
+
+    probes = {task: held_out(recipe, task) for task in ("i2v", "v2v")}
+    pz = jax.random.normal(jax.random.key(20_000 + recipe.seed),
+                           probes["i2v"]["target"].shape)
+    pt = jnp.full((recipe.probe_batch,), recipe.probe_t)
+
+    @jax.jit
+    def clean_error(p, batch):
+        return loss(p, batch, pz, pt)
+
+    def measure(p):
+        out = {}
+        for task, b in probes.items():
+            with_cam = float(clean_error(p, b))
+            no_cam = float(clean_error(p, {**b, "cam": jnp.zeros_like(b["cam"])}))
+            out[task] = {"with_camera": with_cam, "no_camera": no_cam, "gap": no_cam - with_cam}
+        return out
+
+    records, start, first = [], time.time(), int(state["step"])
+    key = jax.random.key(recipe.seed)
+    value = None  # no step run yet in this call
+    try:
+        for i in range(first, steps + 1):
+            if i > first:
+                state, value = step_fn(state, jax.random.fold_in(key, i))
+                ckpts.save(i, state)
+            if i % log_every == 0 or i == steps:
+                rec = {"step": i, "loss": None if value is None else float(value), **measure(state["params"]),
+                       "elapsed_s": round(time.time() - start, 1)}
+                records.append(rec)
+                log(json.dumps(rec))
+                with open(os.path.join(workdir, "log.jsonl"), "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if stop_gap is not None and rec["i2v"]["gap"] >= stop_gap:
+                    break
+        ckpts.wait()
+        if ckpts.latest_step() != int(state["step"]):
+            ckpts.save(int(state["step"]), state, force=True)
+            ckpts.wait()
+    finally:
+        ckpts.close()
+    if export:
+        export_model(os.path.join(workdir, "export"), recipe, state["params"],
+                     f"camclone_jax.wallpaper_train step {int(state['step'])}")
+    return records
+
+
+def export_model(out: str, recipe: Recipe, params, source: str):
+    """A model directory the sampler reads: weights, codec.json (pixel), text.json (none) and
+    recipe.json (the world it was trained on)."""
+    extra = {"codec.json": recipe.world.codec.to_dict(),
+             "text.json": {"kind": "none", "text_len": 1, "text_dim": recipe.text_dim},
+             "recipe.json": recipe.to_dict()}
+    ckpt_lib.export_model(out, dit_config(recipe), jax.device_get(params), extra_files=extra,
+                          overwrite=True, source=source)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--steps", type=int, default=30_000)
+    p.add_argument("--no_camera", action="store_true",
+                   help="train the no-camera baseline (camera reference always zero)")
+    p.add_argument("--same_scene", type=float, default=Recipe.same_scene)
+    p.add_argument("--lr", type=float, default=Recipe.lr)
+    p.add_argument("--seed", type=int, default=Recipe.seed)
+    p.add_argument("--save_every", type=int, default=500)
+    p.add_argument("--log_every", type=int, default=250)
+    args = p.parse_args(argv)
+    recipe = Recipe(camera=not args.no_camera, same_scene=args.same_scene, lr=args.lr,
+                    seed=args.seed)
+    try:
+        train(recipe, args.workdir, args.steps, save_every=args.save_every,
+              log_every=args.log_every)
+    except (ckpt_lib.CheckpointError, OSError) as e:
+        print(f"error: {ckpt_lib.one_line(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
