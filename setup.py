@@ -12,6 +12,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["camclone_jax", "camclone_jax.*"]),
+    # the shipped tiny wallpaper-world models (camclone_jax/assets/models, about 1 MB)
+    package_data={"camclone_jax": ["assets/models/*/*.json", "assets/models/*/params/**/*",
+                                   "assets/models/*/params/*"]},
+    include_package_data=True,
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",

@@ -72,4 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample = ml_collections.ConfigDict(dict(
         enabled=False, steps=50, shift=5.0, cfg=5.0, seed=0,
     ))
+    # closing camera-cloning check of the shipped tiny wallpaper model (wallpaper_eval)
+    c.clone_check = ml_collections.ConfigDict(dict(
+        enabled=False, model="", no_camera_model="", clips=16, steps=20,
+    ))
     return c

@@ -332,6 +332,13 @@ def _train(config, workdir: str) -> dict:
     if (summary["status"] == "done" and config.sample.enabled and paths["pixels"]
             and config.objective.conditioning != "base"):
         summary["sample"] = _sample_video(workdir, config, paths["pixels"])
+    if summary["status"] == "done" and config.clone_check.enabled and jax.process_index() == 0:
+        from camclone_jax import wallpaper_eval
+        check = config.clone_check
+        lines = []
+        summary["clone_check"] = wallpaper_eval.clone_check(
+            check.model, check.no_camera_model, check.clips, check.steps, log=lines.append)
+        summary["clone_check_lines"] = lines
     return summary
 
 
@@ -442,7 +449,10 @@ if __name__ == "__main__":
         except CLI_ERRORS as e:  # one clear line, no traceback
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        print(json.dumps({k: v for k, v in result.items() if k not in ("losses", "batch_indices")}, indent=1,
+        skip = ("losses", "batch_indices", "clone_check_lines")
+        print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1,
                          default=str))
+        for line in result.get("clone_check_lines", []):  # the closing lines
+            print(line)
 
     app.run(_main)

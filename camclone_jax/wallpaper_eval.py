@@ -1,6 +1,6 @@
 """Held-out camera-cloning scores of wallpaper-world models (``data.wallpaper``).
 
-Held-out clips: new random wallpapers (numpy, seeded apart from training's jax keys), on two
+Held-out clips: new random wallpapers (seeded apart from training's keys), on two
 trajectory sets: "constant" (the training kind: one velocity in {-1..1}^2 cells per latent
 frame) and "path" (never trained: a new random velocity at every latent step, e.g. a pan that
 turns into a tilt). Each clip has a camera reference (another wallpaper, same path), the target
@@ -19,12 +19,19 @@ with the camera reference zeroed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 
+import jax
 import numpy as np
 
 from camclone_jax.data import wallpaper
 from camclone_jax.eval import camera, shift_camera
+
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "models")
+SHIPPED = os.path.join(ASSETS, "clone_tiny")  # the shipped tiny CamClone model
+NO_CAMERA = os.path.join(ASSETS, "clone_tiny_nocam")  # its no-camera baseline
 
 
 @dataclasses.dataclass
@@ -47,13 +54,13 @@ def held_out_clips(world: wallpaper.WallpaperWorld, n: int, paths: str = "consta
     """n held-out clips on ``paths`` "constant" or "path" (see the module docstring)."""
     if paths not in ("constant", "path"):
         raise ValueError(f"paths must be 'constant' or 'path', got {paths!r}")
-    rng = np.random.default_rng(seed + (0 if paths == "constant" else 1))
+    offset = 0 if paths == "constant" else 1
+    rng = np.random.default_rng(seed + offset)
+    key = jax.random.key(seed + offset)  # apart from training's keys (its seed, folded by step)
     table = world.velocities()
-    rows, cols = world.cells[0] * world.sub, world.cells[1] * world.sub
-    rep = world.cell_px // world.sub
     out = []
-    for _ in range(n):
-        walls = rng.uniform(-1, 1, (2, rows, cols, 3)).repeat(rep, 1).repeat(rep, 2)
+    for i in range(n):
+        walls = np.asarray(wallpaper.wallpapers(jax.random.fold_in(key, i), world, 2))
         if paths == "constant":
             steps = np.repeat(table[rng.integers(len(table))][None], world.latent_frames - 1, 0)
         else:
@@ -106,9 +113,11 @@ def generate_all(pipe, clips: list[Clip], task: str, world: wallpaper.WallpaperW
 
 
 def evaluate(models: dict, clips: list[Clip], world: wallpaper.WallpaperWorld, *,
-             tasks=("i2v", "v2v"), steps: int = 20, log=print) -> list[dict]:
+             no_camera_models: dict | None = None, tasks=("i2v", "v2v"), steps: int = 20,
+             log=print) -> list[dict]:
     """Table rows {"row", "task", **score_videos}: ground truth, copy first frame, then per
-    model name -> pipeline: with its camera reference and with it zeroed."""
+    model name -> pipeline: with its camera reference and with it zeroed; then per no-camera
+    model (trained with a zero camera reference, so sampled with one) a row."""
     rows = []
     for task in tasks:
         rows.append({"row": "ground truth", "task": task,
@@ -122,7 +131,34 @@ def evaluate(models: dict, clips: list[Clip], world: wallpaper.WallpaperWorld, *
                 label = f"{name}, camera reference zeroed" if zeroed else name
                 rows.append({"row": label, "task": task, **score_videos(videos, clips, world)})
                 log(rows[-1])
+        for name, pipe in (no_camera_models or {}).items():
+            videos = generate_all(pipe, clips, task, world, steps=steps, no_camera=True)
+            rows.append({"row": name, "task": task, **score_videos(videos, clips, world)})
+            log(rows[-1])
     return rows
+
+
+def clone_check(model: str = "", no_camera_model: str = "", clips: int = 16, steps: int = 20,
+                log=print) -> dict:
+    """The demo's closing check: the shipped tiny CamClone model (default SHIPPED) and the
+    shipped no-camera model (NO_CAMERA) on ``clips`` held-out I2V clips on never-trained paths;
+    returns {row: RotErr} and logs a few lines."""
+    from camclone_jax import inference, wallpaper_train
+
+    model, no_camera_model = model or SHIPPED, no_camera_model or NO_CAMERA
+    with open(os.path.join(model, "recipe.json")) as f:
+        world = wallpaper_train.Recipe.from_dict(json.load(f)).world
+    held = held_out_clips(world, clips, "path")
+    rows = evaluate({"CamClone": inference.CamClonePipeline.from_checkpoint(model)}, held, world,
+                    no_camera_models={"no-camera model": inference.CamClonePipeline
+                                      .from_checkpoint(no_camera_model)},
+                    tasks=("i2v",), steps=steps, log=lambda _: None)
+    log(f"camera cloning, shipped tiny model ({model}), {clips} held-out I2V clips on new "
+        "camera paths, RotErr deg/frame (lower is better):")
+    for r in rows[1:]:
+        rot = "failed" if r["rot_err"] is None else f"{r['rot_err']:.2f}"
+        log(f"  {r['row']:<34} {rot:>7}   read {r['read']}/{r['clips']}   PSNR {r['psnr']:.1f} dB")
+    return {r["row"]: r["rot_err"] for r in rows}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -16,7 +16,8 @@ t = probe_t with the camera reference, minus with it zeroed, I2V and V2V) and ap
 WORKDIR/log.jsonl; orbax checkpoints go to WORKDIR/checkpoints and a rerun resumes; at the end
 WORKDIR/export is a model ``python -m camclone_jax.sample`` reads (pixel codec, no text).
 
-  python -m camclone_jax.wallpaper_train --workdir /tmp/clone --steps 30000
+  python -m camclone_jax.wallpaper_train --workdir /tmp/clone --steps 30000 \
+      --texture smooth --step_px 2
   python -m camclone_jax.wallpaper_train --workdir /tmp/nocam --steps 10000 --no_camera
 """
 from __future__ import annotations
@@ -90,13 +91,8 @@ def make_batch(key, recipe: Recipe, n: int, same_scene: float):
     (a fraction recipe.v2v) carry a content video, I2V rows zeros; with recipe.camera False
     the camera reference is zero."""
     world = recipe.world
-    kt, kc, ku, kv2v = jax.random.split(key, 4)
-    target, cam, _ = wallpaper.latent_triplets(kt, world, n, same_scene)  # [n, f, h, w, c]
-    table = jnp.asarray(world.velocities())
-    other = table[jax.random.randint(ku, (n,), 0, len(table))]  # [n, 2] content velocity
-    # the content video films the target's wallpaper (its frame 0) at another velocity
-    content = wallpaper.rolled(target[:, 0], wallpaper.pixel_shifts(world, other, True)
-                               // world.cell_px)  # [n, f, h, w, c]: whole cells in latents
+    kt, kv2v = jax.random.split(key)
+    target, cam, content, _ = wallpaper.latent_triplets(kt, world, n, same_scene)
     is_v2v = jax.random.uniform(kv2v, (n, 1, 1, 1, 1)) < recipe.v2v
     content = jnp.where(is_v2v, content, 0.0)
     if not recipe.camera:
@@ -234,11 +230,17 @@ def main(argv=None) -> int:
     p.add_argument("--same_scene", type=float, default=Recipe.same_scene)
     p.add_argument("--lr", type=float, default=Recipe.lr)
     p.add_argument("--seed", type=int, default=Recipe.seed)
+    p.add_argument("--texture", choices=("blocks", "smooth"), default="blocks")
+    p.add_argument("--blur_px", type=float, default=2.0, help="smooth texture's blur")
+    p.add_argument("--step_px", type=int, default=0,
+                   help="pixels per latent frame per unit of velocity (0: one cell)")
     p.add_argument("--save_every", type=int, default=500)
     p.add_argument("--log_every", type=int, default=250)
     args = p.parse_args(argv)
-    recipe = Recipe(camera=not args.no_camera, same_scene=args.same_scene, lr=args.lr,
-                    seed=args.seed)
+    world = wallpaper.WallpaperWorld(texture=args.texture, blur_px=args.blur_px,
+                                     step_px=args.step_px)
+    recipe = Recipe(world=world, camera=not args.no_camera, same_scene=args.same_scene,
+                    lr=args.lr, seed=args.seed)
     try:
         train(recipe, args.workdir, args.steps, save_every=args.save_every,
               log_every=args.log_every)

@@ -1,6 +1,8 @@
 """The wallpaper world (data/wallpaper.py), its camera reading (eval/shift_camera.py), the tiny
 CamClone trainer (wallpaper_train.py) and the held-out scores (wallpaper_eval.py), at a tiny size."""
 import json
+import os
+import sys
 
 import jax
 import numpy as np
@@ -11,18 +13,25 @@ from camclone_jax.data import wallpaper
 from camclone_jax.eval import shift_camera
 
 WORLD = wallpaper.WallpaperWorld()
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+
+import clone_eval  # noqa: E402
+import clone_strip  # noqa: E402
+import time_to_clone  # noqa: E402
 
 
 def test_latent_triplets_move_target_and_camera_reference_together():
-    target, cam, vel = wallpaper.latent_triplets(jax.random.key(0), WORLD, 6)
-    assert target.shape == cam.shape == (6, 5, 4, 4, 48)
+    target, cam, content, vel = wallpaper.latent_triplets(jax.random.key(0), WORLD, 6)
+    assert target.shape == cam.shape == content.shape == (6, 5, 4, 4, 48)
     t, c = np.asarray(target), np.asarray(cam)
+    np.testing.assert_array_equal(content[:, 0], target[:, 0])  # V2V: the same frame 0
     for i, (dy, dx) in enumerate(np.asarray(vel)):
         for k in range(5):
             np.testing.assert_array_equal(np.roll(t[i, 0], (k * dy, k * dx), (0, 1)), t[i, k])
             np.testing.assert_array_equal(np.roll(c[i, 0], (k * dy, k * dx), (0, 1)), c[i, k])
     assert not np.allclose(t, c)  # other scenes
-    same, cam_same, _ = wallpaper.latent_triplets(jax.random.key(0), WORLD, 6, same_scene=1.0)
+    same, cam_same, _, _ = wallpaper.latent_triplets(jax.random.key(0), WORLD, 6, same_scene=1.0)
     np.testing.assert_array_equal(same, cam_same)
 
 
@@ -77,3 +86,31 @@ def test_trainer_logs_gaps_resumes_and_exports_a_model_the_sampler_reads(tmp_pat
             "ground truth", "copy first frame", "tiny", "tiny, camera reference zeroed")]
     assert all(r["clips"] == 1 and np.isfinite(r["psnr"]) for r in rows[2:4])
     assert "| I2V | ground truth | 0.00 | 1/1 | inf |" in wallpaper_eval.markdown(rows)
+
+
+def test_time_to_clone_reports_steps_wall_time_and_the_gap(tmp_path):
+    out = tmp_path / "ttc.jsonl"
+    result = time_to_clone.main(["--tiny", "--max_steps", "2", "--log_every", "1",
+                                 "--threshold", "1e9", "--out", str(out)])
+    assert result["steps"] == 2 and not result["reached"] and result["wall_s"] > 0
+    assert np.isfinite(result["gap"]) and result["threshold"] == 1e9
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+
+
+def test_strip_and_eval_scripts_on_a_tiny_model(tmp_path):
+    recipe = wallpaper_train.Recipe(dim=16, head_dim=8, layers=1, batch=2, probe_batch=2)
+    wallpaper_train.train(recipe, str(tmp_path / "m"), 1, log_every=1, log=lambda _: None)
+    model = str(tmp_path / "m" / "export")
+    png = clone_strip.main(["--model", model, "--out", str(tmp_path / "s.png"), "--examples",
+                            "1", "--steps", "2", "--scale", "2"])
+    from PIL import Image
+    img = np.asarray(Image.open(png))
+    # 2 rows (I2V, V2V) of 16 px + gaps, columns of 5 + 1 + 5 + 5 frames (V2V: 5 content)
+    assert img.shape[0] == 2 * 2 * (16 + clone_strip.GAP) and img.shape[2] == 3
+    result = clone_eval.main(["--model", model, "--no_camera_model", model, "--clips", "1",
+                              "--steps", "2", "--paths", "path", "--out", str(tmp_path / "r.json")])
+    rows = result["tables"]["path"]
+    assert [r["row"] for r in rows if r["task"] == "i2v"] == [
+        "ground truth", "copy first frame", "CamClone", "CamClone, camera reference zeroed",
+        "no-camera model"]
+    assert json.load(open(tmp_path / "r.json"))["tables"]["path"] == json.loads(json.dumps(rows))

@@ -1,14 +1,17 @@
 """The wallpaper world: camera cloning small enough to learn and to measure on a 2-core CPU.
 
-A scene is a periodic wallpaper exactly the size of the frame: a grid of ``cells`` square cells
-of ``cell_px`` pixels, each split into ``sub`` x ``sub`` blocks of one random colour (uniform
-in [-1, 1]^3). The camera pans and tilts over it at a constant integer velocity v in
-{-m..m}^2 cells per latent frame (m = ``max_speed``), wrapping around: a camera turning in a
-world at infinity where nothing new enters the view, so every frame is predictable from the
-first frame and the camera's motion. In pixel frames the wallpaper moves v * cell_px /
-temporal_factor pixels per frame; the pixel codec (``PixelCodec(cell_px, temporal_factor)``)
-keeps every ``temporal_factor``-th frame, so latent frame k is the wallpaper rolled by k v whole
-cells and one latent cell is one token of a patch-1 DiT.
+A scene is a periodic wallpaper exactly the size of the frame, ``cells`` square cells of
+``cell_px`` pixels: with ``texture`` "blocks" each cell is split into ``sub`` x ``sub`` blocks of
+one random colour (uniform in [-1, 1]^3); with "smooth" it is periodic RGB noise blurred by a
+Gaussian of ``blur_px`` pixels (std 0.5, clipped to [-1, 1]). The camera pans and tilts over it
+at a constant integer velocity v in {-m..m}^2 (m = ``max_speed``) steps of ``step_px`` pixels
+per latent frame, wrapping around: a camera turning in a world at infinity where nothing new
+enters the view, so every frame is predictable from the first frame and the camera's motion.
+In pixel frames the wallpaper moves v * step_px / temporal_factor pixels per frame (a
+fractional shift is a phase ramp on the smooth texture's spectrum); the pixel codec
+(``PixelCodec(cell_px, temporal_factor)``) keeps every ``temporal_factor``-th frame, so latent
+frame k is the wallpaper rolled by k v step_px whole pixels, and one latent cell is one token of
+a patch-1 DiT.
 
 A CamClone triplet: the target films wallpaper B, the camera reference films another wallpaper
 A with the same velocity, the first frame is the target's frame 0 (I2V). The camera's pose in
@@ -37,15 +40,25 @@ class WallpaperWorld:
     sub: int = 2  # colour blocks per cell side
     latent_frames: int = 5  # frames of a clip in latents (pixel frames: 1 + r (f - 1))
     temporal_factor: int = 4  # the pixel codec's frame subsampling
-    max_speed: int = 1  # cells per latent frame, each axis
+    max_speed: int = 1  # steps per latent frame, each axis
     fov_deg: float = 60.0  # horizontal field of view of the camera reading
+    texture: str = "blocks"  # "blocks" or "smooth"
+    blur_px: float = 2.0  # smoothness of the "smooth" texture
+    step_px: int = 0  # pixels per latent frame per unit of velocity (0: cell_px)
 
     def __post_init__(self):
+        if self.texture not in ("blocks", "smooth"):
+            raise ValueError(f"texture must be 'blocks' or 'smooth', got {self.texture!r}")
         if self.cell_px % self.sub:
             raise ValueError(f"cell_px {self.cell_px} is not a multiple of sub {self.sub}")
-        if (self.max_speed * self.cell_px) % self.temporal_factor:
-            raise ValueError("a pixel frame must move a whole number of pixels: max_speed * "
-                             "cell_px must be a multiple of temporal_factor")
+        if self.texture == "blocks" and self.step % self.temporal_factor:
+            raise ValueError("blocks move whole pixels each frame: step_px (or cell_px) must be "
+                             "a multiple of temporal_factor")
+
+    @property
+    def step(self) -> int:
+        """Pixels per latent frame per unit of velocity."""
+        return self.step_px or self.cell_px
 
     @property
     def codec(self) -> PixelCodec:
@@ -76,10 +89,31 @@ class WallpaperWorld:
 
 def wallpapers(key, world: WallpaperWorld, n: int):
     """n random wallpapers [n, H, W, 3] in [-1, 1] (jax)."""
+    if world.texture == "smooth":
+        h, w = world.size
+        noise = jax.random.normal(key, (n, h, w, 3))
+        fy = jnp.fft.fftfreq(h)[:, None, None]  # [H, 1, 1] cycles per pixel
+        fx = jnp.fft.fftfreq(w)[None, :, None]  # [1, W, 1]
+        gain = jnp.exp(-2.0 * (jnp.pi * world.blur_px) ** 2 * (fy ** 2 + fx ** 2))
+        field = jnp.fft.ifft2(jnp.fft.fft2(noise, axes=(1, 2)) * gain, axes=(1, 2)).real
+        field = field / jnp.std(field, axis=(1, 2, 3), keepdims=True)  # [n, H, W, 3] unit std
+        return jnp.clip(0.5 * field, -1.0, 1.0)
     rows, cols = world.cells[0] * world.sub, world.cells[1] * world.sub
     blocks = jax.random.uniform(key, (n, rows, cols, 3), minval=-1.0, maxval=1.0)
     rep = world.cell_px // world.sub
     return jnp.repeat(jnp.repeat(blocks, rep, axis=1), rep, axis=2)  # [n, H, W, 3]
+
+
+def translated(walls, shifts):
+    """Like ``rolled`` for fractional ``shifts`` [n, f, 2]: a phase ramp on the spectrum (exact
+    for whole pixels, band-limited in between)."""
+    h, w = walls.shape[1:3]
+    fy = jnp.fft.fftfreq(h)[:, None]  # [H, 1]
+    fx = jnp.fft.fftfreq(w)[None, :]  # [1, W]
+    dy, dx = shifts[..., 0, None, None], shifts[..., 1, None, None]  # [n, f, 1, 1]
+    phase = jnp.exp(-2j * jnp.pi * (fy * dy + fx * dx))  # [n, f, H, W]
+    spec = jnp.fft.fft2(walls, axes=(1, 2))  # [n, H, W, 3]
+    return jnp.fft.ifft2(spec[:, None] * phase[..., None], axes=(2, 3)).real  # [n, f, H, W, 3]
 
 
 def rolled(walls, shifts):
@@ -96,25 +130,30 @@ def pixel_shifts(world: WallpaperWorld, velocity, latent: bool):
     """Cumulative shifts in pixels [n, frames, 2] of velocities [n, 2] (cells per latent frame):
     at the latent frames (``latent``) or at every pixel frame."""
     frames = world.latent_frames if latent else world.frames
-    step = world.cell_px if latent else world.cell_px // world.temporal_factor
+    step = world.step if latent else world.step / world.temporal_factor
     k = jnp.arange(frames)[None, :, None]  # [1, frames, 1]
     return k * jnp.asarray(velocity)[:, None, :] * step  # [n, frames, 2]
 
 
 def latent_triplets(key, world: WallpaperWorld, batch: int, same_scene: float = 0.0):
-    """A training batch in pixel-codec latents (jit-compatible): (target, camera reference),
-    each [b, f, h, w, 3 cell_px^2], and the velocities [b, 2]. A fraction ``same_scene`` films
-    the target's own wallpaper for the camera reference (a curriculum aid)."""
-    ka, kb, kv, ks = jax.random.split(key, 4)
+    """A training batch in pixel-codec latents (jit-compatible): (target, camera reference,
+    content video), each [b, f, h, w, 3 cell_px^2], and the velocities [b, 2]. The content video
+    films the target's wallpaper at another random velocity (V2V; same frame 0). A fraction
+    ``same_scene`` films the target's own wallpaper for the camera reference (a curriculum
+    aid)."""
+    ka, kb, kv, ks, ku = jax.random.split(key, 5)
     wall_b = wallpapers(kb, world, batch)  # [b, H, W, 3] target scene
     same = jax.random.uniform(ks, (batch, 1, 1, 1)) < same_scene  # [b, 1, 1, 1]
     wall_a = jnp.where(same, wall_b, wallpapers(ka, world, batch))  # camera-reference scene
     table = jnp.asarray(world.velocities())
     vel = table[jax.random.randint(kv, (batch,), 0, len(table))]  # [b, 2]
-    shifts = pixel_shifts(world, vel, latent=True)  # [b, f, 2]
+    other = table[jax.random.randint(ku, (batch,), 0, len(table))]  # [b, 2]
+    shifts = pixel_shifts(world, vel, latent=True)  # [b, f, 2] whole pixels
     # the latent frames themselves: the codec's space-to-depth without frame subsampling
     encode = PixelCodec(world.cell_px, temporal_factor=1, scale=world.codec.scale).encode
-    return encode(rolled(wall_b, shifts)), encode(rolled(wall_a, shifts)), vel
+    content = rolled(wall_b, pixel_shifts(world, other, latent=True))  # [b, f, H, W, 3]
+    return (encode(rolled(wall_b, shifts)), encode(rolled(wall_a, shifts)), encode(content),
+            vel)
 
 
 def path_shifts(world: WallpaperWorld, steps_cells) -> np.ndarray:
@@ -122,9 +161,9 @@ def path_shifts(world: WallpaperWorld, steps_cells) -> np.ndarray:
     per-latent-step velocities ``steps_cells`` [latent_frames - 1, 2] (cells, (dy, dx)): the
     motion of step k is spread evenly over its ``temporal_factor`` pixel frames."""
     steps = np.asarray(steps_cells, np.int64).reshape(world.latent_frames - 1, 2)
-    per_frame = np.repeat(steps * (world.cell_px // world.temporal_factor),
+    per_frame = np.repeat(steps * (world.step / world.temporal_factor),
                           world.temporal_factor, axis=0)  # [frames - 1, 2] pixels per frame
-    return np.concatenate([np.zeros((1, 2), np.int64), np.cumsum(per_frame, axis=0)])
+    return np.concatenate([np.zeros((1, 2)), np.cumsum(per_frame, axis=0)])
 
 
 def render_clip(wall: np.ndarray, world: WallpaperWorld, velocity) -> np.ndarray:
@@ -135,7 +174,11 @@ def render_clip(wall: np.ndarray, world: WallpaperWorld, velocity) -> np.ndarray
     steps = np.broadcast_to(velocity, (world.latent_frames - 1, 2)) if velocity.ndim == 1 \
         else velocity
     shifts = path_shifts(world, steps)[None]  # [1, F, 2]
-    frames = np.asarray(rolled(jnp.asarray(wall)[None], jnp.asarray(shifts)))[0]  # [F, H, W, 3]
+    if np.all(shifts == np.round(shifts)):
+        frames = rolled(jnp.asarray(wall)[None], jnp.asarray(shifts, jnp.int32))
+    else:
+        frames = translated(jnp.asarray(wall, jnp.float32)[None], jnp.asarray(shifts))
+    frames = np.asarray(frames)[0]  # [F, H, W, 3]
     return np.clip(np.round((frames + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
