@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 from camclone_jax.data import records  # noqa: E402
 from camclone_jax.data.synthetic import trajectories as traj_lib  # noqa: E402
 from camclone_jax.data.synthetic import writer  # noqa: E402
-from camclone_jax.eval import report  # noqa: E402
+from camclone_jax.eval import pose_backends, report  # noqa: E402
 
 METHODS = (("copy content", "content_ref"), ("copy camera", "camera_ref"), ("target", "target"))
 
@@ -152,6 +152,8 @@ def main(argv=None):
     p.add_argument("--write_jobs", help="write a sampling jobs CSV for camclone_jax.sample")
     p.add_argument("--fvd", action="store_true", help="also FVD-V against the content references")
     p.add_argument("--out", help="write all reports as JSON here")
+    p.add_argument("--poses", choices=pose_backends.BACKENDS, default=pose_backends.DEFAULT_BACKEND,
+                   help="camera-pose backend (as evaluate's --poses)")
     args = p.parse_args(argv)
     start = time.time()
     split = args.split or make_split(args.cache, args.num_groups, args.frames, args.height,
@@ -162,7 +164,8 @@ def main(argv=None):
                    os.path.abspath(args.generated or "generated"))
         print(f"jobs: {args.write_jobs} ({len(triplets)} triplets)")
     # per-frame means in degrees: readable across clip lengths (the sums are in the JSON too)
-    options = report.EvalOptions(fvd=args.fvd, degrees=True, reduction="mean")
+    options = report.EvalOptions(fvd=args.fvd, degrees=True, reduction="mean",
+                                 pose_backend=args.poses)
     results = []
     with tempfile.TemporaryDirectory() as work:
         dirs, cam_dir, con_dir = materialise(triplets, work, float(triplets[0]["fps"]))

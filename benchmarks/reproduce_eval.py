@@ -36,7 +36,7 @@ from camera_clone import read_triplets, write_true_poses  # noqa: E402
 
 from camclone_jax import inference, tasks  # noqa: E402
 from camclone_jax.data import transforms  # noqa: E402
-from camclone_jax.eval import report  # noqa: E402
+from camclone_jax.eval import pose_backends, report  # noqa: E402
 
 # (folder under RUN, row label, sampled with the camera latent zeroed)
 MODELS = (("camclone", "CamClone (frame concat, 3D attention)", False),
@@ -185,6 +185,8 @@ def main(argv=None):
     p.add_argument("--max_triplets", type=int, default=24)
     p.add_argument("--steps", type=int, default=20, help="Euler sampling steps")
     p.add_argument("--out", help="results JSON (default RUN/results.json)")
+    p.add_argument("--poses", choices=pose_backends.BACKENDS, default=pose_backends.DEFAULT_BACKEND,
+                   help="camera-pose backend (as evaluate's --poses)")
     p.add_argument("--markdown", help="results table (default RUN/results.md)")
     args = p.parse_args(argv)
     start = time.time()
@@ -194,7 +196,7 @@ def main(argv=None):
     frames, height, width = first["num_frames"], first["height"], first["width"]
     clips = [load_triplet(rec, frames, height, width) for rec in triplets]
     captions = [rec["caption"] for rec in triplets]
-    options = report.EvalOptions(degrees=True, reduction="mean")
+    options = report.EvalOptions(degrees=True, reduction="mean", pose_backend=args.poses)
     eval_dir = os.path.join(args.run, "eval")
     pose_dir = os.path.join(eval_dir, "true_poses")
     write_pose_refs(triplets, pose_dir, fps)
