@@ -40,7 +40,9 @@ def main(argv=None) -> dict:
         clips = wallpaper_eval.held_out_clips(world, args.clips, paths)
         rows = wallpaper_eval.evaluate(models, clips, world, no_camera_models=no_camera,
                                        steps=args.steps,
-                                       log=lambda r: print(json.dumps(r), flush=True))
+                                       log=lambda r: print(json.dumps(
+                                           {k: v for k, v in r.items() if k != "per_clip"}),
+                                           flush=True))
         result["tables"][paths] = rows
         print(f"\n{paths} trajectories, {args.clips} held-out clips:\n"
               + wallpaper_eval.markdown(rows) + "\n", flush=True)

@@ -80,19 +80,22 @@ def psnr(mse: float) -> float:
 
 
 def score_videos(videos, clips: list[Clip], world: wallpaper.WallpaperWorld) -> dict:
-    """{"rot_err", "psnr", "read", "clips"} of generated videos [F, H, W, 3] against ``clips``:
-    RotErr deg/frame (mean over the clips read), PSNR dB (of the squared error pooled over
-    every clip), clips read."""
-    errs, sq = [], []
+    """{"rot_err", "psnr", "read", "clips", "per_clip"} of generated videos [F, H, W, 3]
+    against ``clips``: RotErr deg/frame (mean over the clips read), PSNR dB (of the squared error
+    pooled over every clip), clips read, and each clip's RotErr (None: not read)."""
+    per_clip, sq = [], []
     for video, clip in zip(videos, clips):
         frames = np.asarray(video)[::world.temporal_factor]  # [f, H, W, 3] latent frames
         truth = clip.target[::world.temporal_factor]
         sq.append(np.mean((frames[1:].astype(np.float64) - truth[1:]) ** 2))
         est = shift_camera.estimate(frames, world.focal_px)
-        if est is not None:  # frame 0 is the identity in both: average frames 1..
-            errs.append(float(np.degrees(camera.camera_errors(est, clip.c2w)["rot"][1:]).mean()))
+        # frame 0 is the identity in both: average frames 1..
+        per_clip.append(None if est is None else float(
+            np.degrees(camera.camera_errors(est, clip.c2w)["rot"][1:]).mean()))
+    errs = [e for e in per_clip if e is not None]
     return {"rot_err": float(np.mean(errs)) if errs else None,
-            "psnr": psnr(float(np.mean(sq))), "read": len(errs), "clips": len(clips)}
+            "psnr": psnr(float(np.mean(sq))), "read": len(errs), "clips": len(clips),
+            "per_clip": per_clip}
 
 
 def generate_all(pipe, clips: list[Clip], task: str, world: wallpaper.WallpaperWorld, *,

@@ -7,7 +7,8 @@ this size). The recipe (``Recipe``) is what the probes showed learns within a CP
 patch-1 tokens (one wallpaper cell each), a clean-sample loss on the frames after the first,
 noise levels mostly in [t_min, 1] (where the references matter; a fraction t_full anywhere,
 so that every sampling step is trained) and a curriculum aid: a fraction
-``same_scene`` of the training camera references film the target's own wallpaper. Half the
+``same_scene`` of the training camera references film the target's own wallpaper (decaying
+to none over ``same_scene_steps``: copying is learnt first, then reading). Half the
 examples are V2V (a content video of the target's wallpaper moving at another velocity; its
 frame 0 is the target's, the release's first-frame rule).
 
@@ -34,10 +35,20 @@ import jax.numpy as jnp
 import optax
 
 from camclone_jax import checkpoint as ckpt_lib
+from camclone_jax import optim
 from camclone_jax.data import wallpaper
 from camclone_jax.diffusion import flow
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import params as params_lib
+
+
+# which params train in the CamClone stage (configs/small_*.py use the same rules)
+TRAIN_RULES = {
+    "all": ((".*", "train"),),
+    "self_attn": (("self_attn", "train"), (".*", None)),  # the paper: only the 3D attention
+    "self_attn+patch": (("self_attn", "train"), ("patch_embedding", "train"), (".*", None)),
+    "blocks": (("blocks/", "train"), (".*", None)),  # Table 6: whole blocks
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +63,13 @@ class Recipe:
     lr: float = 1e-3
     t_min: float = 0.5  # most training noise levels are in [t_min, 1] ...
     t_full: float = 0.25  # ... and this fraction anywhere in [0, 1] (so every sampler step is trained)
-    same_scene: float = 0.5  # curriculum aid (training batches only)
+    same_scene: float = 0.5  # curriculum aid (training batches only) ...
+    same_scene_steps: int = 0  # ... decaying linearly to 0 over this many steps (0: constant)
     v2v: float = 0.5  # fraction of V2V examples
     camera: bool = True  # False: the no-camera baseline (camera reference always zero)
+    concat: str = "frame"  # "frame" (the paper) or "channel" (its Table 5 ablation)
+    base: str = ""  # a model export to start from (a base stage), or "" for random init
+    rules: tuple = ((".*", "train"),)  # which params train (optim.label_params regexes)
     probe_t: float = 0.95
     probe_batch: int = 64
     text_dim: int = 32
@@ -66,7 +81,12 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
         world = dict(d["world"], cells=tuple(d["world"]["cells"]))
-        return cls(**{**d, "world": wallpaper.WallpaperWorld(**world)})
+        rules = tuple(tuple(r) for r in d.get("rules", cls.rules))
+        return cls(**{**d, "world": wallpaper.WallpaperWorld(**world), "rules": rules})
+
+    @property
+    def trains_everything(self) -> bool:
+        return tuple(map(tuple, self.rules)) == ((".*", "train"),)
 
 
 def dit_config(recipe: Recipe) -> DiTConfig:
@@ -75,7 +95,7 @@ def dit_config(recipe: Recipe) -> DiTConfig:
     return DiTConfig(dim=recipe.dim, ffn_dim=4 * recipe.dim, num_layers=recipe.layers,
                      num_heads=recipe.dim // recipe.head_dim, in_channels=2 * c + 4,
                      out_channels=c, text_dim=recipe.text_dim, freq_dim=64,
-                     patch_size=(1, 1, 1), prediction="sample", concat="frame")
+                     patch_size=(1, 1, 1), prediction="sample", concat=recipe.concat)
 
 
 def first_frame_channels(target, cond_channels: int):
@@ -137,8 +157,8 @@ def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
     os.makedirs(workdir, exist_ok=True)
     cfg = dit_config(recipe)
     model = DiT(cfg)
-    tx = optax.adam(recipe.lr)
-    params = params_lib.init_params(cfg, recipe.seed)
+    params = initial_params(recipe)
+    tx = optimizer(recipe, params)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     ckpts = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=save_every,
                                   keep=2)
@@ -151,10 +171,15 @@ def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
         json.dump(recipe.to_dict(), f, indent=1)
     loss = make_loss(model, recipe)
 
+    def same_scene_at(step: int) -> float:
+        if not recipe.same_scene_steps:
+            return recipe.same_scene
+        return recipe.same_scene * max(0.0, 1.0 - step / recipe.same_scene_steps)
+
     @jax.jit
-    def step_fn(state, key):
+    def step_fn(state, key, same_scene):
         kb, kz, kt = jax.random.split(key, 3)
-        batch = make_batch(kb, recipe, recipe.batch, recipe.same_scene)
+        batch = make_batch(kb, recipe, recipe.batch, same_scene)
         z = jax.random.normal(kz, batch["target"].shape)
         ku, kf = jax.random.split(kt)
         u = jax.random.uniform(ku, (recipe.batch,))  # [b]
@@ -188,7 +213,8 @@ def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
     try:
         for i in range(first, steps + 1):
             if i > first:
-                state, value = step_fn(state, jax.random.fold_in(key, i))
+                state, value = step_fn(state, jax.random.fold_in(key, i),
+                                       jnp.float32(same_scene_at(i)))
                 ckpts.save(i, state)
             if i % log_every == 0 or i == steps:
                 rec = {"step": i, "loss": None if value is None else float(value), **measure(state["params"]),
@@ -211,6 +237,48 @@ def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
     return records
 
 
+def initial_params(recipe: Recipe) -> dict:
+    """Random init, or the base model's params (its patch embedding grown with zero rows for a
+    channel-concat model)."""
+    cfg = dit_config(recipe)
+    if not recipe.base:
+        return params_lib.init_params(cfg, recipe.seed)
+    from camclone_jax.convert.transformer import load_transformer
+    base_cfg, params = load_transformer(recipe.base)
+    if base_cfg.num_layers != cfg.num_layers or base_cfg.dim != cfg.dim:
+        raise ValueError(f"base {recipe.base} has {base_cfg.num_layers} layers of width "
+                         f"{base_cfg.dim}; the recipe wants {cfg.num_layers} of {cfg.dim}")
+    params = ckpt_lib.expand_for_channel_concat(params, cfg)
+    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def optimizer(recipe: Recipe, params):
+    """Adam at recipe.lr over the params the rules train (all of them by default)."""
+    if recipe.trains_everything:
+        return optax.adam(recipe.lr)
+    return optim.make_optimizer(params, recipe.rules, recipe.lr, clip_norm=None)
+
+
+def export_latest(workdir: str, out: str) -> int:
+    """Exports the newest intact checkpoint of WORKDIR (its recipe.json) to ``out`` without
+    touching the run (which may still be training); returns its step."""
+    with open(os.path.join(workdir, "recipe.json")) as f:
+        recipe = Recipe.from_dict(json.load(f))
+    params = params_lib.init_params(dit_config(recipe), recipe.seed)
+    tx = optimizer(recipe, params)
+    state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    ckpts = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=2)
+    try:
+        restored, step, _ = ckpts.restore_newest_intact(jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
+    finally:
+        ckpts.close()
+    if restored is None:
+        raise ckpt_lib.CheckpointError(f"no checkpoint in {workdir}/checkpoints")
+    export_model(out, recipe, restored["params"], f"camclone_jax.wallpaper_train step {step}")
+    return step
+
+
 def export_model(out: str, recipe: Recipe, params, source: str):
     """A model directory the sampler reads: weights, codec.json (pixel), text.json (none) and
     recipe.json (the world it was trained on)."""
@@ -228,19 +296,40 @@ def main(argv=None) -> int:
     p.add_argument("--no_camera", action="store_true",
                    help="train the no-camera baseline (camera reference always zero)")
     p.add_argument("--same_scene", type=float, default=Recipe.same_scene)
+    p.add_argument("--same_scene_steps", type=int, default=Recipe.same_scene_steps,
+                   help="decay --same_scene linearly to 0 over this many steps (0: constant)")
     p.add_argument("--lr", type=float, default=Recipe.lr)
+    p.add_argument("--dim", type=int, default=Recipe.dim)
+    p.add_argument("--head_dim", type=int, default=Recipe.head_dim)
+    p.add_argument("--layers", type=int, default=Recipe.layers)
+    p.add_argument("--base", default="", help="start from this model export (a base stage)")
+    p.add_argument("--train", default="all", choices=sorted(TRAIN_RULES),
+                   help="which params train: all, self_attn (the paper's rule), blocks (Table 6)")
+    p.add_argument("--concat", choices=("frame", "channel"), default="frame")
     p.add_argument("--seed", type=int, default=Recipe.seed)
     p.add_argument("--texture", choices=("blocks", "smooth"), default="blocks")
     p.add_argument("--blur_px", type=float, default=2.0, help="smooth texture's blur")
     p.add_argument("--step_px", type=int, default=0,
                    help="pixels per latent frame per unit of velocity (0: one cell)")
+    p.add_argument("--export_only", default=None, metavar="DIR",
+                   help="export WORKDIR's newest checkpoint to DIR and exit (the run may go on)")
     p.add_argument("--save_every", type=int, default=500)
     p.add_argument("--log_every", type=int, default=250)
     args = p.parse_args(argv)
+    if args.export_only:
+        try:
+            step = export_latest(args.workdir, args.export_only)
+        except (ckpt_lib.CheckpointError, OSError) as e:
+            print(f"error: {ckpt_lib.one_line(e)}", file=sys.stderr)
+            return 2
+        print(f"exported step {step} to {args.export_only}")
+        return 0
     world = wallpaper.WallpaperWorld(texture=args.texture, blur_px=args.blur_px,
                                      step_px=args.step_px)
     recipe = Recipe(world=world, camera=not args.no_camera, same_scene=args.same_scene,
-                    lr=args.lr, seed=args.seed)
+                    same_scene_steps=args.same_scene_steps, lr=args.lr, seed=args.seed,
+                    dim=args.dim, head_dim=args.head_dim, layers=args.layers, base=args.base,
+                    rules=TRAIN_RULES[args.train], concat=args.concat)
     try:
         train(recipe, args.workdir, args.steps, save_every=args.save_every,
               log_every=args.log_every)

@@ -52,7 +52,8 @@ def test_rendered_clips_encode_to_the_training_latents():
 def test_shift_reading_is_exact_on_the_ground_truth(paths):
     clips = wallpaper_eval.held_out_clips(WORLD, 12, paths)
     scores = wallpaper_eval.score_videos([c.target for c in clips], clips, WORLD)
-    assert scores == {"rot_err": 0.0, "psnr": float("inf"), "read": 12, "clips": 12}
+    assert scores == {"rot_err": 0.0, "psnr": float("inf"), "read": 12, "clips": 12,
+                      "per_clip": [0.0] * 12}
     static = [np.repeat(c.first_frame[None], 17, 0) for c in clips]
     assert wallpaper_eval.score_videos(static, clips, WORLD)["rot_err"] > 10
     if paths == "path":  # the camera turns within a clip
@@ -114,3 +115,28 @@ def test_strip_and_eval_scripts_on_a_tiny_model(tmp_path):
         "ground truth", "copy first frame", "CamClone", "CamClone, camera reference zeroed",
         "no-camera model"]
     assert json.load(open(tmp_path / "r.json"))["tables"]["path"] == json.loads(json.dumps(rows))
+
+
+SHIPPED_RESULTS = os.path.join(os.path.dirname(BENCH), "docs", "clone_results.json")
+
+
+@pytest.mark.skipif(not os.path.isdir(wallpaper_eval.SHIPPED), reason="no shipped model")
+def test_the_shipped_model_samples_and_scores_as_the_committed_table():
+    """The shipped tiny CamClone model loads, samples a 17-frame clip, and its held-out I2V
+    camera error on the first clips of the committed table (docs/clone_results.json, same
+    clips, seeds and steps) is recomputed within 1 deg/frame, the same clips read within 1."""
+    committed = json.load(open(SHIPPED_RESULTS))
+    row = next(r for r in committed["tables"]["path"] if r["task"] == "i2v"
+               and r["row"] == "CamClone")
+    pipe = inference.CamClonePipeline.from_checkpoint(wallpaper_eval.SHIPPED)
+    with open(os.path.join(wallpaper_eval.SHIPPED, "recipe.json")) as f:
+        world = wallpaper_train.Recipe.from_dict(json.load(f)).world
+    n = 6
+    clips = wallpaper_eval.held_out_clips(world, committed["clips"], "path")[:n]
+    videos = wallpaper_eval.generate_all(pipe, clips, "i2v", world, steps=committed["steps"])
+    assert videos[0].shape == (17, 16, 16, 3) and videos[0].dtype == np.uint8
+    scores = wallpaper_eval.score_videos(videos, clips, world)
+    expect = [e for e in row["per_clip"][:n] if e is not None]
+    assert abs(scores["read"] - len(expect)) <= 1
+    if expect and scores["rot_err"] is not None:
+        assert abs(scores["rot_err"] - float(np.mean(expect))) < 1.0, (scores, expect)
