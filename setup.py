@@ -13,8 +13,9 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["camclone_jax", "camclone_jax.*"]),
     # the shipped tiny wallpaper-world models (camclone_jax/assets/models, about 1 MB)
-    package_data={"camclone_jax": ["assets/models/*/*.json", "assets/models/*/params/**/*",
-                                   "assets/models/*/params/*"]},
+    package_data={"camclone_jax": ["assets/models/*/*.json", "assets/models/*/params/*",
+                                   "assets/models/*/params/*/*", "assets/models/*/params/*/*/*",
+                                   "assets/models/*/*.jsonl", "assets/examples/*"]},
     include_package_data=True,
     install_requires=[
         "jax>=0.10",

@@ -17,9 +17,10 @@ t = probe_t with the camera reference, minus with it zeroed, I2V and V2V) and ap
 WORKDIR/log.jsonl; orbax checkpoints go to WORKDIR/checkpoints and a rerun resumes; at the end
 WORKDIR/export is a model ``python -m camclone_jax.sample`` reads (pixel codec, no text).
 
-  python -m camclone_jax.wallpaper_train --workdir /tmp/clone --steps 30000 \
-      --texture smooth --step_px 2
-  python -m camclone_jax.wallpaper_train --workdir /tmp/nocam --steps 10000 --no_camera
+  python -m camclone_jax.wallpaper_train --workdir /tmp/clone          # the shipped model
+  python -m camclone_jax.wallpaper_train --workdir /tmp/nocam --no_camera --same_scene 0
+  python -m camclone_jax.wallpaper_train --workdir /tmp/head --base /tmp/nocam/export \
+      --train self_attn                                       # the paper's rule, from a base
 """
 from __future__ import annotations
 
@@ -58,13 +59,13 @@ class Recipe:
     world: wallpaper.WallpaperWorld = wallpaper.WallpaperWorld()
     dim: int = 64
     head_dim: int = 32
-    layers: int = 2
+    layers: int = 3
     batch: int = 16
     lr: float = 1e-3
     t_min: float = 0.5  # most training noise levels are in [t_min, 1] ...
     t_full: float = 0.25  # ... and this fraction anywhere in [0, 1] (so every sampler step is trained)
-    same_scene: float = 0.5  # curriculum aid (training batches only) ...
-    same_scene_steps: int = 0  # ... decaying linearly to 0 over this many steps (0: constant)
+    same_scene: float = 0.75  # curriculum aid (training batches only) ...
+    same_scene_steps: int = 5000  # ... decaying linearly to 0 over this many steps (0: constant)
     v2v: float = 0.5  # fraction of V2V examples
     camera: bool = True  # False: the no-camera baseline (camera reference always zero)
     concat: str = "frame"  # "frame" (the paper) or "channel" (its Table 5 ablation)
@@ -292,7 +293,7 @@ def export_model(out: str, recipe: Recipe, params, source: str):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", required=True)
-    p.add_argument("--steps", type=int, default=30_000)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--no_camera", action="store_true",
                    help="train the no-camera baseline (camera reference always zero)")
     p.add_argument("--same_scene", type=float, default=Recipe.same_scene)

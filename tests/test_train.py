@@ -206,8 +206,12 @@ def test_the_demo_end_to_end_shortened(tmp_path):
     config.eval_batches = 2
     config.log_every = 10
     config.sample.steps = 2
+    config.clone_check.update(clips=2, steps=4)
     result = train.train_and_evaluate(config, str(tmp_path))
     assert result["status"] == "done" and result["step"] == 30
+    # the closing camera-cloning lines of the shipped models
+    assert {"CamClone", "no-camera model", "copy first frame"} <= set(result["clone_check"])
+    assert any("CamClone" in line for line in result["clone_check_lines"])
     assert result["val_losses"][30] < result["val_losses"][0]  # it learns, on held-out scenes
     assert os.path.isdir(tmp_path / "data" / "train" / "records")
     from camclone_jax.data.video import read_video
