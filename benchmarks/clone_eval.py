@@ -7,7 +7,7 @@ with its camera reference and with it zeroed, and the no-camera model (trained w
 reference always zero) when given. Every sample comes from ``CamClonePipeline.generate``.
 Writes the rows as JSON (--out) and prints markdown tables.
 
-  python benchmarks/clone_eval.py --model data/models/clone_tiny \\
+  python benchmarks/clone_eval.py --model camclone_jax/assets/models/clone_tiny \\
       --no_camera_model /tmp/nocam/export --clips 64 --out docs/clone_results.json
 """
 import argparse
@@ -20,7 +20,7 @@ from camclone_jax import inference, wallpaper_eval, wallpaper_train
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="data/models/clone_tiny")
+    p.add_argument("--model", default=wallpaper_eval.SHIPPED)
     p.add_argument("--no_camera_model", default=None)
     p.add_argument("--clips", type=int, default=64, help="held-out clips per trajectory set")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")

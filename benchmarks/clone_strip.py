@@ -1,7 +1,7 @@
 """Picture strip of the shipped tiny model: camera reference | first frame or content | result |
 ground truth, at the latent frames, for held-out wallpaper clips (I2V rows, then V2V rows).
 
-  python benchmarks/clone_strip.py --model data/models/clone_tiny --out docs/clone_strip.png
+  python benchmarks/clone_strip.py --model camclone_jax/assets/models/clone_tiny --out docs/clone_strip.png
 """
 import argparse
 import json
@@ -38,7 +38,7 @@ def strip(rows: list[list[np.ndarray]], scale: int) -> np.ndarray:
 
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="data/models/clone_tiny")
+    p.add_argument("--model", default=wallpaper_eval.SHIPPED)
     p.add_argument("--out", default="docs/clone_strip.png")
     p.add_argument("--examples", type=int, default=3, help="rows per task")
     p.add_argument("--paths", choices=("constant", "path"), default="path")

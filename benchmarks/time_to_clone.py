@@ -7,7 +7,7 @@ the first measurement where it reaches --threshold. Prints one JSON line: steps,
 (compilation included), the gap reached and the threshold; "reached": false when --max_steps
 ran out first. Run it alone on the machine: it is a wall-time figure.
 
-  python benchmarks/time_to_clone.py --recipe data/models/clone_tiny/recipe.json \\
+  python benchmarks/time_to_clone.py --recipe camclone_jax/assets/models/clone_tiny/recipe.json \\
       --threshold 0.05 --max_steps 5000
 """
 import argparse

@@ -68,6 +68,7 @@ class Recipe:
     same_scene_steps: int = 5000  # ... decaying linearly to 0 over this many steps (0: constant)
     v2v: float = 0.5  # fraction of V2V examples
     camera: bool = True  # False: the no-camera baseline (camera reference always zero)
+    references: bool = True  # False: a base stage, plain Wan I2V (no reference tokens at all)
     concat: str = "frame"  # "frame" (the paper) or "channel" (its Table 5 ablation)
     base: str = ""  # a model export to start from (a base stage), or "" for random init
     rules: tuple = ((".*", "train"),)  # which params train (optim.label_params regexes)
@@ -132,8 +133,9 @@ def make_loss(model: DiT, recipe: Recipe):
         x = batch["target"]
         xt = flow.add_noise(x, z, t)  # [b, f, h, w, c]
         text = jnp.zeros((x.shape[0], text_len, recipe.text_dim))  # no text
-        v = model.apply({"params": p}, xt, flow.model_timesteps(t), text,
-                        cam_latents=batch["cam"], content_latents=batch["content"],
+        refs = ({"cam_latents": batch["cam"], "content_latents": batch["content"]}
+                if recipe.references else {})  # a base stage sees the target tokens only
+        v = model.apply({"params": p}, xt, flow.model_timesteps(t), text, **refs,
                         first_frame=batch["first_frame"])  # [b, f, h, w, c]
         x_hat = xt - jnp.maximum(t, 0.05)[:, None, None, None, None] * v  # clean sample
         return jnp.mean((x_hat - x)[:, 1:] ** 2)
@@ -304,6 +306,8 @@ def main(argv=None) -> int:
     p.add_argument("--head_dim", type=int, default=Recipe.head_dim)
     p.add_argument("--layers", type=int, default=Recipe.layers)
     p.add_argument("--base", default="", help="start from this model export (a base stage)")
+    p.add_argument("--base_stage", action="store_true",
+                   help="train a base: plain Wan I2V on the target videos, no reference tokens")
     p.add_argument("--train", default="all", choices=sorted(TRAIN_RULES),
                    help="which params train: all, self_attn (the paper's rule), blocks (Table 6)")
     p.add_argument("--concat", choices=("frame", "channel"), default="frame")
@@ -327,7 +331,8 @@ def main(argv=None) -> int:
         return 0
     world = wallpaper.WallpaperWorld(texture=args.texture, blur_px=args.blur_px,
                                      step_px=args.step_px)
-    recipe = Recipe(world=world, camera=not args.no_camera, same_scene=args.same_scene,
+    recipe = Recipe(world=world, camera=not args.no_camera, references=not args.base_stage,
+                    same_scene=args.same_scene,
                     same_scene_steps=args.same_scene_steps, lr=args.lr, seed=args.seed,
                     dim=args.dim, head_dim=args.head_dim, layers=args.layers, base=args.base,
                     rules=TRAIN_RULES[args.train], concat=args.concat)

@@ -140,3 +140,25 @@ def test_the_shipped_model_samples_and_scores_as_the_committed_table():
     assert abs(scores["read"] - len(expect)) <= 1
     if expect and scores["rot_err"] is not None:
         assert abs(scores["rot_err"] - float(np.mean(expect))) < 1.0, (scores, expect)
+
+
+@pytest.mark.skipif(not os.path.isdir(wallpaper_eval.SHIPPED), reason="no shipped model")
+def test_the_sample_cli_clones_the_shipped_example(tmp_path):
+    """`python -m camclone_jax.sample --checkpoint <shipped> --camera_ref ... --image ...` out
+    of the box, on the shipped example mp4/png: the result's camera is the example target's."""
+    from camclone_jax import sample
+    from camclone_jax.data.video import read_video
+
+    ex = os.path.join(os.path.dirname(wallpaper_eval.SHIPPED), "..", "examples")
+    out = str(tmp_path / "i2v.mp4")
+    assert sample.main(["--checkpoint", wallpaper_eval.SHIPPED,
+                        "--camera_ref", os.path.join(ex, "camera_ref.mp4"),
+                        "--image", os.path.join(ex, "first_frame.png"), "--frames", "17",
+                        "--height", "16", "--width", "16", "--steps", "8", "--out", out]) in (0, None)
+    video, _ = read_video(out)
+    truth, _ = read_video(os.path.join(ex, "target.mp4"))
+    assert video.shape == truth.shape == (17, 16, 16, 3)
+    got = shift_camera.frame_shifts(video[::4])
+    want = shift_camera.frame_shifts(truth[::4])
+    assert got is not None and want is not None
+    np.testing.assert_array_equal(got, want)
