@@ -22,6 +22,7 @@ An error with the camera reference below no_camera_floor proves the model reads 
       --frames 4 --height 6 --width 6 --channels 16 --t_min 0.5 --out /tmp/clone.jsonl
 """
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -47,17 +48,21 @@ def velocities(max_speed: int):
     return jnp.stack(jnp.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
-def make_task(max_speed: int):
+def make_task(max_speed: int, same_scene: float = 0.0):
     """Returns make_batch(key, shape) -> (target, cam_ref, content_ref = zeros), each ``shape``
     [b, f, h, w, c], and no_camera_best(target), the best prediction of ``target`` from its
-    frame 0 alone (the first frame averaged over every velocity's shifts)."""
+    frame 0 alone (the first frame averaged over every velocity's shifts). A fraction
+    ``same_scene`` of the training examples films the target's own wallpaper for the camera
+    reference (a curriculum aid: the reference is then the answer itself); the probe's
+    measurement batch never does."""
     table = velocities(max_speed)  # [V, 2]
 
-    def make_batch(key, shape):
+    def make_batch(key, shape, same_scene=same_scene):
         b, f, h, w, c = shape
-        ka, kb, kv = jax.random.split(key, 3)
-        wall_a = jax.random.normal(ka, (b, h, w, c))  # camera-reference scene
+        ka, kb, kv, ks = jax.random.split(key, 4)
         wall_b = jax.random.normal(kb, (b, h, w, c))  # target scene
+        same = jax.random.uniform(ks, (b, 1, 1, 1)) < same_scene  # [b, 1, 1, 1]
+        wall_a = jnp.where(same, wall_b, jax.random.normal(ka, (b, h, w, c)))  # camera scene
         vel = table[jax.random.randint(kv, (b,), 0, len(table))]  # [b, 2]
         shifts = jnp.arange(f)[None, :, None] * vel[:, None, :]  # [b, f, 2]
         target = rolled(wall_b, shifts)  # [b, f, h, w, c]
@@ -78,16 +83,20 @@ def main(argv=None):
     probe_lib.add_args(p, steps=20_000, frames=4, height=6, width=6, channels=16, patch=1,
                        dim=64, head_dim=32, t_min=0.5)
     p.add_argument("--max_speed", type=int, default=1, help="cells per frame, each axis")
+    p.add_argument("--same_scene", type=float, default=0.0,
+                   help="fraction of training examples whose camera reference films the "
+                        "target's own wallpaper (never in the measurement)")
     args = p.parse_args(argv)
     args.i2v = True
-    make_batch, no_camera_best = make_task(args.max_speed)
+    make_batch, no_camera_best = make_task(args.max_speed, args.same_scene)
     shape = (args.probe_batch, args.frames, args.height, args.width, args.channels)
     key = jax.random.split(probe_lib.probe_key(args.seed))[0]  # the measurement batch's key
-    target = make_batch(key, shape)[0]
+    held_out = functools.partial(make_batch, same_scene=0.0)  # the measurement: other scenes
+    target = held_out(key, shape)[0]
     floor = float(jnp.mean((no_camera_best(target) - target)[:, 1:] ** 2))
     copy = float(jnp.mean((target[:, 1:] - target[:, :1]) ** 2))
     return probe_lib.train_probe(args, make_batch, CASES, {
-        "task": "wallpaper_clone", "no_camera_floor": floor, "copy_first_frame_err": copy})
+        "task": "wallpaper_clone", "no_camera_floor": floor, "copy_first_frame_err": copy}, measure_batch=held_out)
 
 
 if __name__ == "__main__":

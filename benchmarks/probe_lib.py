@@ -129,7 +129,8 @@ def _refs(cam, content, zero_cam: bool, zero_content: bool):
             jnp.zeros_like(content) if zero_content else content)
 
 
-def train_probe(args, make_batch, cases: dict, header: dict | None = None) -> list[dict]:
+def train_probe(args, make_batch, cases: dict, header: dict | None = None,
+                measure_batch=None) -> list[dict]:
     """Trains the probe's DiT on ``make_batch`` for ``args.steps`` steps and returns the list of
     measurement records (also printed, and appended to ``args.out`` as JSON lines).
 
@@ -138,6 +139,7 @@ def train_probe(args, make_batch, cases: dict, header: dict | None = None) -> li
     Each record: step, loss (of that step's batch), err (clean-sample error at probe_t with the
     true references, "with_refs", and per case), gap (per case: err[case] - err["with_refs"]),
     elapsed_s and steps_per_s (wall time since the first step finished compiling).
+    ``measure_batch`` (default ``make_batch``) draws the held-out measurement batch.
     """
     shape = (args.batch, args.frames, args.height, args.width, args.channels)
     probe_shape = (args.probe_batch,) + shape[1:]
@@ -159,7 +161,7 @@ def train_probe(args, make_batch, cases: dict, header: dict | None = None) -> li
         return optax.apply_updates(p, updates), o, value
 
     kb, kz = jax.random.split(probe_key(args.seed))  # held out from the training keys
-    px, pcam, pcontent = make_batch(kb, probe_shape)  # [B, f, h, w, c] each
+    px, pcam, pcontent = (measure_batch or make_batch)(kb, probe_shape)  # [B, f, h, w, c] each
     pz = jax.random.normal(kz, probe_shape)
     pt = jnp.full((args.probe_batch,), args.probe_t)
 
