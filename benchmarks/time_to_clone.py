@@ -11,6 +11,7 @@ ran out first. Run it alone on the machine: it is a wall-time figure.
       --threshold 0.05 --max_steps 5000
 """
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -26,6 +27,8 @@ def main(argv=None) -> dict:
     p.add_argument("--max_steps", type=int, default=5000)
     p.add_argument("--log_every", type=int, default=250)
     p.add_argument("--out", default=None, help="also append the JSON line here")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="override a recipe field, e.g. --set head_dim=64 --set lr=3e-4")
     p.add_argument("--tiny", action="store_true", help="a tiny model (for tests only)")
     args = p.parse_args(argv)
     if args.recipe:
@@ -33,9 +36,17 @@ def main(argv=None) -> dict:
             recipe = wallpaper_train.Recipe.from_dict(json.load(f))
     else:
         recipe = wallpaper_train.Recipe()
+    if args.set:
+        fields = recipe.to_dict()
+        for item in args.set:
+            name, _, value = item.partition("=")
+            if name not in fields or name == "world":
+                raise SystemExit(f"--set {item}: not a recipe field")
+            fields[name] = json.loads(value)
+        recipe = wallpaper_train.Recipe.from_dict(fields)
     if args.tiny:
-        recipe = wallpaper_train.Recipe(world=recipe.world, dim=16, head_dim=8, layers=1,
-                                        batch=2, probe_batch=2)
+        recipe = dataclasses.replace(recipe, dim=16, head_dim=8, layers=1, batch=2,
+                                     probe_batch=2)
     start = time.time()
     with tempfile.TemporaryDirectory() as work:
         records = wallpaper_train.train(recipe, work, args.max_steps, save_every=10 ** 9,

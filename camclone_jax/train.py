@@ -332,7 +332,8 @@ def _train(config, workdir: str) -> dict:
     if (summary["status"] == "done" and config.sample.enabled and paths["pixels"]
             and config.objective.conditioning != "base"):
         summary["sample"] = _sample_video(workdir, config, paths["pixels"])
-    if summary["status"] == "done" and config.clone_check.enabled and jax.process_index() == 0:
+    # single-process runs only: the check loads models outside the run's mesh
+    if summary["status"] == "done" and config.clone_check.enabled and jax.process_count() == 1:
         from camclone_jax import wallpaper_eval
         check = config.clone_check
         lines = []
@@ -452,7 +453,8 @@ if __name__ == "__main__":
         skip = ("losses", "batch_indices", "clone_check_lines")
         print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1,
                          default=str))
-        for line in result.get("clone_check_lines", []):  # the closing lines
-            print(line)
+        sys.stdout.flush()  # stdout stays one JSON document; the closing lines go to stderr
+        for line in result.get("clone_check_lines", []):
+            print(line, file=sys.stderr)
 
     app.run(_main)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from camclone_jax import checkpoint as ckpt_lib
-from camclone_jax import optim
+from camclone_jax import optim, tasks
 from camclone_jax.data import wallpaper
 from camclone_jax.diffusion import flow
 from camclone_jax.models import DiT, DiTConfig
@@ -100,28 +100,21 @@ def dit_config(recipe: Recipe) -> DiTConfig:
                      patch_size=(1, 1, 1), prediction="sample", concat=recipe.concat)
 
 
-def first_frame_channels(target, cond_channels: int):
-    """I2V first-frame channels [b, f, h, w, cc]: mask ones and the target's frame 0 in frame 0."""
-    zeros = jnp.zeros(target.shape[:-1] + (cond_channels,))  # [b, f, h, w, cc]
-    mask = jnp.ones(target.shape[:1] + (1,) + target.shape[2:-1]
-                    + (cond_channels - target.shape[-1],))  # [b, 1, h, w, 4]
-    return zeros.at[:, :1].set(jnp.concatenate([mask, target[:, :1]], -1))
-
-
 def make_batch(key, recipe: Recipe, n: int, same_scene: float):
-    """{target, cam, content, first_frame} latents [n, f, h, w, *] of n triplets; V2V rows
-    (a fraction recipe.v2v) carry a content video, I2V rows zeros; with recipe.camera False
-    the camera reference is zero."""
+    """{target, cam, content, first_frame} latents [n, f, h, w, *] of n triplets, through the
+    conditioning contract (``tasks.dit_inputs``): V2V rows (a fraction recipe.v2v) carry a
+    content video, I2V rows zeros; every row has its first frame (the target's frame 0, also
+    the content's); with recipe.camera False the camera reference is zero."""
     world = recipe.world
     kt, kv2v = jax.random.split(key)
     target, cam, content, _ = wallpaper.latent_triplets(kt, world, n, same_scene)
-    is_v2v = jax.random.uniform(kv2v, (n, 1, 1, 1, 1)) < recipe.v2v
-    content = jnp.where(is_v2v, content, 0.0)
-    if not recipe.camera:
-        cam = jnp.zeros_like(cam)
-    cc = dit_config(recipe).cond_channels
-    return {"target": target, "cam": cam, "content": content,
-            "first_frame": first_frame_channels(target, cc)}
+    task = (jax.random.uniform(kv2v, (n,)) < recipe.v2v).astype(jnp.int32)  # [n] 0 I2V, 1 V2V
+    image = target.at[:, 1:].set(0.0)  # [n, f, h, w, c] latents of [first frame, zeros...]
+    inputs = tasks.dit_inputs(dit_config(recipe), task=task, cam_latents=cam,
+                              content_latents=content, image_latents=image,
+                              conditioning="camclone" if recipe.camera else "no_camera")
+    return {"target": target, "cam": inputs["cam_latents"],
+            "content": inputs["content_latents"], "first_frame": inputs["first_frame"]}
 
 
 def make_loss(model: DiT, recipe: Recipe):

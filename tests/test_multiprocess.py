@@ -14,6 +14,7 @@ OVERRIDES = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model
              "model.text_dim": 16, "model.freq_dim": 32, "model.prediction": "velocity",
              "data.kind": "mp4", "data.frames": 9,
              "data.height": 32, "data.width": 48, "data.num_workers": 0, "data.text_len": 4,
+             "clone_check.enabled": False,
              "batch_size": 8, "mesh_devices": 0, "checkpoint.every": 3, "log_every": 1,
              "eval_every": 0, "sample.enabled": False, "optim.lr": 1e-5, "optim.warmup_steps": 0,
              "optim.schedule": "constant",  # the lr must not depend on total_steps

@@ -95,7 +95,12 @@ def test_train_demo_then_inference_notebooks(tmp_path):
         check_video(out_dir / f"{task}.mp4", (FRAMES, HEIGHT, WIDTH, 3))
         # camera | first frame or content | generated | ground truth (synthetic references)
         check_video(out_dir / f"{task}_side_by_side.mp4", (FRAMES, HEIGHT, 4 * WIDTH, 3))
-    assert embedded_videos(nb) == 4  # camera ref, content ref, I2V, V2V
+    # camera ref, content ref, I2V, V2V, and the shipped tiny model's three held-out clips
+    assert embedded_videos(nb) == 7
+    text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+    assert "shipped CamClone model   RotErr" in text and "static camera" in text
+    for i in range(3):
+        check_video(out_dir / f"tiny_clone_{i}.mp4", (17, 128, 4 * 128, 3))
 
 
 @pytest.mark.parametrize("name", ["train_demo.ipynb", "inference.ipynb"])

@@ -113,7 +113,8 @@ def test_sigterm_saves_and_resume_matches(records, straight, tmp_path):
                 "--config.data.frames=9", "--config.data.height=32", "--config.data.width=48",
                 "--config.data.num_workers=0", "--config.data.text_len=4",
                 "--config.batch_size=2", "--config.checkpoint.every=100", "--config.log_every=1",
-                "--config.eval_every=0", "--config.sample.enabled=False"]
+                "--config.eval_every=0", "--config.sample.enabled=False",
+                "--config.clone_check.enabled=False"]
     # demo.py's synthetic block is ignored when data.path is set
     cmd = [sys.executable, "-m", "camclone_jax.train", "--config=configs/demo.py",
            f"--workdir={tmp_path}", "--config.total_steps=8"] + cfg_args

@@ -26,6 +26,7 @@ TINY = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_
         "model.text_dim": 16, "model.freq_dim": 32, "model.prediction": "velocity",
         "data.kind": "mp4", "data.frames": 9, "data.height": 32, "data.width": 48,
         "data.num_workers": 0, "data.text_len": 4, "batch_size": 2, "checkpoint.every": 2,
+        "clone_check.enabled": False,
         "log_every": 1, "eval_every": 0, "sample.enabled": False,
         "optim.schedule": "constant", "optim.rules": (("self_attn", "train"), (".*", None))}
 

@@ -92,9 +92,10 @@ def test_trainer_logs_gaps_resumes_and_exports_a_model_the_sampler_reads(tmp_pat
 def test_time_to_clone_reports_steps_wall_time_and_the_gap(tmp_path):
     out = tmp_path / "ttc.jsonl"
     result = time_to_clone.main(["--tiny", "--max_steps", "2", "--log_every", "1",
-                                 "--threshold", "1e9", "--out", str(out)])
+                                 "--threshold", "1e9", "--out", str(out), "--set", "lr=3e-4"])
     assert result["steps"] == 2 and not result["reached"] and result["wall_s"] > 0
     assert np.isfinite(result["gap"]) and result["threshold"] == 1e9
+    assert result["recipe"]["lr"] == 3e-4 and result["recipe"]["dim"] == 16
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
 
 
