@@ -151,6 +151,18 @@ def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
     ``stop_gap``: stop at the first measurement whose I2V camera gap reaches it (time to clone).
     Returns the measurement records of this call."""
     os.makedirs(workdir, exist_ok=True)
+    recipe_path = os.path.join(workdir, "recipe.json")
+    if os.path.exists(recipe_path):  # a resumed run must be the same recipe
+        with open(recipe_path) as f:
+            saved = json.load(f)
+        if saved != json.loads(json.dumps(recipe.to_dict())):
+            raise ckpt_lib.CheckpointError(
+                f"{recipe_path} holds another recipe than this run's; use a new --workdir")
+    else:
+        tmp = recipe_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(recipe.to_dict(), f, indent=1)
+        os.replace(tmp, recipe_path)
     cfg = dit_config(recipe)
     model = DiT(cfg)
     params = initial_params(recipe)
@@ -163,8 +175,6 @@ def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
     if restored is not None:
         state = restored
         log(f"resumed from step {at}")
-    with open(os.path.join(workdir, "recipe.json"), "w") as f:
-        json.dump(recipe.to_dict(), f, indent=1)
     loss = make_loss(model, recipe)
 
     def same_scene_at(step: int) -> float:

@@ -163,3 +163,13 @@ def test_the_sample_cli_clones_the_shipped_example(tmp_path):
     want = shift_camera.frame_shifts(truth[::4])
     assert got is not None and want is not None
     np.testing.assert_array_equal(got, want)
+
+
+def test_resuming_with_another_recipe_is_refused(tmp_path):
+    recipe = wallpaper_train.Recipe(dim=16, head_dim=8, layers=1, batch=2, probe_batch=2)
+    work = str(tmp_path / "run")
+    wallpaper_train.train(recipe, work, 1, log_every=1, export=False, log=lambda _: None)
+    other = wallpaper_train.Recipe(dim=16, head_dim=8, layers=1, batch=2, probe_batch=2, lr=3e-4)
+    with pytest.raises(wallpaper_train.ckpt_lib.CheckpointError, match="another recipe"):
+        wallpaper_train.train(other, work, 2, log_every=1, export=False, log=lambda _: None)
+    assert wallpaper_train.main(["--workdir", work, "--steps", "2", "--lr", "3e-4"]) == 2
