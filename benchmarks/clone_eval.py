@@ -12,7 +12,6 @@ Writes the rows as JSON (--out) and prints markdown tables.
 """
 import argparse
 import json
-import os
 import sys
 
 from camclone_jax import inference, wallpaper_eval, wallpaper_train
@@ -27,8 +26,7 @@ def main(argv=None) -> dict:
     p.add_argument("--paths", nargs="+", default=["constant", "path"])
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    with open(os.path.join(args.model, "recipe.json")) as f:
-        world = wallpaper_train.Recipe.from_dict(json.load(f)).world
+    world = wallpaper_train.Recipe.load(args.model).world
     models = {"CamClone": inference.CamClonePipeline.from_checkpoint(args.model)}
     no_camera = {}
     if args.no_camera_model:

@@ -27,25 +27,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from camclone_jax.data.wallpaper import WallpaperWorld, rolled
+
 import probe_lib
 
 CASES = {"no_camera": (True, False)}
-
-
-def rolled(walls, shifts):
-    """Frames [b, f, h, w, c] of periodic wallpapers ``walls`` [b, h, w, c] moved by integer
-    ``shifts`` [b, f, 2] cells (dy, dx): frame k shows the wall rolled by shifts[:, k]."""
-    b, h, w, _ = walls.shape
-    rows = (jnp.arange(h)[None, None, :] - shifts[..., 0, None]) % h  # [b, f, h]
-    cols = (jnp.arange(w)[None, None, :] - shifts[..., 1, None]) % w  # [b, f, w]
-    bi = jnp.arange(b)[:, None, None, None]  # [b, 1, 1, 1]
-    return walls[bi, rows[..., :, None], cols[..., None, :]]  # [b, f, h, w, c]
-
-
-def velocities(max_speed: int):
-    """Every integer velocity in {-m..m}^2: [(2m+1)^2, 2]."""
-    r = jnp.arange(-max_speed, max_speed + 1)
-    return jnp.stack(jnp.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
 def make_task(max_speed: int, same_scene: float = 0.0):
@@ -55,7 +41,7 @@ def make_task(max_speed: int, same_scene: float = 0.0):
     ``same_scene`` of the training examples films the target's own wallpaper for the camera
     reference (a curriculum aid: the reference is then the answer itself); the probe's
     measurement batch never does."""
-    table = velocities(max_speed)  # [V, 2]
+    table = jnp.asarray(WallpaperWorld(max_speed=max_speed).velocities())  # [V, 2]
 
     def make_batch(key, shape, same_scene=same_scene):
         b, f, h, w, c = shape

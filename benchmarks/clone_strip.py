@@ -4,7 +4,6 @@ ground truth, at the latent frames, for held-out wallpaper clips (I2V rows, then
   python benchmarks/clone_strip.py --model camclone_jax/assets/models/clone_tiny --out docs/clone_strip.png
 """
 import argparse
-import json
 import os
 import sys
 
@@ -45,8 +44,7 @@ def main(argv=None) -> str:
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling")
     args = p.parse_args(argv)
-    with open(os.path.join(args.model, "recipe.json")) as f:
-        world = wallpaper_train.Recipe.from_dict(json.load(f)).world
+    world = wallpaper_train.Recipe.load(args.model).world
     pipe = inference.CamClonePipeline.from_checkpoint(args.model)
     clips = wallpaper_eval.held_out_clips(world, args.examples, args.paths)
     r = world.temporal_factor

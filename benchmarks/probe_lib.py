@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from camclone_jax import tasks
 from camclone_jax.diffusion import flow
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import params as params_lib
@@ -84,16 +85,14 @@ def segment_tokens(args) -> int:
     return args.frames * (args.height // args.patch) * (args.width // args.patch)
 
 
-def first_frame_channels(x, cond_channels: int, i2v: bool):
+def first_frame_channels(x, cfg: DiTConfig, i2v: bool):
     """The first-frame channels [b, f, h, w, cond_channels] of targets x [b, f, h, w, c]: with
-    ``i2v`` a mask (ones in frame 0) and the target's frame 0 in frame 0, zeros elsewhere (the
-    layout of ``models.first_frame_condition``); without, all zeros (T2V)."""
-    zeros = jnp.zeros(x.shape[:-1] + (cond_channels,))  # [b, f, h, w, cc]
+    ``i2v`` the target's frame 0 as the I2V condition (through the conditioning contract,
+    ``tasks.dit_inputs``), without, all zeros (T2V)."""
     if not i2v:
-        return zeros
-    mask = jnp.ones(x.shape[:-1] + (cond_channels - x.shape[-1],))  # [b, f, h, w, 4]
-    first = jnp.concatenate([mask, x], axis=-1)[:, :1]  # [b, 1, h, w, cc]
-    return zeros.at[:, :1].set(first)
+        return jnp.zeros(x.shape[:-1] + (cfg.cond_channels,))  # [b, f, h, w, cc]
+    image = x.at[:, 1:].set(0.0)  # [b, f, h, w, c] latents of [first frame, zeros...]
+    return tasks.dit_inputs(cfg, task="i2v", cam_latents=x, image_latents=image)["first_frame"]
 
 
 def make_loss(model: DiT, cfg: DiTConfig, i2v: bool = False):
@@ -103,7 +102,7 @@ def make_loss(model: DiT, cfg: DiTConfig, i2v: bool = False):
     later frames only (frame 0 is known)."""
 
     def loss(p, x, z, t, cam, content, kind):
-        first_frame = first_frame_channels(x, cfg.cond_channels, i2v)  # [b, f, h, w, cc]
+        first_frame = first_frame_channels(x, cfg, i2v)  # [b, f, h, w, cc]
         text = jnp.zeros((x.shape[0], TEXT_LEN, TEXT_DIM))  # [b, L, text_dim]
         xt = flow.add_noise(x, z, t)  # [b, f, h, w, c]
         v = model.apply({"params": p}, xt, flow.model_timesteps(t), text, cam_latents=cam,

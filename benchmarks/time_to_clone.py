@@ -32,8 +32,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tiny", action="store_true", help="a tiny model (for tests only)")
     args = p.parse_args(argv)
     if args.recipe:
-        with open(args.recipe) as f:
-            recipe = wallpaper_train.Recipe.from_dict(json.load(f))
+        recipe = wallpaper_train.Recipe.load(args.recipe)
     else:
         recipe = wallpaper_train.Recipe()
     if args.set:

@@ -19,13 +19,13 @@ with the camera reference zeroed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
 import jax
 import numpy as np
 
+from camclone_jax import inference, wallpaper_train
 from camclone_jax.data import wallpaper
 from camclone_jax.eval import camera, shift_camera
 
@@ -101,11 +101,9 @@ def score_videos(videos, clips: list[Clip], world: wallpaper.WallpaperWorld) -> 
 def generate_all(pipe, clips: list[Clip], task: str, world: wallpaper.WallpaperWorld, *,
                  steps: int = 20, no_camera: bool = False) -> list[np.ndarray]:
     """Samples every clip with the pipeline (I2V: the first frame; V2V: the content video)."""
-    from camclone_jax.inference import SampleOptions
-
     h, w = world.size
-    opts = SampleOptions(frames=world.frames, height=h, width=w, steps=steps,
-                         no_camera=no_camera)
+    opts = inference.SampleOptions(frames=world.frames, height=h, width=w, steps=steps,
+                                   no_camera=no_camera)
     out = []
     for i, clip in enumerate(clips):
         inputs = {"image": clip.first_frame} if task == "i2v" else {"content_ref": clip.content}
@@ -146,11 +144,8 @@ def clone_check(model: str = "", no_camera_model: str = "", clips: int = 16, ste
     """The demo's closing check: the shipped tiny CamClone model (default SHIPPED) and the
     shipped no-camera model (NO_CAMERA) on ``clips`` held-out I2V clips on never-trained paths;
     returns {row: RotErr} and logs a few lines."""
-    from camclone_jax import inference, wallpaper_train
-
     model, no_camera_model = model or SHIPPED, no_camera_model or NO_CAMERA
-    with open(os.path.join(model, "recipe.json")) as f:
-        world = wallpaper_train.Recipe.from_dict(json.load(f)).world
+    world = wallpaper_train.Recipe.load(model).world
     held = held_out_clips(world, clips, "path")
     rows = evaluate({"CamClone": inference.CamClonePipeline.from_checkpoint(model)}, held, world,
                     no_camera_models={"no-camera model": inference.CamClonePipeline

@@ -86,6 +86,15 @@ class Recipe:
         rules = tuple(tuple(r) for r in d.get("rules", cls.rules))
         return cls(**{**d, "world": wallpaper.WallpaperWorld(**world), "rules": rules})
 
+    @classmethod
+    def load(cls, path: str) -> "Recipe":
+        """The recipe in ``path``: a recipe.json, or a directory holding one (a workdir or a
+        model export)."""
+        if os.path.isdir(path):
+            path = os.path.join(path, "recipe.json")
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
     @property
     def trains_everything(self) -> bool:
         return tuple(map(tuple, self.rules)) == ((".*", "train"),)
@@ -167,11 +176,10 @@ def train(recipe: Recipe, workdir: str, steps: int, *, save_every: int = 500,
     model = DiT(cfg)
     params = initial_params(recipe)
     tx = optimizer(recipe, params)
-    state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    state = fresh_state(tx, params)
     ckpts = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=save_every,
                                   keep=2)
-    restored, at, _ = ckpts.restore_newest_intact(jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
+    restored, at, _ = ckpts.restore_newest_intact(abstract(state))
     if restored is not None:
         state = restored
         log(f"resumed from step {at}")
@@ -265,18 +273,25 @@ def optimizer(recipe: Recipe, params):
     return optim.make_optimizer(params, recipe.rules, recipe.lr, clip_norm=None)
 
 
+def fresh_state(tx, params) -> dict:
+    """The train state a run starts from (and the layout its checkpoints hold)."""
+    return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+
+def abstract(state) -> dict:
+    """Shapes and dtypes of ``state``, to restore a checkpoint into."""
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+
+
 def export_latest(workdir: str, out: str) -> int:
     """Exports the newest intact checkpoint of WORKDIR (its recipe.json) to ``out`` without
     touching the run (which may still be training); returns its step."""
-    with open(os.path.join(workdir, "recipe.json")) as f:
-        recipe = Recipe.from_dict(json.load(f))
-    params = params_lib.init_params(dit_config(recipe), recipe.seed)
-    tx = optimizer(recipe, params)
-    state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    recipe = Recipe.load(workdir)
+    params = params_lib.init_params(dit_config(recipe), recipe.seed)  # shapes only
+    state = fresh_state(optimizer(recipe, params), params)
     ckpts = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=2)
     try:
-        restored, step, _ = ckpts.restore_newest_intact(jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
+        restored, step, _ = ckpts.restore_newest_intact(abstract(state))
     finally:
         ckpts.close()
     if restored is None:

@@ -130,8 +130,7 @@ def test_the_shipped_model_samples_and_scores_as_the_committed_table():
     row = next(r for r in committed["tables"]["path"] if r["task"] == "i2v"
                and r["row"] == "CamClone")
     pipe = inference.CamClonePipeline.from_checkpoint(wallpaper_eval.SHIPPED)
-    with open(os.path.join(wallpaper_eval.SHIPPED, "recipe.json")) as f:
-        world = wallpaper_train.Recipe.from_dict(json.load(f)).world
+    world = wallpaper_train.Recipe.load(wallpaper_eval.SHIPPED).world
     n = 6
     clips = wallpaper_eval.held_out_clips(world, committed["clips"], "path")[:n]
     videos = wallpaper_eval.generate_all(pipe, clips, "i2v", world, steps=committed["steps"])

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from camclone_jax.data.codec import PixelCodec
+from camclone_jax.data.synthetic.trajectories import rot_x, rot_y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +189,5 @@ def shift_c2w(shifts_px: np.ndarray, focal_px: float) -> np.ndarray:
     tilt atan(dy / f) about x."""
     out = np.tile(np.eye(4), (len(shifts_px), 1, 1))
     for i, (dy, dx) in enumerate(np.asarray(shifts_px, np.float64)):
-        pan, tilt = -math.atan(dx / focal_px), math.atan(dy / focal_px)
-        cy, sy, cx, sx = math.cos(pan), math.sin(pan), math.cos(tilt), math.sin(tilt)
-        rot_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-        rot_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-        out[i, :3, :3] = rot_y @ rot_x
+        out[i, :3, :3] = rot_y(-math.atan(dx / focal_px)) @ rot_x(math.atan(dy / focal_px))
     return out
