@@ -45,8 +45,9 @@ MOVES = {  # as tests/eval/conftest.py
     "static": {}, "dolly": {"distance_m": 1.5}, "truck": {"distance_m": 1.5},
     "orbit": {"angle_deg": 40.0, "pivot_distance_m": 4.5, "elevation_deg": 10.0, "roll_deg": 0.0},
 }
-BACKENDS = {  # name -> (backend, ColmapConfig)
-    "ours": ("ours", None),
+BACKENDS = {  # name -> (backend, PoseConfig or ColmapConfig)
+    "ours": ("ours", poses.PoseConfig()),
+    "ours-keyframes": ("ours", poses.PoseConfig(max_keyframes=21)),  # evaluate --keyframes 21
     "colmap-global": ("colmap", colmap.ColmapConfig(mapper="global")),
     "colmap-incremental": ("colmap", colmap.ColmapConfig(mapper="incremental")),
 }
@@ -55,10 +56,10 @@ BACKENDS = {  # name -> (backend, ColmapConfig)
 def run_backend(name, frames, intrinsics=None):
     """(PoseEstimate or None, failure reason or None, seconds) of one backend on one video."""
     backend, config = BACKENDS[name]
+    settings = {"pose_config" if backend == "ours" else "colmap_config": config}
     start = time.perf_counter()
     try:
-        est = pose_backends.estimate(frames, intrinsics, backend,
-                                     colmap_config=config or colmap.ColmapConfig())
+        est = pose_backends.estimate(frames, intrinsics, backend, **settings)
         return est, None, time.perf_counter() - start
     except poses.PoseEstimationError as e:
         return None, str(e), time.perf_counter() - start

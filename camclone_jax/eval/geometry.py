@@ -70,35 +70,73 @@ def angle_between(a, b):
 def ransac_rotation(src, dst, threshold, rng, iters=200, min_inliers=8):
     """Robust rotation R with dst ~ R src between unit bearings [N, 3] (pure-rotation model).
 
-    Samples 2 correspondences per hypothesis (enough to fix a rotation); `threshold` is the
-    angular inlier threshold in radians. Returns (R [3, 3], inlier mask [N]) or (None, mask)
-    when fewer than `min_inliers` agree.
+    Samples 2 correspondences per hypothesis (enough to fix a rotation), all `iters` hypotheses
+    scored at once; `threshold` is the angular inlier threshold in radians. Returns (R [3, 3],
+    inlier mask [N]) or (None, mask) when fewer than `min_inliers` agree.
     """
     n = len(src)
     if n < max(2, min_inliers):
         return None, np.zeros(n, bool)
-    best = np.zeros(n, bool)
-    for _ in range(iters):
-        pick = rng.choice(n, 2, replace=False)
-        rot = kabsch(src[pick], dst[pick])
-        inl = angle_between(src @ rot.T, dst) < threshold
-        if inl.sum() > best.sum():
-            best = inl
-            if best.mean() > 0.95:
-                break
+    first = rng.integers(0, n, iters)
+    second = rng.integers(0, n - 1, iters)
+    second = second + (second >= first)  # two distinct correspondences per hypothesis
+    m = (dst[first, :, None] * src[first, None, :]
+         + dst[second, :, None] * src[second, None, :])  # [iters, 3, 3] = sum dst src^T
+    rots = project_to_so3(m)  # [iters, 3, 3]
+    min_cos = np.cos(threshold)
+    hits = np.einsum("kij,nj,ni->kn", rots, src, dst) > min_cos  # [iters, N]
+    best = hits[np.argmax(hits.sum(1))]
     if best.sum() < min_inliers:
         return None, best
     for _ in range(3):  # refine on the inliers, re-select
         rot = kabsch(src[best], dst[best])
-        inl = angle_between(src @ rot.T, dst) < threshold
+        inl = np.sum((src @ rot.T) * dst, -1) > min_cos
         if inl.sum() < min_inliers:
             break
         best = inl
     return kabsch(src[best], dst[best]), best
 
 
+def scatter_sum(index, values, size):
+    """Sums of values [M, ...] into `size` bins by index [M] (np.add.at, by bincount: faster)."""
+    values = np.asarray(values, np.float64)
+    flat = values.reshape(len(index), -1)  # [M, k]
+    k = flat.shape[1]
+    bins = (np.asarray(index)[:, None] * k + np.arange(k)).ravel()
+    out = np.bincount(bins, weights=flat.ravel(), minlength=size * k)
+    return out.reshape((size,) + values.shape[1:])
+
+
+def triangulate_obs(rays, rot, trans, pt, num_points):
+    """Linear (DLT) triangulation from sparse observations.
+
+    Args:
+      rays: [M, 3] bearings K^-1 [u, v, 1] of each observation.
+      rot, trans: [M, 3, 3], [M, 3] world-to-camera pose of each observation's view.
+      pt: int [M] point index of each observation.
+      num_points: number of points P.
+    Returns:
+      world points [P, 3] (NaN for points with fewer than 2 observations): the least-squares
+      solution of each point's DLT rows with the homogeneous coordinate fixed to 1 (points far
+      beyond the baseline come out ill-determined; the callers' angle and reprojection tests
+      reject them).
+    """
+    proj = np.concatenate([rot, trans[..., None]], -1)  # [M, 3, 4]
+    x, y = rays[:, 0] / rays[:, 2], rays[:, 1] / rays[:, 2]  # [M] each
+    r1 = x[:, None] * proj[:, 2] - proj[:, 0]  # [M, 4]
+    r2 = y[:, None] * proj[:, 2] - proj[:, 1]  # [M, 4]
+    ata = scatter_sum(pt, r1[:, :, None] * r1[:, None] + r2[:, :, None] * r2[:, None],
+                      num_points)  # [P, 4, 4]
+    count = np.bincount(pt, minlength=num_points)
+    ata[count < 2] = np.eye(4)
+    lhs = ata[:, :3, :3] + 1e-12 * np.trace(ata, axis1=1, axis2=2)[:, None, None] * np.eye(3)
+    pts = np.linalg.solve(lhs, -ata[:, :3, 3:])[..., 0]  # [P, 3]
+    pts[count < 2] = np.nan
+    return pts
+
+
 def triangulate(rays, rot, trans, mask):
-    """Linear (DLT) triangulation of N points from F views.
+    """Linear (DLT) triangulation of N points from F views (dense form of `triangulate_obs`).
 
     Args:
       rays: [F, N, 3] bearings K^-1 [u, v, 1] of each point in each view.
@@ -107,19 +145,8 @@ def triangulate(rays, rot, trans, mask):
     Returns:
       world points [N, 3].
     """
-    proj = np.concatenate([rot, trans[..., None]], -1)  # [F, 3, 4]
-    x, y = rays[..., 0] / rays[..., 2], rays[..., 1] / rays[..., 2]  # [F, N] each
-    r1 = x[..., None] * proj[:, None, 2] - proj[:, None, 0]  # [F, N, 4]
-    r2 = y[..., None] * proj[:, None, 2] - proj[:, None, 1]  # [F, N, 4]
-    m = mask[..., None].astype(np.float64)
-    a = np.concatenate([np.nan_to_num(r1) * m, np.nan_to_num(r2) * m], 0)  # [2F, N, 4]
-    a = np.swapaxes(a, 0, 1)  # [N, 2F, 4]
-    _, _, vt = np.linalg.svd(a)
-    h = vt[:, -1]  # [N, 4]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pts = h[:, :3] / h[:, 3:]
-    pts[mask.sum(0) < 2] = np.nan
-    return pts
+    cam, pt = np.nonzero(mask)
+    return triangulate_obs(rays[cam, pt], rot[cam], trans[cam], pt, mask.shape[1])
 
 
 def transform(rot, trans, points):

@@ -13,9 +13,10 @@ is 1). The steps (`sfm.py` holds them):
    (a, b) are searched from several first frames (b: where the parallax reaches
    `init_parallax_px`), and each of the best few gives hypotheses from the essential matrix
    (RANSAC and LMedS) and from the decompositions of a plane homography. Each hypothesis is
-   grown by PnP registration, sweeping outwards from the pair and triangulating new tracks on
-   the way (so the scale of the first pair carries along the trajectory); the few that
-   reproject all tracks best are refined (step 4) and the best after refinement is kept.
+   grown by PnP registration (from the neighbouring frame's pose, RANSAC when that fails),
+   sweeping outwards from the pair and triangulating new tracks on the way (so the scale of
+   the first pair carries along the trajectory); the few that reproject all tracks best are
+   adjusted briefly, and the best after that is refined in full (step 4).
    Several hypotheses matter: on near-planar scenes and forward motion one two-view solution
    often lands in a wrong basin (a tilted translation with a compensating rotation) that
    bundle adjustment cannot leave.
@@ -27,6 +28,23 @@ is 1). The steps (`sfm.py` holds them):
    roll, a static shot or a translation too small to measure, and the rotation-only poses are
    returned (the homography fallback for rotation-only motion). When the rotation-only chain
    itself loses track (a long translation outruns the tracks), the full model is used alone.
+   The full model is fitted first; the rotation-only model's refinement stops after one
+   screening round when it cannot win (see `_rotation_model`).
+
+Every stage costs in proportion to the track observations (sparse triangulation of only the
+tracks a new frame sees, a bundle adjustment whose Schur complement is built from short windows
+of frames), so the time grows linearly with the frame count (`benchmarks/pose_backends.py
+--parts timing`; it grew quadratically before: 714 s at 81 frames of 480p).
+
+Keyframes (optional, `max_keyframes` > 0, `evaluate --keyframes N`): steps 2-5 run on at most
+`max_keyframes` evenly spaced frames (first and last among them, at most
+`max_keyframe_stride` frames apart); the tracks run through every frame, so keyframes share
+them, and the frames between are registered against the chosen model afterwards (PnP on its
+points, or a rotation fit to its directions; a frame PnP cannot register takes the rotation fit
+to its neighbour and is listed in `fallback_frames`). Measured (README, Evaluation): 3-5x
+faster on 81-frame clips at similar accuracy on rendered ones, but on real videos whose tracks
+are short (a shallow-focus orbit) keyframes 4 frames apart share too few tracks and the
+estimate fails, hence off by default.
 
 Limits, measured on the synthetic renderer (see tests/eval/test_poses.py and
 benchmarks/camera_clone.py): scenes dominated by one plane seen from above (a floor, a field)
@@ -46,6 +64,8 @@ Failure raises `PoseEstimationError` with the reason (too few features, tracking
 count and list such videos instead of dropping them.
 """
 import dataclasses
+import re
+import time
 
 import cv2
 import numpy as np
@@ -77,9 +97,15 @@ class PoseConfig:
       max(min_outlier_px, outlier_factor x median) is rejected during refinement.
     refine_rounds / bundle_iters: adjust-and-reject rounds, LM iterations per adjustment.
     min_pnp_inliers: fewest PnP inliers that register a frame.
+    pnp_inlier_frac: PnP from the neighbouring frame's pose is accepted when this share of the
+      points are inliers (else RANSAC decides).
     pair_anchors / max_init_pairs: initial pairs are searched from this many evenly spaced
       first frames, and this many of them are tried.
-    refine_candidates: full-model hypotheses refined before the final choice.
+    refine_candidates: full-model hypotheses adjusted (one round of `screen_iters` LM
+      iterations) before the final choice; the chosen one is then refined in full.
+    max_keyframes / max_keyframe_stride: with max_keyframes > 0, the reconstruction runs on at
+      most this many evenly spaced frames, at most max_keyframe_stride frames apart (videos of
+      up to max_keyframes frames use every frame); 0: every frame.
     seed: seeds the RANSAC samplers (numpy and OpenCV), so results are reproducible.
     """
     tracker: TrackerConfig = TrackerConfig()
@@ -96,9 +122,13 @@ class PoseConfig:
     refine_rounds: int = 3
     bundle_iters: int = 20
     min_pnp_inliers: int = 12
+    pnp_inlier_frac: float = 0.7
     pair_anchors: int = 6
     max_init_pairs: int = 3
     refine_candidates: int = 3
+    screen_iters: int = 8
+    max_keyframes: int = 0
+    max_keyframe_stride: int = 4
     seed: int = 0
 
 
@@ -180,6 +210,27 @@ def relative_unit_c2w(c2w):
     return c2w
 
 
+def keyframes(num_frames, config):
+    """Indices [K] of the frames the reconstruction runs on: every frame when
+    `max_keyframes` is 0 or the video is no longer, else the fewest evenly spaced frames, first
+    and last included, that keep both bounds (`max_keyframes` gives way when the stride bound
+    needs more)."""
+    if config.max_keyframes <= 0 or num_frames <= config.max_keyframes:
+        return np.arange(num_frames)
+    gaps = max(config.max_keyframes - 1, int(np.ceil((num_frames - 1) / config.max_keyframe_stride)))
+    return np.unique(np.round(np.linspace(0, num_frames - 1, gaps + 1)).astype(int))
+
+
+def _register_between(table, kmat, config, rec, keys, mode):
+    """Poses of every frame: the keyframes' from `rec` (the chosen model on keyframes `keys`),
+    the others registered against its points (`sfm.register_frames`). Returns the
+    all-frame `sfm.Reconstruction` and the frames that needed the rotation fallback."""
+    full = sfm.Reconstruction(table, kmat, config)  # every frame's tracks
+    full.rot[keys], full.trans[keys], full.done[keys] = rec.rot, rec.trans, True
+    full.points, full.inlier = rec.points, rec.inlier
+    return full, sfm.register_frames(full, rotation_only=mode == "rotation")
+
+
 def _init_pairs(rec, config):
     """Candidate initial pairs (a, b) (step 3).
 
@@ -208,29 +259,30 @@ def _init_pairs(rec, config):
     return [(a, b) for *_, a, b in sorted(pairs)[:config.max_init_pairs]]
 
 
-def _full_model(table, kmat, config, pairs):
-    """Best full-model hypothesis: (refined Reconstruction, fallback frames) or None.
+def _full_model(tracks, config, pairs):
+    """Best full-model hypothesis: (median error px, refined Reconstruction, fallback frames)
+    or None; `tracks` is an empty `sfm.Reconstruction` each hypothesis starts `fresh` from.
 
     Every initial pair gives hypotheses (essential matrix by RANSAC and LMedS, plane homography
     decompositions), each grown by `sfm.incremental`; `refine_candidates` of them (the best
-    reprojecting of each source, then the best of the rest) are refined and the one with the
-    smallest median error over all tracks wins (before refinement a wrong basin can still fit
-    as well as the right one)."""
+    reprojecting of each source, then the best of the rest) are adjusted briefly and the one
+    with the smallest median error over all tracks wins (before adjustment a wrong basin can
+    still fit as well as the right one) and is refined in full."""
     grown = []
     for a, b in pairs:
-        probe = sfm.Reconstruction(table, kmat, config)
+        probe = tracks.fresh()
         candidates = [("essential", sfm.two_view(probe, a, b, method)) for method in (cv2.RANSAC, cv2.LMEDS)]
         candidates += [("plane", pose) for pose in sfm.plane_views(probe, a, b)]
         for source, pose in candidates:
             if pose is None:
                 continue
-            rec = sfm.Reconstruction(table, kmat, config)
+            rec = tracks.fresh()
             try:
                 fallback = sfm.incremental(rec, a, b, *pose)
             except PoseEstimationError:
                 continue
             if fallback is not None:
-                score = sfm.fit_score(rec) + len(fallback) * config.max_reproj_px ** 2 / len(table)
+                score = sfm.fit_score(rec) + len(fallback) * config.max_reproj_px ** 2 / len(rec.seen)
                 grown.append((score, len(grown), source, rec, fallback))
     grown.sort(key=lambda g: g[:2])
     # the best of each source first (a wrong plane decomposition can out-score every essential
@@ -240,11 +292,15 @@ def _full_model(table, kmat, config, pairs):
     picks += [g for g in grown if all(g is not p for p in picks)]
     best = None
     for *_, rec, fallback in picks[:config.refine_candidates]:
-        sfm.refine(rec, rotation_only=False)
+        sfm.refine(rec, rotation_only=False, rounds=1, iters=config.screen_iters)
         err = float(np.median(sfm.all_residuals(rec, rotation_only=False)))
         if best is None or err < best[0]:
             best = (err, rec, fallback)
-    return best
+    if best is None:
+        return None
+    _, rec, fallback = best
+    sfm.refine(rec, rotation_only=False)
+    return float(np.median(sfm.all_residuals(rec, rotation_only=False))), rec, fallback
 
 
 def estimate_poses(frames, intrinsics=None, config=PoseConfig(), fov_deg=DEFAULT_FOV_DEG):
@@ -272,34 +328,78 @@ def _estimate(frames, intrinsics, config, fov_deg):
     num_frames, height, width = frames.shape[:3]
     intr, assumed = check_intrinsics(intrinsics, num_frames, height, width, fov_deg)
     cv2.setRNGSeed(config.seed)
+    clock = _Stopwatch()
     table = track_video(frames, config.tracker)  # [F, N, 2]
+    clock.lap("tracks")
     kmat = traj_lib.intrinsics_matrix(intr, height, width)  # [F, 3, 3]
-    rot_rec = sfm.Reconstruction(table, kmat, config)
+    keys = keyframes(num_frames, config)  # [K]
+    key_table, key_kmat = table[keys], kmat[keys]  # [K, N, 2], [K, 3, 3]
+    rot_rec = sfm.Reconstruction(key_table, key_kmat, config)
     if rot_rec.seen[0].sum() < config.min_tracks:
         raise PoseEstimationError(f"too few trackable features in the first frame "
                                   f"({int(rot_rec.seen[0].sum())} < {config.min_tracks})")
     pairs = _init_pairs(rot_rec, config)
+    full = _full_model(rot_rec, config, pairs) if pairs else None
+    clock.lap("full_model")
     chosen, rot_err, rot_failure = None, np.inf, None
     try:
-        sfm.rotation_chain(rot_rec)
-        sfm.refine(rot_rec, rotation_only=True)
-        rot_err = float(np.median(sfm.all_residuals(rot_rec, rotation_only=True)))
+        rot_err = _rotation_model(rot_rec, config, None if full is None else full[0])
         chosen, mode, fallback, err = rot_rec, "rotation", [], rot_err
     except PoseEstimationError as e:  # e.g. a long translation outruns the tracks of frame 0
         rot_failure = e
-    if pairs:
-        full = _full_model(table, kmat, config, pairs)
-        if full is not None:
-            full_err, rec, full_fallback = full
-            if rot_err > max(config.model_ratio * full_err, config.min_parallax_px):
-                chosen, mode, fallback, err = rec, "sfm", full_fallback, full_err
+    clock.lap("rotation_model")
+    if full is not None:
+        full_err, rec, full_fallback = full
+        if rot_err > max(config.model_ratio * full_err, config.min_parallax_px):
+            chosen, mode, fallback, err = rec, "sfm", full_fallback, full_err
     if chosen is None:
-        raise rot_failure
+        raise _in_frames(rot_failure, keys)
+    fallback = [int(keys[f]) for f in fallback]
+    if len(keys) < num_frames:
+        chosen, between = _register_between(table, kmat, config, chosen, keys, mode)
+        fallback = sorted(fallback + between)
+        clock.lap("between_keyframes")
     c2w = relative_unit_c2w(geometry.w2c_to_c2w(chosen.rot, chosen.trans))  # [F, 4, 4]
     return PoseEstimate(c2w=c2w, intrinsics=intr, mode=mode,
                         num_tracks=int(table.shape[1]), num_inlier_tracks=int(chosen.inlier.sum()),
                         median_error_px=err, rotation_error_px=rot_err, fallback_frames=fallback,
-                        assumed_intrinsics=assumed)
+                        assumed_intrinsics=assumed, seconds=clock.laps)
+
+
+class _Stopwatch:
+    """Wall seconds of consecutive stages: `lap(name)` records the time since the last lap."""
+
+    def __init__(self):
+        self.laps, self._last = {}, time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.laps[name], self._last = now - self._last, now
+
+
+def _rotation_model(rec, config, full_err):
+    """Fits the rotation-only model to `rec` (chain, then refinement); its median error.
+
+    When a full model fits with median error `full_err`, one screening round
+    (`screen_iters`) comes first, and the full refinement is skipped if the rotation-only
+    model still errs more than 1.5 x `model_ratio` times the full model's (it cannot win: the
+    rest of the refinement lowers the median error by far less; it errs like this only on
+    clips that translate).
+    """
+    sfm.rotation_chain(rec)
+    if full_err is not None:
+        sfm.refine(rec, rotation_only=True, rounds=1, iters=config.screen_iters)
+        err = float(np.median(sfm.all_residuals(rec, rotation_only=True)))
+        if err > 1.5 * config.model_ratio * max(full_err, config.min_parallax_px):
+            return err
+    sfm.refine(rec, rotation_only=True)
+    return float(np.median(sfm.all_residuals(rec, rotation_only=True)))
+
+
+def _in_frames(error, keys):
+    """`error` (a PoseEstimationError) with keyframe numbers ("at frame k") made video frames."""
+    return PoseEstimationError(re.sub(r"frame (\d+)", lambda m: f"frame {keys[int(m.group(1))]}",
+                                      str(error)))
 
 
 def estimate_poses_from_file(path, intrinsics=None, config=PoseConfig(), max_frames=None):

@@ -5,6 +5,8 @@ world-to-camera poses and points (world frame = camera 0). The functions here gr
 it; `camclone_jax.eval.poses` chooses between the rotation-only and the full model and is the
 public entry point. `config` is a `poses.PoseConfig`.
 """
+import copy
+
 import cv2
 import numpy as np
 
@@ -16,20 +18,40 @@ class PoseEstimationError(RuntimeError):
 
 
 class Reconstruction:
-    """Tracks, rays, registered poses (`done`) and points (NaN: not triangulated) of one video."""
+    """Tracks, rays, registered poses (`done`) and points (NaN: not triangulated) of one video.
+
+    The tracks are held twice: dense ([F, N] tables, for per-frame selections) and as a list of
+    observations sorted by track (`obs_cam`, `obs_pt` [M]), on which everything that touches
+    every track works, so that its cost grows with the observations, not with frames x tracks
+    (tracks are replenished every frame: N grows with F).
+    """
 
     def __init__(self, table, kmat, config):
         self.table, self.kmat, self.config = table, kmat, config  # [F, N, 2], [F, 3, 3]
         self.seen = ~np.isnan(table[..., 0])  # [F, N]
         uv1 = np.concatenate([table, np.ones(table.shape[:2] + (1,))], -1)  # [F, N, 3]
-        self.rays = np.einsum("fij,fnj->fni", np.linalg.inv(kmat), uv1)  # [F, N, 3]
+        self.rays = uv1 @ np.swapaxes(np.linalg.inv(kmat), 1, 2)  # [F, N, 3] = K^-1 [u, v, 1]
+        pt, cam = np.nonzero(self.seen.T)  # sorted by track, then frame
+        self.obs_cam, self.obs_pt = cam, pt  # [M] each
+        self.obs_rays, self.obs_uv = self.rays[cam, pt], table[cam, pt]  # [M, 3], [M, 2]
         self.focal = float(np.mean(kmat[:, 0, 0]))
+        self._reset()
+
+    def _reset(self):
+        """No frame registered, no point, every track an inlier."""
         f, n = self.seen.shape
         self.rot, self.trans = np.tile(np.eye(3), (f, 1, 1)), np.zeros((f, 3))
         self.done = np.zeros(f, bool)
         self.points = np.full((n, 3), np.nan)
         self.inlier = np.ones(n, bool)  # tracks not rejected as outliers by `refine`
-        self.rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(self.config.seed)
+
+    def fresh(self):
+        """A new, empty reconstruction of the same tracks (sharing the read-only track arrays:
+        every hypothesis starts from one)."""
+        new = copy.copy(self)
+        new._reset()
+        return new
 
     def centres(self):
         """Camera centres [F, 3] of the current poses."""
@@ -62,39 +84,64 @@ class Reconstruction:
         rot = geometry.kabsch(src, dst)
         return float(np.median(geometry.angle_between(src @ rot.T, dst)) * self.focal), int(common.sum())
 
-    def reprojection(self, idx, points):
-        """Pixel errors [F, n] (NaN where unseen or unregistered) and positive depth [F, n] of
-        tracks idx [n] at points [n, 3] under the current poses."""
-        cam = geometry.transform(self.rot, self.trans, np.nan_to_num(points))  # [F, n, 3]
-        z = cam[..., 2:]
-        pix = np.einsum("fij,fnj->fni", self.kmat,
-                        cam / np.where(np.abs(z) < 1e-9, 1e-9, z))[..., :2]  # [F, n, 2]
-        err = np.linalg.norm(pix - self.table[:, idx], axis=-1)
-        err[~(self.seen[:, idx] & self.done[:, None])] = np.nan
-        return err, z[..., 0] > 1e-6
+    def observations(self, tracks):
+        """Indices [m] of the observations of tracks (bool [N]) in registered frames."""
+        return np.flatnonzero(tracks[self.obs_pt] & self.done[self.obs_cam])
 
-    def triangulate_new(self):
+    def triangulate_obs(self, sel):
+        """Points [N, 3] triangulated from observations sel [m] (sorted by track, as
+        `observations` gives them); NaN for tracks with fewer than 2 of them."""
+        cam, pt = self.obs_cam[sel], self.obs_pt[sel]
+        starts = np.r_[True, pt[1:] != pt[:-1]]  # [m] first observation of each track
+        local = geometry.triangulate_obs(self.obs_rays[sel], self.rot[cam], self.trans[cam],
+                                         np.cumsum(starts) - 1, int(starts.sum()))  # [n, 3]
+        out = np.full((len(self.points), 3), np.nan)
+        out[pt[starts]] = local
+        return out
+
+    def reprojection(self, sel, points):
+        """Pixel errors [m] and positive depth [m] of observations sel [m], their tracks at
+        points [N, 3] (indexed by track), under the current poses."""
+        cam, pt = self.obs_cam[sel], self.obs_pt[sel]
+        xc = (self.rot[cam] @ np.nan_to_num(points[pt])[:, :, None])[..., 0] + self.trans[cam]
+        z = xc[:, 2:]
+        pix = (self.kmat[cam] @ (xc / np.where(np.abs(z) < 1e-9, 1e-9, z))[:, :, None])[:, :2, 0]
+        return np.linalg.norm(pix - self.obs_uv[sel], axis=-1), z[:, 0] > 1e-6
+
+    def triangulate_new(self, frame=None):
         """Triangulates inlier tracks without a point that >= 2 registered views see with an
-        angle of at least `min_angle_deg` and reproject within `max_reproj_px`."""
+        angle of at least `min_angle_deg` and reproject within `max_reproj_px`. With `frame`,
+        only the tracks that frame sees (the others' views did not change since last time)."""
         cfg = self.config
-        mask = self.seen & self.done[:, None]  # [F, N]
-        todo = np.isnan(self.points[:, 0]) & (mask.sum(0) >= 2) & self.inlier
+        views = np.bincount(self.obs_pt, weights=self.done[self.obs_cam], minlength=len(self.points))
+        todo = np.isnan(self.points[:, 0]) & (views >= 2) & self.inlier
+        if frame is not None:
+            todo &= self.seen[frame]
         if not todo.any():
             return
-        idx = np.flatnonzero(todo)
-        m = mask[:, idx]  # [F, n]
-        pts = geometry.triangulate(self.rays[:, idx], self.rot, self.trans, m)  # [n, 3]
-        err, front = self.reprojection(idx, pts)
-        ok = (np.all(np.isfinite(pts), 1) & np.all(front | ~m, 0)
-              & np.all(np.nan_to_num(err) < cfg.max_reproj_px, 0))
-        dirs = np.nan_to_num(pts)[None] - self.centres()[:, None]  # [F, n, 3]
-        ref = dirs[np.argmax(m, 0), np.arange(len(idx))]  # [n, 3] ray of the first view
-        angle = np.where(m, geometry.angle_between(dirs, ref[None]), 0.0).max(0)  # [n]
+        sel = self.observations(todo)  # sorted by track
+        pt = self.obs_pt[sel]
+        pts = self.triangulate_obs(sel)  # [N, 3]
+        err, front = self.reprojection(sel, pts)
+        first = np.r_[True, pt[1:] != pt[:-1]]  # each track's first registered view
+        starts = np.flatnonzero(first)
+        idx = pt[starts]  # [n] tracks
+        ok_obs = front & (np.nan_to_num(err, nan=np.inf) < cfg.max_reproj_px)
+        ok = np.logical_and.reduceat(ok_obs, starts) & np.all(np.isfinite(pts[idx]), 1)
+        dirs = np.nan_to_num(pts[pt]) - self.centres()[self.obs_cam[sel]]  # [m, 3]
+        ref = dirs[starts][np.cumsum(first) - 1]  # [m, 3] ray of the track's first view
+        angle = np.maximum.reduceat(geometry.angle_between(dirs, ref), starts)  # [n]
         good = ok & (angle >= np.radians(cfg.min_angle_deg))
-        self.points[idx[good]] = pts[good]
+        self.points[idx[good]] = pts[idx[good]]
 
     def register_pnp(self, i):
-        """Registers frame i by PnP (RANSAC, then LM) on the triangulated points; success."""
+        """Registers frame i by PnP on the triangulated points; success.
+
+        First from the nearest registered frame's pose (neighbouring frames barely move): LM
+        on the points within 3x the median error, twice, accepted when `pnp_inlier_frac` of
+        the points end within the inlier threshold; otherwise RANSAC (AP3P minimal samples),
+        then LM on its inliers.
+        """
         cfg = self.config
         use = self.seen[i] & np.isfinite(self.points[:, 0])
         if use.sum() < max(cfg.min_pnp_inliers, 6):
@@ -102,18 +149,37 @@ class Reconstruction:
         obj, img = self.points[use], self.table[i, use]  # [n, 3], [n, 2]
         near = np.flatnonzero(self.done)
         ref = near[np.argmin(np.abs(near - i))]
-        rvec0 = geometry.rotation_log(self.rot[ref]).reshape(3, 1)
-        ok, rvec, tvec, inl = cv2.solvePnPRansac(
-            obj, img, self.kmat[i], None, rvec0.copy(), self.trans[ref].reshape(3, 1).copy(),
-            useExtrinsicGuess=True, iterationsCount=200, reprojectionError=2 * cfg.ransac_px,
-            confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
-        if not ok or inl is None or len(inl) < cfg.min_pnp_inliers:
-            return False
-        inl = inl.ravel()
-        rvec, tvec = cv2.solvePnPRefineLM(obj[inl], img[inl], self.kmat[i], None, rvec, tvec)
+        guess = (geometry.rotation_log(self.rot[ref]).reshape(3, 1), self.trans[ref].reshape(3, 1))
+        limit = 2 * cfg.ransac_px
+        pose = self._pnp_from_guess(obj, img, self.kmat[i], guess, limit)
+        if pose is None:
+            ok, _, _, inl = cv2.solvePnPRansac(
+                obj, img, self.kmat[i], None, iterationsCount=100, reprojectionError=limit,
+                confidence=0.999, flags=cv2.SOLVEPNP_AP3P)
+            if not ok or inl is None or len(inl) < cfg.min_pnp_inliers:
+                return False
+            inl = inl.ravel()
+            pose = cv2.solvePnPRefineLM(obj[inl], img[inl], self.kmat[i], None,
+                                        guess[0].copy(), guess[1].copy())
+        rvec, tvec = pose
         self.rot[i], self.trans[i] = geometry.rodrigues(rvec.ravel()), tvec.ravel()
         self.done[i] = True
         return True
+
+    def _pnp_from_guess(self, obj, img, kmat, guess, limit):
+        """(rvec, tvec) refined from `guess` by LM on gated points, or None when fewer than
+        `pnp_inlier_frac` of obj [n, 3] reproject within `limit` px at the end."""
+        rvec, tvec = guess[0].copy(), guess[1].copy()
+        for _ in range(2):
+            err = _pixel_errors(obj, img, kmat, rvec, tvec)
+            keep = err < max(3 * float(np.median(err)), limit)
+            if keep.sum() < self.config.min_pnp_inliers:
+                return None
+            rvec, tvec = cv2.solvePnPRefineLM(obj[keep], img[keep], kmat, None, rvec, tvec)
+        keep = _pixel_errors(obj, img, kmat, rvec, tvec) < limit
+        if keep.sum() < max(self.config.min_pnp_inliers, self.config.pnp_inlier_frac * len(obj)):
+            return None
+        return cv2.solvePnPRefineLM(obj[keep], img[keep], kmat, None, rvec, tvec)
 
     def register_rotation(self, i, ref):
         """Fallback registration: frame ref's centre and the pure-rotation fit between them."""
@@ -125,6 +191,44 @@ class Reconstruction:
         self.trans[i] = -self.rot[i] @ centre
         self.done[i] = True
         return True
+
+
+    def register_directions(self, i):
+        """Registers frame i's rotation (translation zero) by a RANSAC rotation fit of its
+        bearings to the tracks' world directions (`points`, rotation-only model); success."""
+        cfg = self.config
+        use = self.seen[i] & np.isfinite(self.points[:, 0]) & self.inlier
+        if use.sum() < cfg.min_tracks:
+            return False
+        rot, _ = geometry.ransac_rotation(self.points[use], geometry.unit(self.rays[i, use]),
+                                          cfg.ransac_px / self.focal, self.rng,
+                                          min_inliers=cfg.min_tracks // 2)
+        if rot is None:
+            return False
+        self.rot[i], self.trans[i], self.done[i] = rot, np.zeros(3), True
+        return True
+
+
+def register_frames(rec, rotation_only):
+    """Registers every frame not yet `done` against the fixed model (points, or directions
+    when rotation_only), in order, each frame's initial guess from its nearest registered
+    neighbour; a frame that cannot be registered so takes the rotation fit to its previous
+    frame (the frame before it is registered by then). Returns those fallback frames."""
+    fallback = []
+    for i in np.flatnonzero(~rec.done):
+        ok = rec.register_directions(i) if rotation_only else rec.register_pnp(i)
+        if not ok:
+            if not rec.register_rotation(i, i - 1):
+                raise PoseEstimationError(f"tracking lost at frame {i}: it could not be "
+                                          f"registered against the keyframes' model")
+            fallback.append(int(i))
+    return fallback
+
+
+def _pixel_errors(obj, img, kmat, rvec, tvec):
+    """Reprojection errors [n] (px) of points obj [n, 3] observed at img [n, 2]."""
+    proj, _ = cv2.projectPoints(obj, rvec, tvec, kmat, None)
+    return np.linalg.norm(proj.reshape(-1, 2) - img, axis=1)
 
 
 # ----------------------------------------------------------------------------- full model
@@ -191,7 +295,7 @@ def incremental(rec, a, b, rot, trans):
                 raise PoseEstimationError(f"tracking lost at frame {i}: neither PnP nor a "
                                           f"rotation fit to frame {ref} succeeded")
             fallback.append(i)
-        rec.triangulate_new()
+        rec.triangulate_new(frame=i)
     return sorted(fallback)
 
 
@@ -199,21 +303,26 @@ def fit_score(rec):
     """Truncated mean squared reprojection error (px^2) of every track seen in >= 2 frames,
     re-triangulated from all registered frames: how well a hypothesis explains the video."""
     cap = rec.config.max_reproj_px
-    mask = rec.seen & rec.done[:, None]
-    idx = np.flatnonzero(mask.sum(0) >= 2)
-    pts = geometry.triangulate(rec.rays[:, idx], rec.rot, rec.trans, mask[:, idx])  # [n, 3]
-    err, front = rec.reprojection(idx, pts)
+    sel = rec.observations(_multi_view(rec))
+    err, front = rec.reprojection(sel, rec.triangulate_obs(sel))
     err = np.where(front & np.isfinite(err), np.minimum(err, cap), cap)
-    return float(np.mean(err[mask[:, idx]] ** 2))
+    return float(np.mean(err ** 2))
+
+
+def _multi_view(rec):
+    """Tracks (bool [N]) seen in >= 2 registered frames."""
+    return np.bincount(rec.obs_pt, weights=rec.done[rec.obs_cam], minlength=rec.seen.shape[1]) >= 2
 
 
 # ----------------------------------------------------------------------------- rotation only
-def world_directions(rec, idx):
-    """Unit world directions [n, 3] of tracks idx under the current (rotation-only) poses: the
-    normalised mean of R_f^T b_f over the registered frames that see them."""
-    m = (rec.seen & rec.done[:, None])[:, idx, None]  # [F, n, 1]
-    world = np.einsum("fji,fnj->fni", rec.rot, geometry.unit(np.nan_to_num(rec.rays[:, idx], nan=1.0)))
-    return geometry.unit(np.sum(np.where(m, world, 0.0), 0) + 1e-12)
+def world_directions(rec, tracks):
+    """Unit world directions [N, 3] of tracks (bool [N]) under the current (rotation-only)
+    poses: the normalised mean of R_f^T b_f over the registered frames that see them (zero for
+    the other tracks)."""
+    sel = rec.observations(tracks)
+    cam = rec.obs_cam[sel]
+    world = np.einsum("mji,mj->mi", rec.rot[cam], geometry.unit(rec.obs_rays[sel]))  # [m, 3]
+    return geometry.unit(geometry.scatter_sum(rec.obs_pt[sel], world, len(tracks)) + 1e-12)
 
 
 def rotation_chain(rec):
@@ -237,7 +346,7 @@ def rotation_chain(rec):
         rec.rot[i], rec.done[i] = rot, True
         new = rec.seen[i] & np.isnan(dirs[:, 0])
         dirs[new] = geometry.unit(rec.rays[i, new]) @ rot  # rows R^T b
-    rec.points = world_directions(rec, np.arange(n))  # [N, 3]
+    rec.points = world_directions(rec, np.ones(n, bool))  # [N, 3]
     rec.points[rec.seen.sum(0) < 2] = np.nan  # a track seen once constrains nothing
 
 
@@ -246,19 +355,18 @@ def all_residuals(rec, rotation_only):
     """Reprojection errors (px) of every observation of every track seen in >= 2 registered
     frames, with points re-fitted to the final poses (directions, or triangulation): the
     common ground on which the two motion models are compared. Returns a flat array."""
-    mask = rec.seen & rec.done[:, None]
-    idx = np.flatnonzero(mask.sum(0) >= 2)
-    if rotation_only:
-        pts = world_directions(rec, idx)
-    else:
-        pts = geometry.triangulate(rec.rays[:, idx], rec.rot, rec.trans, mask[:, idx])
-    err, front = rec.reprojection(idx, pts)
-    err = np.where(front, err, np.inf)
-    return err[mask[:, idx]]
+    tracks = _multi_view(rec)
+    sel = rec.observations(tracks)
+    pts = world_directions(rec, tracks) if rotation_only else rec.triangulate_obs(sel)
+    err, front = rec.reprojection(sel, pts)
+    return np.where(front, err, np.inf)
 
 
-def refine(rec, rotation_only):
+def refine(rec, rotation_only, rounds=None, iters=None):
     """Bundle adjustment with whole-track outlier rejection; returns the final median error.
+
+    rounds / iters: adjust-and-reject rounds and LM iterations per adjustment (default: the
+    config's `refine_rounds` and `bundle_iters`).
 
     Tracks on moving objects or drifting features are consistently off, and even a small
     consistent bias shifts rotations by degrees (the rotation-translation ambiguity), so a
@@ -268,7 +376,8 @@ def refine(rec, rotation_only):
     cfg = rec.config
     valid = np.isfinite(rec.points[:, 0])
     err = np.array([np.nan])
-    for rounds_left in range(cfg.refine_rounds - 1, -1, -1):
+    rounds = cfg.refine_rounds if rounds is None else rounds
+    for rounds_left in range(rounds - 1, -1, -1):
         use = valid & rec.inlier
         mask = rec.seen & rec.done[:, None] & use[None]  # [F, N]
         cam, pt = np.nonzero(mask)
@@ -277,7 +386,7 @@ def refine(rec, rotation_only):
         remap[keep] = np.arange(len(keep))
         rot, trans, pts, err = bundle.bundle_adjust(
             rec.rot, rec.trans, rec.points[keep], cam, remap[pt], rec.table[cam, pt], rec.kmat,
-            rotation_only, f_scale=cfg.huber_px, max_iters=cfg.bundle_iters)
+            rotation_only, f_scale=cfg.huber_px, max_iters=iters or cfg.bundle_iters)
         rec.rot, rec.trans, rec.points[keep] = rot, trans, pts
         if rounds_left == 0:
             break

@@ -94,7 +94,7 @@ def _motion(prev_ids, prev_pts, ids, pts):
     _, ia, ib = np.intersect1d(prev_ids, ids, return_indices=True)
     if len(ia) < 12:
         return np.eye(3)
-    hom, _ = cv2.findHomography(prev_pts[ia], pts[ib], cv2.RANSAC, 1.0)
+    hom, _ = cv2.findHomography(prev_pts[ia], pts[ib], cv2.RANSAC, 1.0, maxIters=200, confidence=0.99)
     return np.eye(3) if hom is None else hom
 
 

@@ -73,3 +73,57 @@ def test_bundle_adjustment_recovers_perturbed_poses(rotation_only):
     outliers[:10] += 25.0  # gross outliers keep large residuals under the Huber loss
     worst, err = run(outliers)
     assert worst < 1.0 and np.median(err) < 0.1 and err[:10].min() > 10
+
+
+@pytest.mark.parametrize("rotation_only", [False, True])
+def test_grouped_schur_step_equals_the_dense_normal_equations(rotation_only):
+    """The LM step built group by group (tracks of different lengths, starting at different
+    cameras, as a video's are) equals the step of the full normal equations solved densely."""
+    rng = np.random.default_rng(4)
+    cams, num_pts, cd = 12, 60, 3 if rotation_only else 6
+    starts = rng.integers(0, cams - 1, num_pts)
+    lengths = rng.integers(2, cams + 1, num_pts)
+    cam = np.concatenate([np.arange(s, min(cams, s + n)) for s, n in zip(starts, lengths)])
+    pt = np.concatenate([np.full(min(cams, s + n) - s, p) for p, (s, n) in enumerate(zip(starts, lengths))])
+    m = len(cam)
+    j_cam, j_pt = rng.normal(size=(m, 2, cd)), rng.normal(size=(m, 2, 3))
+    res, w = rng.normal(size=(m, 2)), rng.uniform(0.2, 1.0, m)
+    lam = 1e-2
+    groups = bundle._groups(cam, pt, cams, num_pts)
+    assert sorted(np.concatenate([g[2] for g in groups])) == list(range(m))  # every observation once
+    dc, dp = bundle._solve(j_cam, j_pt, res, w, cam, pt, cams, num_pts, lam, groups)
+    jac = np.zeros((2 * m, cams * cd + num_pts * 3))  # the full Jacobian, camera 0 included
+    for k in range(m):
+        jac[2 * k:2 * k + 2, cam[k] * cd:(cam[k] + 1) * cd] = j_cam[k]
+        jac[2 * k:2 * k + 2, cams * cd + pt[k] * 3:cams * cd + (pt[k] + 1) * 3] = j_pt[k]
+    wts = np.repeat(w, 2)
+    hess = jac.T @ (jac * wts[:, None])
+    grad = jac.T @ (res.ravel() * wts)
+    diag = np.diag(np.diag(hess))
+    point_block = np.arange(cams * cd, hess.shape[0])
+    hess = hess + lam * diag + 1e-9 * np.eye(len(hess)) * np.isin(np.arange(len(hess)), np.arange(cams * cd))
+    for p in range(num_pts):  # the points' tiny trace-scaled damping, as _solve adds it
+        idx = point_block[p * 3:(p + 1) * 3]
+        hess[np.ix_(idx, idx)] += 1e-9 * (np.trace(hess[np.ix_(idx, idx)] - lam * diag[np.ix_(idx, idx)]) + 1e-9) * np.eye(3)
+    free = np.arange(cd, len(hess))  # camera 0 is fixed
+    step = np.zeros(len(hess))
+    step[free] = np.linalg.solve(hess[np.ix_(free, free)], -grad[free])
+    np.testing.assert_allclose(dc, step[:cams * cd].reshape(cams, cd), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dp, step[cams * cd:].reshape(num_pts, 3), rtol=1e-6, atol=1e-9)
+
+
+def test_triangulate_obs_of_a_subset_matches_the_dense_form():
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(-1, 1, (30, 3)) + [0, 0, 5]
+    rot = geometry.rodrigues(rng.normal(0, 0.05, (5, 3)))
+    trans = rng.normal(0, 0.5, (5, 3))
+    rays = geometry.transform(rot, trans, pts)  # [5, 30, 3]
+    rays = rays / rays[..., 2:] + rng.normal(0, 1e-3, rays.shape) * [1, 1, 0]
+    mask = rng.uniform(size=(5, 30)) < 0.7
+    dense = geometry.triangulate(rays, rot, trans, mask)
+    cam, pt = np.nonzero(mask)
+    sparse = geometry.triangulate_obs(rays[cam, pt], rot[cam], trans[cam], pt, 30)
+    np.testing.assert_allclose(sparse, dense, atol=1e-12, equal_nan=True)
+    assert np.isnan(dense[mask.sum(0) < 2]).all()
+    good = mask.sum(0) >= 2
+    np.testing.assert_allclose(dense[good], pts[good], atol=0.2)  # noisy rays, short baselines
