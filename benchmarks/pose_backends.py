@@ -47,7 +47,6 @@ MOVES = {  # as tests/eval/conftest.py
 }
 BACKENDS = {  # name -> (backend, PoseConfig or ColmapConfig)
     "ours": ("ours", poses.PoseConfig()),
-    "ours-keyframes": ("ours", poses.PoseConfig(max_keyframes=21)),  # evaluate --keyframes 21
     "colmap-global": ("colmap", colmap.ColmapConfig(mapper="global")),
     "colmap-incremental": ("colmap", colmap.ColmapConfig(mapper="incremental")),
 }

@@ -82,10 +82,6 @@ def parse_args(argv):
                    help="camera-pose backend: COLMAP (pycolmap) or ours (eval/poses.py)")
     p.add_argument("--colmap_mapper", choices=colmap.MAPPERS, default=colmap.ColmapConfig.mapper,
                    help="COLMAP's mapper (with --poses colmap)")
-    p.add_argument("--keyframes", type=int, default=poses.PoseConfig.max_keyframes,
-                   help="with --poses ours: reconstruct on at most this many keyframes, at most "
-                        f"{poses.PoseConfig.max_keyframe_stride} frames apart (faster, less robust "
-                        "on short tracks; 0: every frame)")
     p.add_argument("--workers", type=int, default=1, help="videos evaluated at once (processes)")
     p.add_argument("--results_dir", help="folder of per-video results (default: OUT.videos/)")
     p.add_argument("--resume", action="store_true",
@@ -99,8 +95,6 @@ def parse_args(argv):
             colmap.import_pycolmap()
         except ImportError as e:
             p.error(str(e))
-    if args.keyframes < 0 or args.keyframes == 1:
-        p.error(f"--keyframes must be 0 (every frame) or >= 2, got {args.keyframes}")
     if not 0 < args.fov_deg < 180:
         p.error(f"--fov_deg must be in (0, 180), got {args.fov_deg}")
     if args.max_frames is not None and args.max_frames < 2:
@@ -121,7 +115,6 @@ def parse_args(argv):
         dino_weights=args.dino_weights, raft_weights=args.raft_weights,
         matched_pixels=not args.no_matched_pixels, dynamic_degree=not args.no_dynamic_degree,
         save_poses=args.save_poses, pose_backend=args.poses,
-        pose_config=dataclasses.replace(poses.PoseConfig(), max_keyframes=args.keyframes),
         colmap_config=dataclasses.replace(colmap.ColmapConfig(), mapper=args.colmap_mapper))
     args.results_dir = args.results_dir or os.path.splitext(args.out)[0] + ".videos"
     return args, options

@@ -36,16 +36,6 @@ tracks a new frame sees, a bundle adjustment whose Schur complement is built fro
 of frames), so the time grows linearly with the frame count (`benchmarks/pose_backends.py
 --parts timing`; it grew quadratically before: 714 s at 81 frames of 480p).
 
-Keyframes (optional, `max_keyframes` > 0, `evaluate --keyframes N`): steps 2-5 run on at most
-`max_keyframes` evenly spaced frames (first and last among them, at most
-`max_keyframe_stride` frames apart); the tracks run through every frame, so keyframes share
-them, and the frames between are registered against the chosen model afterwards (PnP on its
-points, or a rotation fit to its directions; a frame PnP cannot register takes the rotation fit
-to its neighbour and is listed in `fallback_frames`). Measured (README, Evaluation): 3-5x
-faster on 81-frame clips at similar accuracy on rendered ones, but on real videos whose tracks
-are short (a shallow-focus orbit) keyframes 4 frames apart share too few tracks and the
-estimate fails, hence off by default.
-
 Limits, measured on the synthetic renderer (see tests/eval/test_poses.py and
 benchmarks/camera_clone.py): scenes dominated by one plane seen from above (a floor, a field)
 leave the rotation-translation ambiguity nearly unresolved (errors of several degrees per frame
@@ -64,7 +54,6 @@ Failure raises `PoseEstimationError` with the reason (too few features, tracking
 count and list such videos instead of dropping them.
 """
 import dataclasses
-import re
 import time
 
 import cv2
@@ -103,9 +92,6 @@ class PoseConfig:
       first frames, and this many of them are tried.
     refine_candidates: full-model hypotheses adjusted (one round of `screen_iters` LM
       iterations) before the final choice; the chosen one is then refined in full.
-    max_keyframes / max_keyframe_stride: with max_keyframes > 0, the reconstruction runs on at
-      most this many evenly spaced frames, at most max_keyframe_stride frames apart (videos of
-      up to max_keyframes frames use every frame); 0: every frame.
     seed: seeds the RANSAC samplers (numpy and OpenCV), so results are reproducible.
     """
     tracker: TrackerConfig = TrackerConfig()
@@ -127,8 +113,6 @@ class PoseConfig:
     max_init_pairs: int = 3
     refine_candidates: int = 3
     screen_iters: int = 8
-    max_keyframes: int = 0
-    max_keyframe_stride: int = 4
     seed: int = 0
 
 
@@ -208,27 +192,6 @@ def relative_unit_c2w(c2w):
     if scale > 1e-12:
         c2w[:, :3, 3] /= scale
     return c2w
-
-
-def keyframes(num_frames, config):
-    """Indices [K] of the frames the reconstruction runs on: every frame when
-    `max_keyframes` is 0 or the video is no longer, else the fewest evenly spaced frames, first
-    and last included, that keep both bounds (`max_keyframes` gives way when the stride bound
-    needs more)."""
-    if config.max_keyframes <= 0 or num_frames <= config.max_keyframes:
-        return np.arange(num_frames)
-    gaps = max(config.max_keyframes - 1, int(np.ceil((num_frames - 1) / config.max_keyframe_stride)))
-    return np.unique(np.round(np.linspace(0, num_frames - 1, gaps + 1)).astype(int))
-
-
-def _register_between(table, kmat, config, rec, keys, mode):
-    """Poses of every frame: the keyframes' from `rec` (the chosen model on keyframes `keys`),
-    the others registered against its points (`sfm.register_frames`). Returns the
-    all-frame `sfm.Reconstruction` and the frames that needed the rotation fallback."""
-    full = sfm.Reconstruction(table, kmat, config)  # every frame's tracks
-    full.rot[keys], full.trans[keys], full.done[keys] = rec.rot, rec.trans, True
-    full.points, full.inlier = rec.points, rec.inlier
-    return full, sfm.register_frames(full, rotation_only=mode == "rotation")
 
 
 def _init_pairs(rec, config):
@@ -332,9 +295,7 @@ def _estimate(frames, intrinsics, config, fov_deg):
     table = track_video(frames, config.tracker)  # [F, N, 2]
     clock.lap("tracks")
     kmat = traj_lib.intrinsics_matrix(intr, height, width)  # [F, 3, 3]
-    keys = keyframes(num_frames, config)  # [K]
-    key_table, key_kmat = table[keys], kmat[keys]  # [K, N, 2], [K, 3, 3]
-    rot_rec = sfm.Reconstruction(key_table, key_kmat, config)
+    rot_rec = sfm.Reconstruction(table, kmat, config)
     if rot_rec.seen[0].sum() < config.min_tracks:
         raise PoseEstimationError(f"too few trackable features in the first frame "
                                   f"({int(rot_rec.seen[0].sum())} < {config.min_tracks})")
@@ -353,12 +314,7 @@ def _estimate(frames, intrinsics, config, fov_deg):
         if rot_err > max(config.model_ratio * full_err, config.min_parallax_px):
             chosen, mode, fallback, err = rec, "sfm", full_fallback, full_err
     if chosen is None:
-        raise _in_frames(rot_failure, keys)
-    fallback = [int(keys[f]) for f in fallback]
-    if len(keys) < num_frames:
-        chosen, between = _register_between(table, kmat, config, chosen, keys, mode)
-        fallback = sorted(fallback + between)
-        clock.lap("between_keyframes")
+        raise rot_failure
     c2w = relative_unit_c2w(geometry.w2c_to_c2w(chosen.rot, chosen.trans))  # [F, 4, 4]
     return PoseEstimate(c2w=c2w, intrinsics=intr, mode=mode,
                         num_tracks=int(table.shape[1]), num_inlier_tracks=int(chosen.inlier.sum()),
@@ -394,12 +350,6 @@ def _rotation_model(rec, config, full_err):
             return err
     sfm.refine(rec, rotation_only=True)
     return float(np.median(sfm.all_residuals(rec, rotation_only=True)))
-
-
-def _in_frames(error, keys):
-    """`error` (a PoseEstimationError) with keyframe numbers ("at frame k") made video frames."""
-    return PoseEstimationError(re.sub(r"frame (\d+)", lambda m: f"frame {keys[int(m.group(1))]}",
-                                      str(error)))
 
 
 def estimate_poses_from_file(path, intrinsics=None, config=PoseConfig(), max_frames=None):

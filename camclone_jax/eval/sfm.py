@@ -193,38 +193,6 @@ class Reconstruction:
         return True
 
 
-    def register_directions(self, i):
-        """Registers frame i's rotation (translation zero) by a RANSAC rotation fit of its
-        bearings to the tracks' world directions (`points`, rotation-only model); success."""
-        cfg = self.config
-        use = self.seen[i] & np.isfinite(self.points[:, 0]) & self.inlier
-        if use.sum() < cfg.min_tracks:
-            return False
-        rot, _ = geometry.ransac_rotation(self.points[use], geometry.unit(self.rays[i, use]),
-                                          cfg.ransac_px / self.focal, self.rng,
-                                          min_inliers=cfg.min_tracks // 2)
-        if rot is None:
-            return False
-        self.rot[i], self.trans[i], self.done[i] = rot, np.zeros(3), True
-        return True
-
-
-def register_frames(rec, rotation_only):
-    """Registers every frame not yet `done` against the fixed model (points, or directions
-    when rotation_only), in order, each frame's initial guess from its nearest registered
-    neighbour; a frame that cannot be registered so takes the rotation fit to its previous
-    frame (the frame before it is registered by then). Returns those fallback frames."""
-    fallback = []
-    for i in np.flatnonzero(~rec.done):
-        ok = rec.register_directions(i) if rotation_only else rec.register_pnp(i)
-        if not ok:
-            if not rec.register_rotation(i, i - 1):
-                raise PoseEstimationError(f"tracking lost at frame {i}: it could not be "
-                                          f"registered against the keyframes' model")
-            fallback.append(int(i))
-    return fallback
-
-
 def _pixel_errors(obj, img, kmat, rvec, tvec):
     """Reprojection errors [n] (px) of points obj [n, 3] observed at img [n, 2]."""
     proj, _ = cv2.projectPoints(obj, rvec, tvec, kmat, None)

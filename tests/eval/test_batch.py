@@ -135,18 +135,9 @@ def test_given_intrinsics_are_not_reported_as_assumed(tiny_folders):
 def test_cli_errors_exit_with_status_2(tiny_folders, tmp_path, capsys):
     gen, cam = tiny_folders
     for extra, message in ((["--workers", "0"], "--workers must be >= 1"),
-                           (["--keyframes", "1"], "--keyframes must be 0 (every frame) or >= 2"),
                            (["--poses", "magic"], "invalid choice")):
         with pytest.raises(SystemExit) as exit_info:
             evaluate.main(["--generated", gen, "--camera_refs", cam, "--out", str(tmp_path / "r.json")]
                           + extra)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
-
-def test_keyframes_flag_reaches_the_pose_config_and_the_fingerprint(tmp_path):
-    argv = ["--generated", "g", "--camera_refs", "c", "--out", str(tmp_path / "r.json")]
-    _, every = evaluate.parse_args(argv)
-    _, keyed = evaluate.parse_args(argv + ["--keyframes", "8"])
-    assert every.pose_config.max_keyframes == 0 and keyed.pose_config.max_keyframes == 8
-    pair = report.Pair("a", "a.mp4", "b.mp4", None)
-    assert batch.fingerprint(pair, every) != batch.fingerprint(pair, keyed)  # no stale resume

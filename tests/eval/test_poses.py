@@ -40,6 +40,8 @@ def test_rotation_only_clip_recovers_the_pan_angle(clips, estimates):
     assert angle == pytest.approx(40.0, abs=0.5)
     # the rotation-only model explains the clip: the full model was not needed
     assert est.rotation_error_px == est.median_error_px
+    assert set(est.seconds) == {"tracks", "full_model", "rotation_model"}  # wall time per stage
+    assert all(v >= 0 for v in est.seconds.values())
 
 
 def test_assumed_intrinsics_are_reported(clips):
@@ -79,26 +81,3 @@ def test_missing_video_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="video file not found"):
         poses.estimate_poses_from_file(str(tmp_path / "nope.mp4"))
 
-
-def test_keyframes_are_evenly_spaced_within_both_bounds():
-    config = poses.PoseConfig(max_keyframes=21, max_keyframe_stride=4)
-    np.testing.assert_array_equal(poses.keyframes(17, config), np.arange(17))
-    np.testing.assert_array_equal(poses.keyframes(81, config), np.arange(0, 81, 4))
-    keys = poses.keyframes(161, config)  # the stride bound needs more than 21 keyframes
-    assert keys[0] == 0 and keys[-1] == 160 and np.diff(keys).max() <= 4
-    np.testing.assert_array_equal(poses.keyframes(81, poses.PoseConfig()), np.arange(81))  # off
-
-
-@pytest.mark.parametrize("move", ["pan", "truck"])
-def test_keyframe_estimate_registers_every_frame(clips, move):
-    """With 8 keyframes of 21 frames (3 apart) the frames between are registered against the
-    keyframes' model, within twice the every-frame bounds."""
-    frames, c2w_true, intr = clips[move]
-    est = poses.estimate_poses(frames, intr, poses.PoseConfig(max_keyframes=8))
-    want_mode = "rotation" if move in ROTATION_MOVES else "sfm"
-    assert est.mode == want_mode and est.c2w.shape == (len(frames), 4, 4)
-    err = camera.camera_errors(est.c2w, c2w_true)
-    assert np.degrees(err["rot"]).max() < 2 * ROT_BOUND_DEG[want_mode], np.degrees(err["rot"])
-    if want_mode == "sfm":
-        assert err["trans"].mean() < 0.2, err["trans"]
-    assert set(est.seconds) >= {"tracks", "full_model", "rotation_model", "between_keyframes"}
