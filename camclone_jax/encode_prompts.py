@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from camclone_jax.convert import io
+from camclone_jax import utils
 
 # Wan 2.1's sample_neg_prompt (wan/configs/shared_config.py), used with CFG by the Wan and
 # CamCloneMaster samplers.
@@ -78,7 +78,7 @@ class PromptCache:
 
     def __init__(self, path: str):
         self.path = path
-        self.index = io.read_json(os.path.join(path, INDEX))
+        self.index = utils.read_json(os.path.join(path, INDEX))
         for field in ("max_length", "dim", "prompts"):
             if field not in self.index:
                 raise ValueError(f"{path}/{INDEX} is not a prompt-cache index (no {field!r})")
@@ -126,7 +126,7 @@ class PromptCache:
 
 
 def _write_index(path: str, index: dict):
-    with io.atomic_file(os.path.join(path, INDEX)) as tmp:
+    with utils.atomic_file(os.path.join(path, INDEX)) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(index, f, ensure_ascii=False, indent=1)
 
@@ -145,7 +145,7 @@ def build_prompt_cache(out: str, prompts: Iterable[str], tokenizer, config, para
     header = {"encoder": config.to_dict(), "max_length": max_length, "dim": config.dim}
     index_path = os.path.join(out, INDEX)
     if os.path.exists(index_path):
-        index = io.read_json(index_path)
+        index = utils.read_json(index_path)
         for field, value in header.items():
             if index.get(field) != value:
                 raise ValueError(f"{out} was built with a different {field} ({index.get(field)} "
@@ -165,7 +165,7 @@ def build_prompt_cache(out: str, prompts: Iterable[str], tokenizer, config, para
         for prompt, rows, n in zip(chunk, emb, lengths):
             key = prompt_key(prompt)
             rel = f"emb/{key}.npy"
-            with io.atomic_file(os.path.join(out, rel)) as tmp:
+            with utils.atomic_file(os.path.join(out, rel)) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, np.asarray(rows[:n], np.float32))  # [length, dim]
             index["prompts"][key] = {"prompt": prompt, "length": int(n), "file": rel}

@@ -65,7 +65,9 @@ from camclone_jax.data import reference
 from camclone_jax.data.transforms import to_float
 from camclone_jax.diffusion import sampler
 from camclone_jax.encode_prompts import WAN_NEGATIVE_PROMPT
+from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.models.config import DiTConfig
+from camclone_jax.utils import read_json
 from camclone_jax.conditioning import (  # re-exported: the pipeline's parts
     CachedText, ClipImages, NoText, TextSource, UMT5Text, VAECodec, load_codec)
 
@@ -219,9 +221,6 @@ class CamClonePipeline:
                         timestep_rounding: str | None = None,
                         text_max_length: int = 512) -> "CamClonePipeline":
         """Loads what ``checkpoint`` needs (see the module docstring for the rules)."""
-        from camclone_jax.convert.io import read_json
-        from camclone_jax.convert.transformer import load_transformer
-
         if not os.path.exists(checkpoint):
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         base = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)

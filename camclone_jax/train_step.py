@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import optax
 
 from camclone_jax import tasks
-from camclone_jax.convert.io import flatten_params, unflatten_params
 from camclone_jax.diffusion import flow
+from camclone_jax.utils import flatten_params, unflatten_params
 
 NONFINITE_POLICIES = ("stop", "skip")
 CONDITIONING = tasks.CONDITIONING  # camclone | base | no_camera (see camclone_jax.tasks)

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from camclone_jax import utils
 from camclone_jax.convert import io
 
 # kind -> (module, load fn, save fn, export fn); every module follows the same signatures.
@@ -41,10 +42,10 @@ _CONVERTED_KIND = {"dit": "transformer", "vae": "vae", "t5": "t5", "clip": "clip
 def detect_kind(path: str) -> str:
     """transformer or vae, from the source's own description; transformer for bare files."""
     if io.is_converted_dir(path):
-        kind = io.read_json(os.path.join(path, "config.json"))["kind"]
+        kind = utils.read_json(os.path.join(path, "config.json"))["kind"]
         return _CONVERTED_KIND.get(kind, kind)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
-        meta = io.read_json(os.path.join(path, "config.json"))
+        meta = utils.read_json(os.path.join(path, "config.json"))
         name = meta.get("_class_name") or (meta.get("architectures") or [None])[0]
         if name not in _CLASS_KIND:
             raise io.WeightFileError(f"{path}: config.json describes {name!r}; supported: "

@@ -29,9 +29,9 @@ import sys
 import numpy as np
 
 from camclone_jax import tasks
-from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import records, transforms, video
 from camclone_jax.data.pipeline import record_files
+from camclone_jax.utils import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import os
 
 import numpy as np
 
-from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import video as video_lib
 from camclone_jax.eval import batch, camera, colmap, consistency, motion, pose_backends, poses
+from camclone_jax.utils import write_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 COLUMNS = (  # (summary key, header): Table 1's camera/quality columns, then Table 2's

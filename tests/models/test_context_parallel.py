@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from camclone_jax import models, sharding
-from camclone_jax.convert.io import flatten_params
 from camclone_jax.models import attention, context_parallel
+from camclone_jax.utils import flatten_params
 
 ATOL, GRAD_ATOL = 2e-6, 5e-6
 

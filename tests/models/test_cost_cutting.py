@@ -12,12 +12,12 @@ import pytest
 
 from camclone_jax import denoise, optim, sharding
 from camclone_jax import train_step as step_lib
-from camclone_jax.convert.io import flatten_params
 from camclone_jax.diffusion import sampler
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import dit as dit_lib
 from camclone_jax.models import params as params_lib
 from camclone_jax.models.rope import Segment, rope_tables, segment_rope
+from camclone_jax.utils import flatten_params
 
 CFG = DiTConfig(dim=32, ffn_dim=48, num_layers=2, num_heads=2, text_dim=8, freq_dim=16,
                 attention="xla")
