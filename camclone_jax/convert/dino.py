@@ -1,4 +1,4 @@
-"""DINO ViT weights: a transformers ``ViTModel`` directory -> our params (``models/dino.py``).
+"""DINO ViT weights: a transformers ``ViTModel`` directory -> our params (``eval/networks/dino.py``).
 
 A directory as ``save_pretrained`` writes it and as facebook/dino-vitb16 is published:
 ``config.json`` + ``model.safetensors`` (or a sharded ``*.safetensors.index.json``, or
@@ -25,7 +25,7 @@ import numpy as np
 from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert.encoders import _affine, _convert, _np_dtype
-from camclone_jax.models.dino import DinoConfig, dino_param_shapes
+from camclone_jax.eval.networks.dino import DinoConfig, dino_param_shapes
 
 DINO_FORMATS = ("transformers", "transformers5")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -1,4 +1,4 @@
-"""torchvision RAFT weights -> our params (``models/raft.py``).
+"""torchvision RAFT weights -> our params (``eval/networks/raft.py``).
 
 Reads a state dict of ``torchvision.models.optical_flow.raft_large`` / ``raft_small`` (or of a
 RAFT built from torchvision's blocks with other widths): a ``.pth`` saved with
@@ -19,7 +19,6 @@ any other unknown, missing or mis-shaped key is one error naming them all.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from typing import Mapping
@@ -29,7 +28,7 @@ import numpy as np
 from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert.encoders import _from_torch, _torch_shape
-from camclone_jax.models.raft import RaftConfig, raft_param_shapes
+from camclone_jax.eval.networks.raft import RaftConfig, raft_param_shapes
 
 SIZES = ("large", "small")
 MISSING_HINT = ("save torchvision's raft_large(weights=Raft_Large_Weights.C_T_V1).state_dict() "
@@ -162,8 +161,3 @@ def load_raft(path: str, size: str | None = None, config: RaftConfig | None = No
     state = io.read_state_dict(path)
     cfg = config or (config_for(size) if size else infer_raft_config(state))
     return cfg, raft_params_from_torch(state, cfg)
-
-
-def config_dict(cfg: RaftConfig) -> dict:
-    """JSON-able config (the golden files store it)."""
-    return dataclasses.asdict(cfg)

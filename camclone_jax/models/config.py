@@ -13,12 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-def config_from_dict(cls, d: Mapping[str, Any]):
-    """Builds the dataclass ``cls`` from a dict; unknown keys are one error naming them all."""
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
-    return cls(**dict(d))
+from camclone_jax.models.base import ConfigBase
 
 
 CONCAT_MODES = ("frame", "channel")
@@ -32,7 +27,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
-class DiTConfig:
+class DiTConfig(ConfigBase):
     """Architecture and execution settings of the CamClone DiT.
 
     Attributes:
@@ -188,19 +183,6 @@ class DiTConfig:
     def patch_in_channels(self) -> int:
         """Input channels of the patch embedding (tripled by channel concatenation)."""
         return self.in_channels * (3 if self.concat == "channel" else 1)
-
-    def replace(self, **changes) -> "DiTConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["patch_size"] = list(self.patch_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DiTConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        return config_from_dict(cls, d)
 
     # ---------------------------------------------------------------- diffusers interop
     @classmethod

@@ -13,7 +13,7 @@ from camclone_jax.convert import dino as convert_dino
 from camclone_jax.convert import io
 from camclone_jax.data import video
 from camclone_jax.eval import consistency
-from camclone_jax.models import dino
+from camclone_jax.eval.networks import dino
 from tests.eval.test_cli import _pose_file
 
 torch = pytest.importorskip("torch")

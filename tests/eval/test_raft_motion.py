@@ -12,7 +12,7 @@ from camclone_jax.convert import io
 from camclone_jax.convert import raft as convert_raft
 from camclone_jax.data import video
 from camclone_jax.eval import motion
-from camclone_jax.models import raft
+from camclone_jax.eval.networks import raft
 from tests.eval.test_cli import _pose_file
 from tests.eval.test_motion import translating
 

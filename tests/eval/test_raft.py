@@ -11,7 +11,7 @@ import torch
 from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert import raft as convert_raft
-from camclone_jax.models import raft
+from camclone_jax.eval.networks import raft
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden")
 ATOL = 1e-4  # px; float32 on both sides, observed <= 1e-5 after 3-4 iterations
