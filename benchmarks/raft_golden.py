@@ -1,4 +1,4 @@
-"""Golden outputs of torchvision's RAFT for the parity tests (tests/models/test_raft.py).
+"""Golden outputs of torchvision's RAFT for the parity tests (tests/eval/test_raft.py).
 
     /tmp/tvenv/bin/python benchmarks/raft_golden.py            # writes tests/golden/raft_golden_*.npz
     /tmp/tvenv/bin/python benchmarks/raft_golden.py --full     # + full-size parity, printed only

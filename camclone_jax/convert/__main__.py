@@ -16,6 +16,7 @@ on any error nothing is left at ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -23,6 +24,7 @@ import sys
 
 from camclone_jax import utils
 from camclone_jax.convert import io
+from camclone_jax.models.params import count_params
 
 # kind -> (module, load fn, save fn, export fn); every module follows the same signatures.
 KINDS = {
@@ -86,7 +88,6 @@ def main(argv=None) -> int:
         load, save, export = _fns(kind)
         overrides = json.loads(args.config_json) if getattr(args, "config_json", None) else {}
         config, params = load(args.src, **overrides)
-        from camclone_jax.models.params import count_params
 
         n = count_params(params)
         _warn_nonfinite(args.src, params)
@@ -125,8 +126,6 @@ def _warn_nonfinite(src: str, params):
 
 
 def _as_dict(config) -> dict:
-    import dataclasses
-
     return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
 
 

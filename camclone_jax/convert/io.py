@@ -126,7 +126,7 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: di
 def read_torch_file(path: str) -> dict[str, np.ndarray]:
     """Reads a .pth/.ckpt with ``torch.load(weights_only=True)``; code-running pickles are refused."""
     try:
-        import torch
+        import torch  # optional (the [torch] extra): only .pth / .ckpt files need it
     except ImportError:
         raise WeightFileError(
             f"{path}: reading PyTorch pickles needs torch; install camclone_jax[torch] "

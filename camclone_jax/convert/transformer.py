@@ -22,6 +22,7 @@ import numpy as np
 from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.models.config import DiTConfig
+from camclone_jax.models.params import param_shapes
 
 KIND = "dit"
 FORMATS = ("diffusers", "original")
@@ -145,8 +146,6 @@ def strip_prefix(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def params_from_torch(state: Mapping[str, np.ndarray], cfg: DiTConfig, fmt: str,
                       dtype=np.float32) -> dict:
     """Torch state dict (diffusers or original keys) -> our nested params (numpy)."""
-    from camclone_jax.models.params import param_shapes
-
     shapes = utils.flatten_params(param_shapes(cfg))
     expected = {}
     for path, keys, kind, per_block in _entries(cfg):

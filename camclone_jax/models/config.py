@@ -89,7 +89,7 @@ class DiTConfig(ConfigBase):
         round((1 - cond_drop) n) of the n tokens of each reference segment (camera and content
         separately; a fixed count, so shapes are static) and the rest are removed from the
         sequence, their RoPE positions travelling with the kept tokens. Active only when the
-        DiT gets a ``cond_drop_key`` (train_step passes one); sampling keeps every token.
+        DiT gets a ``cond_drop_key`` (training/step.py passes one); sampling keeps every token.
       cond_attention: "full" (the release: every token attends to every token, one timestep
         modulates all), or block-sparse: target tokens attend to every token while condition
         tokens attend only to condition tokens: "joint" (camera and content references

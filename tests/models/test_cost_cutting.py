@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camclone_jax import denoise, optim, sharding
-from camclone_jax import train_step as step_lib
+from camclone_jax import sharding
+from camclone_jax.inference import denoise
+from camclone_jax.training import optim
+from camclone_jax.training import step as step_lib
 from camclone_jax.diffusion import sampler
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import dit as dit_lib
@@ -131,7 +133,7 @@ def _batch(b=2, seed=0):
 
 @pytest.mark.parametrize("name", ["cam_downsample", "cond_drop", "segment", "all"])
 def test_one_training_step_per_option(name):
-    """The train step of train_step.py (flow loss, self_attn trainable, Adam) with the option."""
+    """The train step of training/step.py (flow loss, self_attn trainable, Adam) with the option."""
     cfg = CFG.replace(**OPTIONS[name])
     rules = [("self_attn", "train"), (".*", None)]
     params = params_lib.init_params(cfg, 0)

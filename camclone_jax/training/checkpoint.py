@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
+import grain
 
 from camclone_jax.convert import transformer as transformer_io
 from camclone_jax.convert.io import is_converted_dir, save_converted
@@ -139,8 +140,6 @@ class Checkpointer:
         """Starts saving ``state`` (and the loader position) at ``step`` if the interval says so
         (or ``force``); returns whether a save started. First checks that the previous save
         landed (raises `CheckpointSaveError` if it did not)."""
-        import grain
-
         self.check()
         if step % self.save_every and not force:
             return False
@@ -239,8 +238,6 @@ class Checkpointer:
         loader's position in place when given (see ``has_data_state``). Raises
         `CorruptCheckpointError` when the checkpoint cannot be read back and `CheckpointError`
         when it does not fit ``abstract_state``."""
-        import grain
-
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
