@@ -14,7 +14,9 @@ import argparse
 import json
 import sys
 
-from camclone_jax import inference, wallpaper_eval, wallpaper_train
+from camclone_jax import inference
+from camclone_jax.training import wallpaper as wallpaper_train
+from camclone_jax.training import wallpaper_eval
 
 
 def main(argv=None) -> dict:

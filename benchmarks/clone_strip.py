@@ -10,7 +10,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-from camclone_jax import inference, wallpaper_eval, wallpaper_train
+from camclone_jax import inference
+from camclone_jax.training import wallpaper as wallpaper_train
+from camclone_jax.training import wallpaper_eval
 
 GAP = 4  # pixels between panels (before upscaling)
 

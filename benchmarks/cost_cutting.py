@@ -39,8 +39,8 @@ from camclone_jax import models
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit import add_model_args  # noqa: E402  (the shared size flags)
-from camclone_jax.convert.io import flatten_params, unflatten_params
 from camclone_jax.models.dit import DiT, sequence_lengths
+from camclone_jax.utils import flatten_params, unflatten_params
 
 OPTIONS = {
     "baseline (release)": {},

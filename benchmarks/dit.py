@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from camclone_jax import models
 from camclone_jax.convert import transformer as conv
-from camclone_jax.convert.io import flatten_params, unflatten_params
 from camclone_jax.models.attention import dot_product_attention
+from camclone_jax.utils import flatten_params, unflatten_params
 
 
 def _time(fn, repeats):

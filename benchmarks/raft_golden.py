@@ -1,4 +1,4 @@
-"""Golden outputs of torchvision's RAFT for the parity tests (tests/models/test_raft.py).
+"""Golden outputs of torchvision's RAFT for the parity tests (tests/eval/test_raft.py).
 
     /tmp/tvenv/bin/python benchmarks/raft_golden.py            # writes tests/golden/raft_golden_*.npz
     /tmp/tvenv/bin/python benchmarks/raft_golden.py --full     # + full-size parity, printed only
@@ -44,7 +44,7 @@ _lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 import torchvision  # noqa: E402
 from torchvision.models.optical_flow import raft as tvr  # noqa: E402
 
-from camclone_jax.models.raft import RaftConfig  # noqa: E402
+from camclone_jax.eval.networks.raft import RaftConfig  # noqa: E402
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
 TINY = {
@@ -124,7 +124,7 @@ def run_ours(cfg, state, images, iters):
     """Our port's flow of every iteration, in torchvision's layout [iters, b, 2, H, W]."""
     import jax
     from camclone_jax.convert.raft import raft_params_from_torch
-    from camclone_jax.models import raft
+    from camclone_jax.eval.networks import raft
 
     params = raft_params_from_torch(state, cfg)
     x = raft.normalize(images)  # [2, H, W, 3]

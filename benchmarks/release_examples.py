@@ -29,7 +29,7 @@ import time
 import jax
 import numpy as np
 
-from camclone_jax import sample
+from camclone_jax.inference import cli as sample
 from camclone_jax.convert.transformer import save_transformer
 from camclone_jax.data import video
 from camclone_jax.data.codec import PixelCodec

@@ -1,4 +1,4 @@
-"""Golden files from the public CamCloneMaster release's own code (tests/test_release_golden.py).
+"""Golden files from the public CamCloneMaster release's own code (tests/inference/test_release_golden.py).
 
     git clone https://github.com/KwaiVGI/CamCloneMaster /tmp/release     # outside the project
     python benchmarks/release_golden.py --release /tmp/release          # writes tests/golden/release_*
@@ -75,6 +75,9 @@ import types
 import numpy as np
 import torch
 
+from release_stand_ins import (FixedImageEncoder, FixedPrompter, image_tokens,
+                               prompt_embedding, smooth_video, video_tensor)
+
 OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
 
 DIT = dict(dim=24, in_dim=36, ffn_dim=40, out_dim=16, text_dim=24, freq_dim=32, eps=1e-6,
@@ -87,7 +90,6 @@ VAE = dict(dim=4, z_dim=16, dim_mult=[1, 1, 2, 2], num_res_blocks=1, attn_scales
 OUR_DIT = {"num_heads": DIT["num_heads"]}
 OUR_VAE = {"base_dim": VAE["dim"], "dim_mult": VAE["dim_mult"],
            "num_res_blocks": VAE["num_res_blocks"]}
-TEXT_LEN = 8
 PROMPTS = {"i2v": "a red car drives through the snow", "v2v": "a man walks in a hall"}
 NEGATIVE = "static, blurred"
 DIT_TIMESTEP = 987.654  # bf16 rounds it to 988
@@ -137,50 +139,6 @@ def release_commit(root: str) -> str:
         return "unknown"
 
 
-# ------------------------------------------------------------------ fixed text / image encoders
-class FixedPrompter:
-    """Stands in for WanPrompter: prompt -> a stored [1, TEXT_LEN, text_dim] embedding."""
-
-    table: dict = {}
-    dtype = torch.float32  # what the text encoder would hand the pipeline
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def encode_prompt(self, prompt, positive=True, device=None):
-        prompt = prompt[0] if isinstance(prompt, (list, tuple)) else prompt
-        return torch.from_numpy(self.table[prompt])[None].to(self.dtype)  # [1, L, text_dim]
-
-
-def prompt_embedding(prompt: str, text_dim: int) -> np.ndarray:
-    """[TEXT_LEN, text_dim]: a seeded RNG of the prompt's length, zero rows past its words."""
-    n = min(TEXT_LEN, len(prompt.split()))
-    emb = np.zeros((TEXT_LEN, text_dim), np.float32)
-    emb[:n] = np.random.default_rng(len(prompt)).standard_normal((n, text_dim))
-    return emb
-
-
-class FixedImageEncoder:
-    """Stands in for WanImageEncoder: tokens = base + channel_means(image) @ proj."""
-
-    def __init__(self, base: np.ndarray, proj: np.ndarray):
-        self.base, self.proj = torch.from_numpy(base), torch.from_numpy(proj)
-        weight = torch.zeros(1)  # encode_image reads the device of this weight
-        self.model = types.SimpleNamespace(visual=types.SimpleNamespace(
-            patch_embedding=types.SimpleNamespace(weight=weight)))
-        self.seen = []
-
-    def encode_image(self, images):
-        x = torch.cat(list(images)).float()  # [b, 3, H, W] in [-1, 1]
-        self.seen.append(x.permute(0, 2, 3, 1).numpy().copy())
-        return self.base[None] + (x.mean(dim=(2, 3)) @ self.proj)[:, None]  # [b, 257, d]
-
-
-def image_tokens(image_float: np.ndarray, base, proj) -> np.ndarray:
-    """The same function in numpy: image [H, W, 3] in [-1, 1] -> [1, 257, d]."""
-    return (base + image_float.reshape(-1, 3).mean(0) @ proj)[None].astype(np.float32)
-
-
 # ---------------------------------------------------------------------------- tiny models
 def _round16(module: torch.nn.Module):
     with torch.no_grad():
@@ -225,27 +183,6 @@ def save_weights(path: str, state: dict):
 
 
 # ---------------------------------------------------------------------------- test inputs
-def smooth_video(seed: int, frames: int, height: int, width: int) -> np.ndarray:
-    """uint8 [F, H, W, 3]: a few moving colour waves in steps of 8 (small files, not trivial)."""
-    rng = np.random.default_rng(seed)
-    t, y, x = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
-    out = np.zeros((frames, height, width, 3))
-    for c in range(3):
-        for _ in range(3):
-            ky, kx, kt, ph = rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.3), \
-                rng.uniform(0, 6.3)
-            out[..., c] += np.sin(ky * y + kx * x + kt * t + ph)
-    return (8 * np.round(np.clip(127.5 + 40.0 * out, 0, 255) / 8)).clip(0, 255).astype(np.uint8)
-
-
-def video_tensor(u8: np.ndarray) -> torch.Tensor:
-    """uint8 [F, H, W, 3] -> [1, 3, F, H, W] float as the release's loader makes it
-    (ToTensor, then Normalize(0.5, 0.5))."""
-    x = torch.from_numpy(u8).float().div(255.0)
-    x = (x - 0.5) / 0.5
-    return x.permute(3, 0, 1, 2)[None]
-
-
 def fixed_encoders(text_dim: int):
     rng = np.random.default_rng(7)
     base = rng.standard_normal((IMAGE_TOKENS, IMAGE_DIM)).astype(np.float32)

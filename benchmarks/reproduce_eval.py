@@ -37,6 +37,7 @@ from camera_clone import read_triplets, write_true_poses  # noqa: E402
 from camclone_jax import inference, tasks  # noqa: E402
 from camclone_jax.data import transforms  # noqa: E402
 from camclone_jax.eval import pose_backends, report  # noqa: E402
+from camclone_jax.eval.psnr import psnr  # noqa: E402
 
 # (folder under RUN, row label, sampled with the camera latent zeroed)
 MODELS = (("camclone", "CamClone (frame concat, 3D attention)", False),
@@ -122,7 +123,7 @@ def generate_model(pipe, out_dir, clips, captions, fps, steps, no_camera):
                 result_video = pipe.generate(clip["camera_ref"], caption, seed=i, **cond,
                                              **opts).video
                 inference.write_video(path, result_video, fps)
-            scores[task].append(inference.psnr(result_video, clip["target"]))
+            scores[task].append(psnr(result_video, clip["target"]))
     return scores, time.time() - start
 
 
@@ -141,7 +142,7 @@ def baseline_videos(clips, work, fps):
         for i, clip in enumerate(clips):
             video = np.ascontiguousarray(make(clip))  # [F, H, W, 3]
             inference.write_video(os.path.join(folder, f"{i:05d}.mp4"), video, fps)
-            scores.append(inference.psnr(video, clip["target"]))
+            scores.append(psnr(video, clip["target"]))
         out[label] = (task, folder, None if name == "target" else float(np.mean(scores)))
     return out
 

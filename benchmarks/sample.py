@@ -10,7 +10,7 @@ Both sides denoise the same CamClone-shaped problem with random weights of the s
 target, camera-reference and content-reference latents joined along the frame axis (3 x the
 target's tokens), text of ``text_len`` tokens, classifier-free guidance, flow-matching Euler
 with shift 5.
-  ours   ``camclone_jax.denoise.denoise``: the whole loop one jitted ``lax.fori_loop``, the
+  ours   ``camclone_jax.inference.denoise.denoise``: the whole loop one jitted ``lax.fori_loop``, the
          cond/uncond pair batched into one DiT call per step.
   torch  diffusers ``WanTransformer3DModel`` + ``FlowMatchEulerDiscreteScheduler`` stepped the
          way ``WanPipeline`` does it: two transformer calls per step (cond, then uncond) on the
@@ -119,7 +119,7 @@ def jax_worker(c: dict, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from camclone_jax import denoise
+    from camclone_jax.inference import denoise
 
     on_gpu = jax.default_backend() == "gpu"
     dtype = "bfloat16" if on_gpu else "float32"
@@ -220,7 +220,7 @@ def analyze(c: dict, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from camclone_jax import denoise
+    from camclone_jax.inference import denoise
 
     cfg, params, cond, noise, tables = _jax_problem(c, steps, "bfloat16", shapes_only=True)
     out = {"backend": jax.default_backend()}

@@ -27,32 +27,9 @@ import jax
 import jax.numpy as jnp
 
 import probe_lib
+from camclone_jax.data import wallpaper
 
 CASES = {"no_camera": (True, False), "no_content": (False, True)}
-
-
-def smooth_spectra(key, n: int, hp: int, wp: int, blur: float):
-    """Spectra [n, hp, wp, 3] of n periodic RGB fields: white noise blurred by a Gaussian of
-    ``blur`` pixels, scaled so that each field has unit variance."""
-    noise = jax.random.normal(key, (n, hp, wp, 3))
-    fy = jnp.fft.fftfreq(hp)[:, None, None]  # [hp, 1, 1] cycles per pixel
-    fx = jnp.fft.fftfreq(wp)[None, :, None]  # [1, wp, 1]
-    gain = jnp.exp(-2.0 * (jnp.pi * blur) ** 2 * (fy ** 2 + fx ** 2))  # [hp, wp, 1]
-    spec = jnp.fft.fft2(noise, axes=(1, 2)) * gain  # [n, hp, wp, 3]
-    field = jnp.fft.ifft2(spec, axes=(1, 2)).real  # [n, hp, wp, 3]
-    std = jnp.std(field, axis=(1, 2, 3), keepdims=True)  # [n, 1, 1, 1]
-    return spec / std
-
-
-def translated(spec, shifts):
-    """Frames [n, f, hp, wp, 3] of the fields ``spec`` [n, hp, wp, 3] moved by ``shifts``
-    [n, f, 2] pixels (dy, dx) each frame; content moves towards +y / +x."""
-    hp, wp = spec.shape[1:3]
-    fy = jnp.fft.fftfreq(hp)[:, None]  # [hp, 1]
-    fx = jnp.fft.fftfreq(wp)[None, :]  # [1, wp]
-    dy, dx = shifts[..., 0, None, None], shifts[..., 1, None, None]  # [n, f, 1, 1]
-    phase = jnp.exp(-2j * jnp.pi * (fy * dy + fx * dx))  # [n, f, hp, wp]
-    return jnp.fft.ifft2(spec[:, None] * phase[..., None], axes=(2, 3)).real  # [n, f, hp, wp, 3]
 
 
 def space_to_depth(frames, s: int):
@@ -74,8 +51,8 @@ def make_task(s2d: int, max_speed: float, blur: float):
             raise ValueError(f"--channels {c} must be 3 * s2d^2 = {3 * s2d * s2d}")
         ka, kb, kv = jax.random.split(key, 3)
         hp, wp = h * s2d, w * s2d
-        spec_a = smooth_spectra(ka, b, hp, wp, blur)  # [b, hp, wp, 3] camera-reference scene
-        spec_b = smooth_spectra(kb, b, hp, wp, blur)  # [b, hp, wp, 3] content scene
+        spec_a = wallpaper.smooth_spectra(ka, b, hp, wp, blur)  # [b, hp, wp, 3] camera ref scene
+        spec_b = wallpaper.smooth_spectra(kb, b, hp, wp, blur)  # [b, hp, wp, 3] content scene
         return spec_a, spec_b, kv
 
     def content_only(key, shape):
@@ -94,8 +71,8 @@ def make_task(s2d: int, max_speed: float, blur: float):
         spec_a, spec_b, kv = scenes(key, shape)
         vel = jax.random.uniform(kv, (b, 2), minval=-max_speed, maxval=max_speed)  # [b, 2]
         shifts = jnp.arange(f)[None, :, None] * vel[:, None, :]  # [b, f, 2]
-        cam = space_to_depth(translated(spec_a, shifts), s2d)  # [b, f, h, w, c]
-        target = space_to_depth(translated(spec_b, shifts), s2d)  # [b, f, h, w, c]
+        cam = space_to_depth(wallpaper.translated_spectra(spec_a, shifts), s2d)  # [b, f, h, w, c]
+        target = space_to_depth(wallpaper.translated_spectra(spec_b, shifts), s2d)  # same
         content = jnp.broadcast_to(target[:, :1], target.shape)  # [b, f, h, w, c] static
         return target, cam, content, vel
 

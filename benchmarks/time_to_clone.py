@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from camclone_jax import wallpaper_train
+from camclone_jax.training import wallpaper as wallpaper_train
 
 
 def main(argv=None) -> dict:

@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit import _alternate, build  # noqa: E402  (same random model in both frameworks)
 
-from camclone_jax import observe, optim  # noqa: E402
-from camclone_jax import train_step as step_lib  # noqa: E402
+from camclone_jax.training import observe, optim  # noqa: E402
+from camclone_jax.training import step as step_lib  # noqa: E402
 from camclone_jax.models import DiT  # noqa: E402
 
 PRESETS = {  # latent frames/height/width per segment

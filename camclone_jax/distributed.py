@@ -38,6 +38,10 @@ import os
 import re
 from typing import Any, Mapping
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
 log = logging.getLogger(__name__)
 
 OPTION_KEYS = ("coordinator_address", "num_processes", "process_id", "local_device_ids",
@@ -249,8 +253,6 @@ def initialize(config_or_kwargs=None) -> Plan:
 
     Must run before anything touches a JAX backend. Calling it again is a no-op.
     """
-    import jax
-
     plan = resolve(config_or_kwargs)
     if not plan.is_multi_process:
         log.info("single process: jax.distributed not initialised")
@@ -272,9 +274,6 @@ def main() -> None:
     """Connectivity check: every process reports, process 0 prints the gathered indices."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     plan = initialize()
-    import jax
-    import numpy as np
-    from jax.experimental import multihost_utils
 
     indices = multihost_utils.process_allgather(np.int32(jax.process_index()))  # [processes]
     expected = list(range(jax.process_count()))

@@ -1,6 +1,6 @@
 """The one conditioning contract: what the DiT sees for each task, in training and in sampling.
 
-Training (``train_step``), validation, sampling (``inference``), the notebooks and the
+Training (``training.step``), validation, sampling (``inference.pipeline``), the notebooks and the
 reproduction scripts all build the DiT's keyword inputs here and nowhere else:
 
   image = conditioning_image(first, task, v2v_first_frame)      # what CLIP / the VAE see

@@ -24,7 +24,7 @@ camera's (config.clone_check). About 6 minutes on 2 CPU cores. Re-running resume
 
 import ml_collections
 
-from camclone_jax.run_config import base_config
+from camclone_jax.training.run_config import base_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

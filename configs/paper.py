@@ -11,7 +11,7 @@ example per GPU (batch 64 on 64 devices), full rematerialisation.
 """
 
 from camclone_jax.models.config import preset
-from camclone_jax.run_config import sibling_config
+from camclone_jax.training.run_config import sibling_config
 
 
 def get_config(arg: str = ""):

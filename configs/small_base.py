@@ -22,7 +22,7 @@ into data.synthetic_dir, which the later stages share.
 
 import ml_collections
 
-from camclone_jax.run_config import base_config
+from camclone_jax.training.run_config import base_config
 
 CODEC = dict(kind="pixel", spatial_factor=4, temporal_factor=4, scale=2.0)
 CHANNELS = 3 * 4 * 4  # pixel codec latent channels

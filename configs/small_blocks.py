@@ -5,7 +5,7 @@ r"""Small-scale reproduction, ablation (paper Table 6): fine-tune whole transfor
       --config.base_checkpoint=runs/small/base/export --config.data.synthetic_dir=runs/small/data
 """
 
-from camclone_jax.run_config import sibling_config
+from camclone_jax.training.run_config import sibling_config
 
 
 def get_config(arg: str = ""):

@@ -10,7 +10,7 @@ learning rate): small_channel.py (channel concatenation, Table 5), small_blocks.
 train, Table 6), small_nocam.py (the camera reference zeroed: the no-control baseline).
 """
 
-from camclone_jax.run_config import sibling_config
+from camclone_jax.training.run_config import sibling_config
 
 
 def get_config(arg: str = ""):

@@ -8,7 +8,7 @@ channels: the base's kernel gets zero rows for them (checkpoint.expand_for_chann
 trains along with the 3D self-attention. Everything else as small_camclone.py.
 """
 
-from camclone_jax.run_config import sibling_config
+from camclone_jax.training.run_config import sibling_config
 
 
 def get_config(arg: str = ""):

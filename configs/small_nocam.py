@@ -6,7 +6,7 @@ model sees the content reference (V2V) or first frame (I2V) but no camera motion
       --config.base_checkpoint=runs/small/base/export --config.data.synthetic_dir=runs/small/data
 """
 
-from camclone_jax.run_config import sibling_config
+from camclone_jax.training.run_config import sibling_config
 
 
 def get_config(arg: str = ""):

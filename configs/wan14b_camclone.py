@@ -11,7 +11,7 @@ rematerialised. Only `self_attn` trains (about 4.2B parameters at 14B).
 """
 
 from camclone_jax.models.config import preset
-from camclone_jax.run_config import sibling_config
+from camclone_jax.training.run_config import sibling_config
 
 
 def get_config(arg: str = ""):

@@ -15,7 +15,7 @@ import --kind transformer --src <CamCloneMaster or Wan I2V checkpoint> --out wei
 """
 
 from camclone_jax.models.config import preset
-from camclone_jax.run_config import base_config
+from camclone_jax.training.run_config import base_config
 
 
 def get_config(arg: str = ""):

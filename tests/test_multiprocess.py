@@ -7,8 +7,8 @@ import subprocess
 
 import numpy as np
 
-from camclone_jax import train
-from tests.test_train import REPO, records, tiny_config, trained_params  # noqa: F401 (fixture)
+from camclone_jax.training import loop as train
+from tests.training.test_train import REPO, records, tiny_config, trained_params  # noqa: F401 (fixture)
 
 OVERRIDES = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_heads": 2,
              "model.text_dim": 16, "model.freq_dim": 32, "model.prediction": "velocity",

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from camclone_jax import train
 from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
-from tests.test_train import tiny_config
+from camclone_jax.training import loop as train
+from tests.training.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from camclone_jax import models, sharding
-from camclone_jax.convert.io import flatten_params
 from camclone_jax.diffusion import flow
+from camclone_jax.utils import flatten_params
 
 CFG = models.DiTConfig(dim=32, ffn_dim=48, num_layers=2, num_heads=4, text_dim=8, freq_dim=16,
                        attention="xla")

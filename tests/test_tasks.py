@@ -116,7 +116,7 @@ def test_training_clip_tokens_follow_the_rule(tmp_path):
     tokens under the release's rule, a black frame's under "none"."""
     from camclone_jax.convert.encoders import save_clip
     from camclone_jax.models import clip
-    from camclone_jax.train_data import ImageEncoder
+    from camclone_jax.training.data import ImageEncoder
     cfg = clip.CLIPVisionConfig(dim=16, num_heads=2, mlp_dim=32, num_layers=2, image_size=14,
                                 patch_size=7)
     save_clip(str(tmp_path / "clip"), cfg, clip.init_clip_params(cfg, 0))

@@ -6,6 +6,6 @@ directory, an original/DiffSynth file, or a directory we converted earlier) and
 camclone_jax.convert`` is the command-line front end.
 """
 
+from camclone_jax.convert.encoders import export_t5, load_clip, load_t5, save_clip, save_t5
 from camclone_jax.convert.transformer import export_transformer, load_transformer, save_transformer
 from camclone_jax.convert.vae import export_vae, load_vae, save_vae
-from camclone_jax.convert.encoders import export_t5, load_clip, load_t5, save_clip, save_t5

@@ -16,12 +16,15 @@ on any error nothing is left at ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
 import sys
 
+from camclone_jax import utils
 from camclone_jax.convert import io
+from camclone_jax.models.params import count_params
 
 # kind -> (module, load fn, save fn, export fn); every module follows the same signatures.
 KINDS = {
@@ -41,10 +44,10 @@ _CONVERTED_KIND = {"dit": "transformer", "vae": "vae", "t5": "t5", "clip": "clip
 def detect_kind(path: str) -> str:
     """transformer or vae, from the source's own description; transformer for bare files."""
     if io.is_converted_dir(path):
-        kind = io.read_json(os.path.join(path, "config.json"))["kind"]
+        kind = utils.read_json(os.path.join(path, "config.json"))["kind"]
         return _CONVERTED_KIND.get(kind, kind)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
-        meta = io.read_json(os.path.join(path, "config.json"))
+        meta = utils.read_json(os.path.join(path, "config.json"))
         name = meta.get("_class_name") or (meta.get("architectures") or [None])[0]
         if name not in _CLASS_KIND:
             raise io.WeightFileError(f"{path}: config.json describes {name!r}; supported: "
@@ -85,7 +88,6 @@ def main(argv=None) -> int:
         load, save, export = _fns(kind)
         overrides = json.loads(args.config_json) if getattr(args, "config_json", None) else {}
         config, params = load(args.src, **overrides)
-        from camclone_jax.models.params import count_params
 
         n = count_params(params)
         _warn_nonfinite(args.src, params)
@@ -124,8 +126,6 @@ def _warn_nonfinite(src: str, params):
 
 
 def _as_dict(config) -> dict:
-    import dataclasses
-
     return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
 
 

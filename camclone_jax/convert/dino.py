@@ -1,4 +1,4 @@
-"""DINO ViT weights: a transformers ``ViTModel`` directory -> our params (``models/dino.py``).
+"""DINO ViT weights: a transformers ``ViTModel`` directory -> our params (``eval/networks/dino.py``).
 
 A directory as ``save_pretrained`` writes it and as facebook/dino-vitb16 is published:
 ``config.json`` + ``model.safetensors`` (or a sharded ``*.safetensors.index.json``, or
@@ -22,9 +22,10 @@ from typing import Mapping
 
 import numpy as np
 
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert.encoders import _affine, _convert, _np_dtype
-from camclone_jax.models.dino import DinoConfig, dino_param_shapes
+from camclone_jax.eval.networks.dino import DinoConfig, dino_param_shapes
 
 DINO_FORMATS = ("transformers", "transformers5")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -77,7 +78,7 @@ def dino_params_from_torch(state: Mapping[str, np.ndarray], cfg: DinoConfig,
     """Torch state dict of a transformers ViTModel (either layout) -> our nested params."""
     state = _dino_state(state)
     top, block = _dino_rows(detect_dino_format(state))
-    shapes = io.flatten_params(dino_param_shapes(cfg))
+    shapes = utils.flatten_params(dino_param_shapes(cfg))
     return _convert(state, top, block, cfg.num_layers, shapes, "transformers ViTModel checkpoint",
                     dtype)
 
@@ -111,6 +112,6 @@ def load_dino(path: str, **overrides):
     missing = missing_file(path)
     if missing is not None:
         raise FileNotFoundError(f"ViT weights not found: {missing}")
-    cfg = DinoConfig.from_transformers(io.read_json(os.path.join(path, "config.json")),
+    cfg = DinoConfig.from_transformers(utils.read_json(os.path.join(path, "config.json")),
                                        **overrides)
     return cfg, dino_params_from_torch(_read_weights(path), cfg, _np_dtype(cfg.param_dtype))

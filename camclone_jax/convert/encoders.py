@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 import ml_dtypes
 import numpy as np
 
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.models.clip import CLIPVisionConfig, clip_param_shapes
 from camclone_jax.models.t5 import T5Config, t5_param_shapes
@@ -152,7 +153,7 @@ def _convert(state: Mapping[str, np.ndarray], top, block, num_layers: int, shape
                 flat[f"blocks/{path}"] = np.stack([t[j] for t in layers]).astype(dtype)
         else:
             flat[f"blocks/{ours}"] = np.stack(layers).astype(dtype)
-    return io.unflatten_params(flat)
+    return utils.unflatten_params(flat)
 
 
 def _np_dtype(name: str):
@@ -215,7 +216,7 @@ def t5_params_from_torch(state: Mapping[str, np.ndarray], cfg: T5Config, fmt: st
     """Torch state dict (transformers or Wan keys) -> our nested umT5 params (numpy)."""
     if fmt not in T5_FORMATS:
         raise ValueError(f"unknown umT5 format {fmt!r}; choose from {T5_FORMATS}")
-    shapes = io.flatten_params(t5_param_shapes(cfg))
+    shapes = utils.flatten_params(t5_param_shapes(cfg))
     col = 1 + T5_FORMATS.index(fmt)
     top, block = ([(r[0], r[col], r[3]) for r in rows] for rows in (_T5_TOP, _T5_BLOCK))
     return _convert(_t5_state(state) if fmt == "transformers" else state, top, block,
@@ -239,7 +240,7 @@ def load_t5(path: str, **overrides):
     if io.is_converted_dir(path):
         return _load_converted(path, "t5", T5Config.from_dict, overrides)
     if os.path.isdir(path):
-        hf = io.read_json(os.path.join(path, "config.json"))
+        hf = utils.read_json(os.path.join(path, "config.json"))
         cfg = T5Config.from_transformers(hf, **overrides)
         return cfg, t5_params_from_torch(io.read_state_dict(path), cfg, "transformers",
                                          _np_dtype(cfg.param_dtype))
@@ -255,7 +256,7 @@ def t5_params_to_torch(params: Mapping, cfg: T5Config, fmt: str = "transformers"
     """Our nested umT5 params -> a torch state dict in the given key layout (numpy)."""
     if fmt not in T5_FORMATS:
         raise ValueError(f"unknown umT5 format {fmt!r}; choose from {T5_FORMATS}")
-    flat, col = io.flatten_params(params), 1 + T5_FORMATS.index(fmt)
+    flat, col = utils.flatten_params(params), 1 + T5_FORMATS.index(fmt)
     state = {}
     for row in _T5_TOP:
         state[row[col]] = _from_torch(np.asarray(flat[row[0]]), row[3])  # transpose is its inverse
@@ -367,7 +368,7 @@ def clip_params_from_torch(state: Mapping[str, np.ndarray], cfg: CLIPVisionConfi
     top, block = _clip_rows(fmt)
     state = _clip_state(state) if fmt == "transformers" else state
     kept = {k: v for k, v in state.items() if not _clip_unused(k, fmt, cfg.used_layers)}
-    shapes = io.flatten_params(clip_param_shapes(cfg))
+    shapes = utils.flatten_params(clip_param_shapes(cfg))
     return _convert(kept, top, block, cfg.used_layers, shapes, f"{fmt} CLIP vision checkpoint",
                     dtype)
 
@@ -384,7 +385,7 @@ def load_clip(path: str, **overrides):
         return _load_converted(path, "clip", CLIPVisionConfig.from_dict, overrides)
     if os.path.isdir(path):
         cfg = CLIPVisionConfig.from_transformers(
-            io.read_json(os.path.join(path, "config.json")), **overrides)
+            utils.read_json(os.path.join(path, "config.json")), **overrides)
         return cfg, clip_params_from_torch(io.read_state_dict(path), cfg, "transformers",
                                            _np_dtype(cfg.param_dtype))
     state = _clip_state(io.read_state_dict(path))

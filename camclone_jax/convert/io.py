@@ -17,16 +17,21 @@ leaves a half-written result.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import struct
-import tempfile
-from typing import Any, Iterator, Mapping
+from typing import Mapping
 
+import jax
 import ml_dtypes
 import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from camclone_jax.utils import atomic_dir, atomic_file, flatten_params, read_json
+# re-exported for eval/batch.py, which still imports it from here (atomic writes live in utils)
+from camclone_jax.utils import write_atomic  # noqa: F401
 
 _ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -121,7 +126,7 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: di
 def read_torch_file(path: str) -> dict[str, np.ndarray]:
     """Reads a .pth/.ckpt with ``torch.load(weights_only=True)``; code-running pickles are refused."""
     try:
-        import torch
+        import torch  # optional (the [torch] extra): only .pth / .ckpt files need it
     except ImportError:
         raise WeightFileError(
             f"{path}: reading PyTorch pickles needs torch; install camclone_jax[torch] "
@@ -194,17 +199,6 @@ def _read_directory(path: str) -> dict[str, np.ndarray]:
         f"{path}: expected one *.safetensors file or a *.safetensors.index.json, found {files or 'none'}")
 
 
-def read_json(path: str) -> dict:
-    """Reads a JSON file with an error that names it."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"missing {os.path.basename(path)} in {os.path.dirname(path)}") from None
-    except ValueError as e:
-        raise WeightFileError(f"{path}: invalid JSON ({e})") from None
-
-
 # ------------------------------------------------------------------------------ key bookkeeping
 def check_state_dict(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple], what: str):
     """Raises one error naming every unknown, missing and mis-shaped key of ``state``."""
@@ -236,86 +230,6 @@ def nonfinite_params(params: Mapping) -> list[str]:
     return bad
 
 
-def flatten_params(params: Mapping, sep: str = "/") -> dict[str, Any]:
-    """Nested dict -> {'a/b/c': leaf}."""
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            for sub, leaf in flatten_params(value, sep).items():
-                out[f"{key}{sep}{sub}"] = leaf
-        else:
-            out[key] = value
-    return out
-
-
-def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict:
-    """{'a/b/c': leaf} -> nested dict."""
-    out: dict = {}
-    for path, leaf in flat.items():
-        node = out
-        *parents, last = path.split(sep)
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = leaf
-    return out
-
-
-# ------------------------------------------------------------------------- atomic output paths
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give (0o666 minus the umask); temporary files
-    made by ``tempfile`` are 0o600 and get this before they are renamed into place."""
-    return 0o666 & ~_umask()
-
-
-@contextlib.contextmanager
-def atomic_file(path: str) -> Iterator[str]:
-    """Yields a temp path beside ``path``; renames it onto ``path`` only if the block succeeds."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; give what open() would
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_atomic(path: str, data: str | bytes):
-    """Writes text or bytes to ``path`` atomically (a temp file beside it, then a rename)."""
-    with atomic_file(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str, overwrite: bool = False) -> Iterator[str]:
-    """Yields a temp directory beside ``path``; moves it to ``path`` only if the block succeeds."""
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite to replace it")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                           dir=os.path.dirname(path))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir would
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-
-
 def write_pytorch_weights(path: str, state: Mapping[str, np.ndarray], *,
                           config_json: dict | None = None, weights_name: str = "",
                           overwrite: bool = False):
@@ -341,9 +255,6 @@ def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
     """Writes ``path/config.json``, ``path/params`` (orbax) and ``extra_files`` ({name: JSON
     object}) atomically. In a multi-process job every process calls it with the same global
     arrays (orbax writes each process's shards); process 0 writes the rest and renames."""
-    import jax
-    import orbax.checkpoint as ocp
-
     def write(tmp):
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(tmp, "params"), dict(params))
@@ -358,8 +269,6 @@ def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
         with atomic_dir(path, overwrite=overwrite) as tmp:
             write(tmp)
         return
-    from jax.experimental import multihost_utils
-
     path = os.path.abspath(path)
     tmp = path + ".partial"  # the same on every process
     if jax.process_index() == 0:
@@ -378,8 +287,6 @@ def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
 
 def load_converted(path: str) -> tuple[str, dict, dict]:
     """Reads a directory written by ``save_converted``: (kind, config dict, params as numpy)."""
-    import orbax.checkpoint as ocp
-
     meta = read_json(os.path.join(path, "config.json"))
     if "kind" not in meta or "config" not in meta:
         raise WeightFileError(f"{path}/config.json is not a camclone_jax converted-model config")

@@ -1,4 +1,4 @@
-"""torchvision RAFT weights -> our params (``models/raft.py``).
+"""torchvision RAFT weights -> our params (``eval/networks/raft.py``).
 
 Reads a state dict of ``torchvision.models.optical_flow.raft_large`` / ``raft_small`` (or of a
 RAFT built from torchvision's blocks with other widths): a ``.pth`` saved with
@@ -19,16 +19,16 @@ any other unknown, missing or mis-shaped key is one error naming them all.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from typing import Mapping
 
 import numpy as np
 
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert.encoders import _from_torch, _torch_shape
-from camclone_jax.models.raft import RaftConfig, raft_param_shapes
+from camclone_jax.eval.networks.raft import RaftConfig, raft_param_shapes
 
 SIZES = ("large", "small")
 MISSING_HINT = ("save torchvision's raft_large(weights=Raft_Large_Weights.C_T_V1).state_dict() "
@@ -68,20 +68,20 @@ def raft_params_from_torch(state: Mapping[str, np.ndarray], cfg: RaftConfig,
                            dtype=np.float32) -> dict:
     """torchvision RAFT state dict -> our nested params for ``cfg``."""
     state = _clean(state)
-    shapes = io.flatten_params(raft_param_shapes(cfg))
+    shapes = utils.flatten_params(raft_param_shapes(cfg))
     rows = {path: (torch_key(path), "conv" if len(s.shape) == 4 else "same")
             for path, s in shapes.items()}
     expected = {key: _torch_shape(shapes[path].shape, layout) for path, (key, layout) in rows.items()}
     io.check_state_dict(state, expected, "torchvision RAFT state dict")
     flat = {path: _from_torch(np.asarray(state[key], np.float32), layout).astype(dtype)
             for path, (key, layout) in rows.items()}
-    return io.unflatten_params(flat)
+    return utils.unflatten_params(flat)
 
 
 def raft_params_to_torch(params: Mapping, cfg: RaftConfig) -> dict:
     """Our params -> a torchvision RAFT state dict (numpy; the inverse of the above)."""
     out = {}
-    for path, value in io.flatten_params(params).items():
+    for path, value in utils.flatten_params(params).items():
         value = np.asarray(value, np.float32)
         out[torch_key(path)] = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value
     for key in [k for k in out if k.endswith(".running_mean")]:
@@ -161,8 +161,3 @@ def load_raft(path: str, size: str | None = None, config: RaftConfig | None = No
     state = io.read_state_dict(path)
     cfg = config or (config_for(size) if size else infer_raft_config(state))
     return cfg, raft_params_from_torch(state, cfg)
-
-
-def config_dict(cfg: RaftConfig) -> dict:
-    """JSON-able config (the golden files store it)."""
-    return dataclasses.asdict(cfg)

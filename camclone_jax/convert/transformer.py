@@ -19,8 +19,10 @@ from typing import Mapping
 
 import numpy as np
 
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.models.config import DiTConfig
+from camclone_jax.models.params import param_shapes
 
 KIND = "dit"
 FORMATS = ("diffusers", "original")
@@ -144,9 +146,7 @@ def strip_prefix(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def params_from_torch(state: Mapping[str, np.ndarray], cfg: DiTConfig, fmt: str,
                       dtype=np.float32) -> dict:
     """Torch state dict (diffusers or original keys) -> our nested params (numpy)."""
-    from camclone_jax.models.params import param_shapes
-
-    shapes = io.flatten_params(param_shapes(cfg))
+    shapes = utils.flatten_params(param_shapes(cfg))
     expected = {}
     for path, keys, kind, per_block in _entries(cfg):
         shape = shapes[path].shape[1:] if per_block else shapes[path].shape
@@ -162,13 +162,13 @@ def params_from_torch(state: Mapping[str, np.ndarray], cfg: DiTConfig, fmt: str,
             flat[path] = np.stack(layers).astype(dtype)
         else:
             flat[path] = _from_torch_layout(state[keys[fmt]], kind).astype(dtype)
-    return io.unflatten_params(flat)
+    return utils.unflatten_params(flat)
 
 
 def params_to_torch(params: Mapping, cfg: DiTConfig, fmt: str = "diffusers",
                     dtype=np.float32) -> dict[str, np.ndarray]:
     """Our nested params -> torch state dict in the given key layout (numpy, contiguous)."""
-    flat = io.flatten_params(params)
+    flat = utils.flatten_params(params)
     state = {}
     for path, keys, kind, per_block in _entries(cfg):
         value = np.asarray(flat[path])
@@ -233,7 +233,7 @@ def load_transformer(path: str, config: DiTConfig | None = None, **overrides):
         cfg = DiTConfig.from_dict({**cfg_dict, **overrides}) if config is None else config
         return cfg, params
     if os.path.isdir(path):
-        diff_cfg = io.read_json(os.path.join(path, "config.json"))
+        diff_cfg = utils.read_json(os.path.join(path, "config.json"))
         if diff_cfg.get("_class_name", "WanTransformer3DModel") != "WanTransformer3DModel":
             raise io.WeightFileError(f"{path}: config.json describes {diff_cfg['_class_name']}, "
                                      "not WanTransformer3DModel")

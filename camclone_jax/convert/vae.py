@@ -31,10 +31,10 @@ import jax
 import numpy as np
 
 from camclone_jax.convert.io import (
-    WeightFileError, atomic_dir, check_state_dict, flatten_params, is_converted_dir,
-    load_converted, read_json, read_state_dict, save_converted, unflatten_params,
-    write_safetensors)
+    WeightFileError, check_state_dict, is_converted_dir, load_converted, read_state_dict,
+    save_converted, write_safetensors)
 from camclone_jax.models.vae import WanVAE, WanVAEConfig
+from camclone_jax.utils import atomic_dir, flatten_params, read_json, unflatten_params
 
 KIND = "vae"
 DIFFUSERS_CLASS = "AutoencoderKLWan"

@@ -26,12 +26,20 @@ import logging
 import os
 import sys
 
+import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from camclone_jax import tasks
-from camclone_jax.convert.io import write_atomic
+from camclone_jax.convert.encoders import load_t5
+from camclone_jax.convert.vae import load_vae
 from camclone_jax.data import records, transforms, video
+from camclone_jax.data.codec import PixelCodec
 from camclone_jax.data.pipeline import record_files
+from camclone_jax.models.t5 import encode_prompts, prepare_params
+from camclone_jax.models.tokenizer import load_tokenizer
+from camclone_jax.models.vae import WanVAE
+from camclone_jax.utils import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +68,6 @@ class TextEncoder:
     """Captions -> umT5 embeddings, the valid rows only ([length, dim] each; the rest are zero)."""
 
     def __init__(self, t5_path, tokenizer_path, dtype=np.float16):
-        from camclone_jax.convert.encoders import load_t5
-        from camclone_jax.models.t5 import prepare_params
-        from camclone_jax.models.tokenizer import load_tokenizer
-
         self.tokenizer = load_tokenizer(tokenizer_path)
         self.config, params = load_t5(t5_path)
         self.params = prepare_params(self.config, params)  # on the device once, for all batches
@@ -71,8 +75,6 @@ class TextEncoder:
         self.name = f"umt5:{os.path.abspath(t5_path)}"
 
     def __call__(self, captions):
-        from camclone_jax.models.t5 import encode_prompts
-
         emb, lengths = encode_prompts(list(captions), self.tokenizer, self.config, self.params)
         return [e[:n].astype(self.dtype) for e, n in zip(emb, lengths)]  # [length, dim] each
 
@@ -81,10 +83,6 @@ class Encoder:
     """Encodes batches of videos [N, F, H, W, 3] in [-1, 1] with the VAE over the local devices."""
 
     def __init__(self, vae_config, params, batch_videos, clip_cfg):
-        import jax
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-        from camclone_jax.models.vae import WanVAE
         devices = jax.local_devices()
         self.size = -(-batch_videos // len(devices)) * len(devices)  # padded to the devices
         mesh = Mesh(np.array(devices), ("data",))
@@ -97,7 +95,6 @@ class Encoder:
 
     def __call__(self, videos):
         """float32 [n, F, H, W, 3] in [-1, 1], n <= size -> float32 latents [n, L, h, w, C]."""
-        import jax
         n = len(videos)
         x = np.zeros((self.size,) + videos.shape[1:], np.float32)  # [size, F, H, W, 3], padded
         x[:n] = videos
@@ -110,7 +107,6 @@ class CodecEncoder:
     codec): ``--vae pixel`` pre-encodes records for pixel-space models."""
 
     def __init__(self, codec, clip_cfg):
-        import jax
         self._encode = jax.jit(codec.encode)
         self.out_shape = codec.latent_shape(clip_cfg.num_frames, clip_cfg.height,
                                             clip_cfg.width) + (codec.latent_channels,)
@@ -186,9 +182,7 @@ def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False
     """
     if (t5_path is None) != (tokenizer_path is None):
         raise ValueError("text encoding needs both --t5 and --tokenizer")
-    import jax
 
-    from camclone_jax.convert.vae import load_vae
     clip_cfg = dataclasses.replace(clip_cfg, kind="mp4")
     clip_cfg.validate()
     if (clip_cfg.num_frames - 1) % 4:
@@ -198,7 +192,6 @@ def encode_records(records_dir, vae_path, out, clip_cfg, batch_size=4, i2v=False
     files = record_files(records_dir)
     mine = [f for i, f in enumerate(files) if i % pc == pi]
     if vae_path == "pixel":  # the weight-free pixel codec (its config stands in for the VAE's)
-        from camclone_jax.data.codec import PixelCodec
         vae_config = codec or PixelCodec()
         encoder = CodecEncoder(vae_config, clip_cfg)  # checks the clip size
     else:

@@ -36,6 +36,7 @@ def tfds_files(source) -> list[tuple[str, int, int]] | None:
     if info is None or split is None:
         return None
     try:
+        # heavy (seconds to import): only sources built by the TFDS builder need it
         from tensorflow_datasets.core.data_sources import base
         out = []
         for fi in base.file_instructions(info, split):

@@ -176,7 +176,7 @@ class _SkipBadDataset(grain.IterDataset):
 def _ensure_flags_parsed():
     """Grain's worker processes read absl flags; outside an absl app nothing parsed them, so
     mark them parsed (keeping every default) rather than fail."""
-    from absl import flags
+    from absl import flags  # only the workers' absl state is touched, and only here
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -289,7 +289,7 @@ def global_batch(batch, mesh, data_axes=None):
     fields become arrays of global shape [process_count * B, ...]; string fields (caption)
     stay host-local numpy arrays.
     """
-    import jax
+    import jax  # only here and in _host: Grain's worker processes import this module without it
     from jax.sharding import NamedSharding, PartitionSpec
 
     if data_axes is None:

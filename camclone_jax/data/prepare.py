@@ -30,8 +30,8 @@ import os
 import sys
 
 
-from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import records, video
+from camclone_jax.utils import write_atomic
 
 CSV_COLUMNS = ("video_path", "caption", "ref_video_path", "content_video_path")
 PATH_COLUMNS = dict(zip(records.VIDEO_KEYS, ("video_path", "ref_video_path", "content_video_path")))

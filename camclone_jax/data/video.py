@@ -17,7 +17,7 @@ import imageio.v2 as imageio
 import imageio_ffmpeg
 import numpy as np
 
-from camclone_jax.convert.io import default_file_mode
+from camclone_jax.utils import default_file_mode
 
 
 def _ffmpeg(args, stdin_bytes=None):

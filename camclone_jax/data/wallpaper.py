@@ -88,16 +88,23 @@ class WallpaperWorld:
         return {**dataclasses.asdict(self), "cells": list(self.cells)}
 
 
+def smooth_spectra(key, n: int, h: int, w: int, blur: float):
+    """Spectra [n, H, W, 3] of n periodic RGB fields: white noise blurred by a Gaussian of
+    ``blur`` pixels, scaled so that each field has unit variance."""
+    noise = jax.random.normal(key, (n, h, w, 3))
+    fy = jnp.fft.fftfreq(h)[:, None, None]  # [H, 1, 1] cycles per pixel
+    fx = jnp.fft.fftfreq(w)[None, :, None]  # [1, W, 1]
+    gain = jnp.exp(-2.0 * (jnp.pi * blur) ** 2 * (fy ** 2 + fx ** 2))  # [H, W, 1]
+    spec = jnp.fft.fft2(noise, axes=(1, 2)) * gain  # [n, H, W, 3]
+    field = jnp.fft.ifft2(spec, axes=(1, 2)).real  # [n, H, W, 3]
+    return spec / jnp.std(field, axis=(1, 2, 3), keepdims=True)  # unit std fields
+
+
 def wallpapers(key, world: WallpaperWorld, n: int):
     """n random wallpapers [n, H, W, 3] in [-1, 1] (jax)."""
     if world.texture == "smooth":
-        h, w = world.size
-        noise = jax.random.normal(key, (n, h, w, 3))
-        fy = jnp.fft.fftfreq(h)[:, None, None]  # [H, 1, 1] cycles per pixel
-        fx = jnp.fft.fftfreq(w)[None, :, None]  # [1, W, 1]
-        gain = jnp.exp(-2.0 * (jnp.pi * world.blur_px) ** 2 * (fy ** 2 + fx ** 2))
-        field = jnp.fft.ifft2(jnp.fft.fft2(noise, axes=(1, 2)) * gain, axes=(1, 2)).real
-        field = field / jnp.std(field, axis=(1, 2, 3), keepdims=True)  # [n, H, W, 3] unit std
+        spec = smooth_spectra(key, n, *world.size, world.blur_px)  # [n, H, W, 3]
+        field = jnp.fft.ifft2(spec, axes=(1, 2)).real  # [n, H, W, 3] unit std
         return jnp.clip(0.5 * field, -1.0, 1.0)
     rows, cols = world.cells[0] * world.sub, world.cells[1] * world.sub
     blocks = jax.random.uniform(key, (n, rows, cols, 3), minval=-1.0, maxval=1.0)
@@ -108,12 +115,17 @@ def wallpapers(key, world: WallpaperWorld, n: int):
 def translated(walls, shifts):
     """Like ``rolled`` for fractional ``shifts`` [n, f, 2]: a phase ramp on the spectrum (exact
     for whole pixels, band-limited in between)."""
-    h, w = walls.shape[1:3]
+    return translated_spectra(jnp.fft.fft2(walls, axes=(1, 2)), shifts)  # [n, f, H, W, 3]
+
+
+def translated_spectra(spec, shifts):
+    """Frames [n, f, H, W, 3] of the fields with spectra ``spec`` [n, H, W, 3] moved by
+    ``shifts`` [n, f, 2] pixels (dy, dx) each frame; content moves towards +y / +x."""
+    h, w = spec.shape[1:3]
     fy = jnp.fft.fftfreq(h)[:, None]  # [H, 1]
     fx = jnp.fft.fftfreq(w)[None, :]  # [1, W]
     dy, dx = shifts[..., 0, None, None], shifts[..., 1, None, None]  # [n, f, 1, 1]
     phase = jnp.exp(-2j * jnp.pi * (fy * dy + fx * dx))  # [n, f, H, W]
-    spec = jnp.fft.fft2(walls, axes=(1, 2))  # [n, H, W, 3]
     return jnp.fft.ifft2(spec[:, None] * phase[..., None], axes=(2, 3)).real  # [n, f, H, W, 3]
 
 

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of a ``velocity_fn(x, timestep, sigma) -> v`` (x the noisy
 latents at noise level sigma in [0, 1], timestep the model's 0-1000 value); nothing knows the
-DiT. ``camclone_jax.inference`` builds the velocity function from the model.
+DiT. ``camclone_jax.inference.denoise`` builds the velocity function from the model.
 
 Schedules (``make_schedule``): N noise levels sigma_0 = 1 > ... > sigma_{N-1} > sigma_N = 0,
 each the flow-matching shift sigma(u) = s u / (1 + (s - 1) u) of a linearly spaced u:

@@ -14,7 +14,7 @@ consistency and motion (VBench's Sub./Bg. Cons. and Dynamic Degree), FVD.
   consistency  view consistency against the content reference (matched pixels, CLIP-V) and
                VBench's temporal consistency of a video alone (Sub. Cons. with DINO, Bg. Cons.
                with CLIP features)
-  motion       VBench's Dynamic Degree over RAFT (models/raft.py, local torchvision weights) or,
+  motion       VBench's Dynamic Degree over RAFT (eval/networks/raft.py, local torchvision weights) or,
                without weights, OpenCV DIS optical flow (not on VBench's scale), and the mean
                top-5% flow magnitude
   report       pairing of generated and reference videos, the report and its markdown table

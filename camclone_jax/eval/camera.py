@@ -27,8 +27,8 @@ import os
 
 import numpy as np
 
-from camclone_jax.convert.io import write_atomic
 from camclone_jax.data.synthetic import trajectories as traj_lib
+from camclone_jax.utils import write_atomic
 
 EPS = 1e-9
 POSE_SUFFIXES = (".txt", ".npz")

@@ -20,7 +20,7 @@ reported x 100 as the paper's table prints it (VBench's raw score is in [0, 1]).
 dataset score is the frame-weighted mean (all frame pairs of all videos); the report averages
 videos, which is the same when all videos have one length.
 * `subject_consistency` (Sub. Cons.; needs local DINO weights): DINO ViT-B/16 class-token
-  features (`DinoEmbedder`, `camclone_jax.models.dino`, weights from a transformers ViTModel
+  features (`DinoEmbedder`, `camclone_jax.eval.networks.dino`, weights from a transformers ViTModel
   directory such as facebook/dino-vitb16), frames preprocessed as VBench does (shorter side
   resized to the model's image size, bilinear, ImageNet mean/std; positions interpolated).
 * `background_consistency` (Bg. Cons.; needs local CLIP weights): the same formula on the
@@ -32,6 +32,11 @@ import os
 
 import cv2
 import numpy as np
+
+from camclone_jax.convert import dino as convert_dino
+from camclone_jax.convert import encoders
+from camclone_jax.eval.networks import dino
+from camclone_jax.models import clip
 
 
 def _check_pair(frames_a, frames_b):
@@ -92,7 +97,6 @@ def require_clip_weights(path):
 def require_dino_weights(path):
     """Raises a clear error, naming the missing file, when a DINO ViTModel directory (config.json
     and model.safetensors or pytorch_model.bin) is not given or incomplete."""
-    from camclone_jax.convert import dino as convert_dino
     if not path:
         raise ValueError("Sub. Cons. needs local DINO weights: download facebook/dino-vitb16 "
                          "(transformers format) and pass --dino_weights DIR")
@@ -109,9 +113,6 @@ class ClipEmbedder:
 
     def __init__(self, path, batch_size=8):
         require_clip_weights(path)
-        from camclone_jax.convert import encoders
-        from camclone_jax.models import clip
-        self._clip = clip
         self.config, params = encoders.load_clip(path)
         self.params = clip.prepare_params(self.config, params)
         self.batch_size = batch_size
@@ -120,9 +121,9 @@ class ClipEmbedder:
         """Unit-norm features [F, dim] of frames uint8 [F, H, W, 3]."""
         out = []
         for start in range(0, len(frames), self.batch_size):
-            pixels = self._clip.preprocess_images(frames[start:start + self.batch_size],
-                                                  size=self.config.image_size, mode="crop")
-            tokens = np.asarray(self._clip.encode_images(self.config, self.params, pixels), np.float64)
+            pixels = clip.preprocess_images(frames[start:start + self.batch_size],
+                                            size=self.config.image_size, mode="crop")
+            tokens = np.asarray(clip.encode_images(self.config, self.params, pixels), np.float64)
             out.append(tokens[:, 0])  # class token [b, dim]
         feats = np.concatenate(out)
         return feats / np.linalg.norm(feats, axis=1, keepdims=True)
@@ -147,17 +148,14 @@ class DinoEmbedder:
     docstring); raises a clear error naming the missing file when the weights are absent.
 
     Frames are preprocessed as VBench does (``mode="vbench"``, see
-    ``camclone_jax.models.dino.preprocess_frames``) or resized to a square (``mode="square"``);
+    ``camclone_jax.eval.networks.dino.preprocess_frames``) or resized to a square (``mode="square"``);
     batches are padded to ``batch_size`` so a video compiles the jitted forward once.
     """
 
     def __init__(self, path, batch_size=8, mode="vbench"):
         require_dino_weights(path)
-        from camclone_jax.convert import dino as convert_dino
-        from camclone_jax.models import dino
         if mode not in dino.PREPROCESS_MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {dino.PREPROCESS_MODES}")
-        self._dino = dino
         self.config, params = convert_dino.load_dino(path)
         self.params = dino.prepare_params(self.config, params)
         self.batch_size, self.mode = batch_size, mode
@@ -166,12 +164,12 @@ class DinoEmbedder:
         """Unit-norm features [F, dim] of frames uint8 [F, H, W, 3]."""
         out = []
         for start in range(0, len(frames), self.batch_size):
-            pixels = self._dino.preprocess_frames(frames[start:start + self.batch_size],
-                                                  self.config.image_size, self.mode)
+            pixels = dino.preprocess_frames(frames[start:start + self.batch_size],
+                                            self.config.image_size, self.mode)
             n = len(pixels)
             pad = np.zeros((self.batch_size - n,) + pixels.shape[1:], np.float32)
             pixels = np.concatenate([pixels, pad])  # [batch_size, h, w, 3]
-            feats = self._dino.cls_features(self.config, self.params, pixels)  # [batch_size, dim]
+            feats = dino.cls_features(self.config, self.params, pixels)  # [batch_size, dim]
             out.append(np.asarray(feats, np.float64)[:n])
         feats = np.concatenate(out)
         return feats / np.linalg.norm(feats, axis=1, keepdims=True)

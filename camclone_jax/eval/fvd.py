@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import threadpoolctl
 
-from camclone_jax.convert.io import flatten_params, unflatten_params
+from camclone_jax.utils import flatten_params, unflatten_params
 
 I3D_SIZE = 224
 ENDPOINTS = ("logits", "pool")

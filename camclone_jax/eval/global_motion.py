@@ -34,9 +34,9 @@ import math
 
 import cv2
 import numpy as np
-
 from scipy import optimize
 
+from camclone_jax.data.synthetic.trajectories import rot_x, rot_y, rot_z
 from camclone_jax.eval.geometry import rodrigues, rotation_log
 
 MODELS = ("rotation", "euclidean")
@@ -72,15 +72,6 @@ def euclidean_warp(a, b) -> np.ndarray | None:
     return out
 
 
-def _rot(axis: int, a: float) -> np.ndarray:
-    """Right-handed rotation [3, 3] by ``a`` radians about camera axis 0 (x), 1 (y) or 2 (z)."""
-    c, s = math.cos(a), math.sin(a)
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    r = np.eye(3)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
-
-
 def euclidean_rotation(warp: np.ndarray, k: np.ndarray) -> np.ndarray:
     """The camera's relative rotation R [3, 3] (c2w_i = c2w_{i-1} R) read from a Euclidean
     warp [3, 3] with pixel intrinsics K [3, 3] (small-angle reading, see the module doc)."""
@@ -89,7 +80,7 @@ def euclidean_rotation(warp: np.ndarray, k: np.ndarray) -> np.ndarray:
     theta = math.atan2(warp[1, 0] - warp[0, 1], warp[0, 0] + warp[1, 1])  # image rotation
     pan = -math.atan(shift[0] / k[0, 0])
     tilt = math.atan(shift[1] / k[1, 1])
-    return _rot(1, pan) @ _rot(0, tilt) @ _rot(2, -theta)
+    return rot_y(pan) @ rot_x(tilt) @ rot_z(-theta)
 
 
 def rotation_homography(params, k: np.ndarray) -> np.ndarray:
@@ -137,7 +128,7 @@ def pair_rotation(prev, nxt, k: np.ndarray, model: str = "rotation",
     warp = euclidean_warp(a, b)
     if model == "euclidean":
         return None if warp is None else euclidean_rotation(warp, k)
-    inits = [np.eye(3)] + [_rot(2, math.radians(d)) for d in ROLL_INITS_DEG]
+    inits = [np.eye(3)] + [rot_z(math.radians(d)) for d in ROLL_INITS_DEG]
     if warp is not None:
         inits.insert(0, euclidean_rotation(warp, k))
     if guess is not None:

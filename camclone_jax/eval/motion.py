@@ -2,7 +2,7 @@
 
 CamCloneMaster's Table 1 ("Dynamic Degree") uses VBench's `dynamic_degree`, which measures
 optical flow with RAFT (raft-things weights, 20 iterations). Two flow backends:
-  * `RaftFlow(path)`: our Flax RAFT (models/raft.py, parity-tested against torchvision's RAFT)
+  * `RaftFlow(path)`: our Flax RAFT (eval/networks/raft.py, parity-tested against torchvision's RAFT)
     with a local torchvision RAFT state dict (`--raft_weights FILE`). raft-things is
     torchvision's `Raft_Large_Weights.C_T_V1` (ported from the RAFT authors' raft-things.pth);
     with it, 20 iterations and the input handling below, the Dynamic Degree is VBench's. Other
@@ -38,7 +38,11 @@ ours, the pixel counts are the same).
 resolution: a continuous companion to the yes/no decision.
 """
 import cv2
+import jax
 import numpy as np
+
+from camclone_jax.convert import raft as convert_raft
+from camclone_jax.eval.networks import raft
 
 RAFT_ITERS = 20  # VBench runs RAFT with iters=20
 RAFT_MULTIPLE = 8  # RAFT's inputs are padded to a multiple of 8
@@ -109,11 +113,6 @@ class RaftFlow:
     """
 
     def __init__(self, path, size=None, iters=RAFT_ITERS, batch=4):
-        import jax
-
-        from camclone_jax.convert import raft as convert_raft
-        from camclone_jax.models import raft
-
         self.path, self.iters, self.batch = path, iters, batch
         self.config, params = convert_raft.load_raft(path, size)
         self.params = jax.device_put(params)

@@ -28,9 +28,10 @@ import os
 
 import numpy as np
 
-from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import video as video_lib
-from camclone_jax.eval import batch, camera, colmap, consistency, motion, pose_backends, poses
+from camclone_jax.eval import (batch, camera, colmap, consistency, fvd, motion, pose_backends,
+                               poses)
+from camclone_jax.utils import write_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 COLUMNS = (  # (summary key, header): Table 1's camera/quality columns, then Table 2's
@@ -185,7 +186,6 @@ class _Evaluator:
         self.videos, self.ref_poses, self.pose_cache = {}, {}, {}
         self.i3d = self.clip = self.dino = self.flow = None
         if options.fvd:
-            from camclone_jax.eval import fvd
             self.i3d = fvd.I3DFeatures(weights=options.i3d_weights, endpoint=options.i3d_endpoint,
                                        size=options.i3d_size, num_frames=options.i3d_frames)
         if options.clip_weights:
@@ -328,7 +328,6 @@ def _file_sha1(path):
 
 def _fvd_summary(results, options):
     """FVD (vs options.fvd_refs) and FVD-V (vs content refs) from the pairs' I3D features."""
-    from camclone_jax.eval import fvd  # JAX and the I3D weights: only when FVD is asked for
     out, notes = {}, []
     gen = [f["generated"] for _, _, f in results if "generated" in f]
     if options.fvd_refs:

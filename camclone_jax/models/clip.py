@@ -30,9 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camclone_jax.models.config import config_from_dict
+from camclone_jax.models.base import ConfigBase, init_plain, prepare_params, shapes_plain
 from camclone_jax.models.layers import AffineLayerNorm, dense
-from camclone_jax.models.params import init_plain, shapes_plain
 
 KIND = "clip"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -42,7 +41,7 @@ _normal = nn.initializers.normal
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPVisionConfig:
+class CLIPVisionConfig(ConfigBase):
     """Sizes and switches of the vision tower (defaults: open-clip XLM-RoBERTa ViT-H/14, Wan I2V).
 
     Attributes:
@@ -89,31 +88,20 @@ class CLIPVisionConfig:
         """Blocks that are run and stored."""
         return self.num_layers - self.skip_last
 
-    def to_dict(self) -> dict:
-        """Plain dict of every field (for config.json)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CLIPVisionConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        return config_from_dict(cls, d)
-
     @classmethod
     def from_transformers(cls, config: Mapping[str, Any], **overrides) -> "CLIPVisionConfig":
         """From a transformers ``CLIPVisionConfig`` dict, or a ``CLIPConfig`` (its vision_config)."""
         config = config.get("vision_config", config)
         if config.get("num_channels", 3) != 3:
             raise ValueError(f"num_channels {config['num_channels']} != 3 is not supported")
-        kwargs = dict(image_size=config.get("image_size", 224), patch_size=config["patch_size"],
-                      dim=config["hidden_size"], num_heads=config["num_attention_heads"],
-                      mlp_dim=config["intermediate_size"],
-                      num_layers=config["num_hidden_layers"],
-                      activation=config.get("hidden_act", "quick_gelu"),
-                      eps=config.get("layer_norm_eps", 1e-5))
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls.from_keys(config, TRANSFORMERS_KEYS, overrides)
 
 
+# our field -> transformers' CLIPVisionConfig key, or (key, default)
+TRANSFORMERS_KEYS = dict(
+    image_size=("image_size", 224), patch_size="patch_size", dim="hidden_size",
+    num_heads="num_attention_heads", mlp_dim="intermediate_size", num_layers="num_hidden_layers",
+    activation=("hidden_act", "quick_gelu"), eps=("layer_norm_eps", 1e-5))
 VIT_H_14 = CLIPVisionConfig()
 
 
@@ -198,25 +186,13 @@ def _init_boxed(cfg: CLIPVisionConfig, rng):
     return CLIPVisionTower(cfg).init(rng, pixels)["params"]
 
 
-def init_clip_params(config: CLIPVisionConfig, rng: jax.Array | int = 0) -> dict:
-    """Randomly initialised params as a plain nested dict."""
-    return init_plain(_init_boxed, config, rng)
-
-
-def clip_param_shapes(config: CLIPVisionConfig) -> dict:
-    """``jax.ShapeDtypeStruct`` tree of the params, without allocating them."""
-    return shapes_plain(_init_boxed, config)
+init_clip_params = functools.partial(init_plain, _init_boxed)  # (config, rng=0) -> params
+clip_param_shapes = functools.partial(shapes_plain, _init_boxed)  # (config) -> shapes tree
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(cfg: CLIPVisionConfig, params, pixels):
     return CLIPVisionTower(cfg).apply({"params": params}, pixels)
-
-
-def prepare_params(config: CLIPVisionConfig, params) -> dict:
-    """Params as device arrays of ``config.param_dtype`` (a no-op for params already so); call
-    once before encoding many batches, so host weights are not copied on every call."""
-    return jax.tree_util.tree_map(lambda p: jnp.asarray(p, config.param_dtype), params)
 
 
 def encode_images(config: CLIPVisionConfig, params, pixels) -> jnp.ndarray:

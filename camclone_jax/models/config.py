@@ -13,12 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-def config_from_dict(cls, d: Mapping[str, Any]):
-    """Builds the dataclass ``cls`` from a dict; unknown keys are one error naming them all."""
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
-    return cls(**dict(d))
+from camclone_jax.models.base import ConfigBase
 
 
 CONCAT_MODES = ("frame", "channel")
@@ -32,7 +27,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
-class DiTConfig:
+class DiTConfig(ConfigBase):
     """Architecture and execution settings of the CamClone DiT.
 
     Attributes:
@@ -94,7 +89,7 @@ class DiTConfig:
         round((1 - cond_drop) n) of the n tokens of each reference segment (camera and content
         separately; a fixed count, so shapes are static) and the rest are removed from the
         sequence, their RoPE positions travelling with the kept tokens. Active only when the
-        DiT gets a ``cond_drop_key`` (train_step passes one); sampling keeps every token.
+        DiT gets a ``cond_drop_key`` (training/step.py passes one); sampling keeps every token.
       cond_attention: "full" (the release: every token attends to every token, one timestep
         modulates all), or block-sparse: target tokens attend to every token while condition
         tokens attend only to condition tokens: "joint" (camera and content references
@@ -188,19 +183,6 @@ class DiTConfig:
     def patch_in_channels(self) -> int:
         """Input channels of the patch embedding (tripled by channel concatenation)."""
         return self.in_channels * (3 if self.concat == "channel" else 1)
-
-    def replace(self, **changes) -> "DiTConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["patch_size"] = list(self.patch_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DiTConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        return config_from_dict(cls, d)
 
     # ---------------------------------------------------------------- diffusers interop
     @classmethod

@@ -13,7 +13,7 @@ sharding the rest of the model already uses. Two algorithms:
     (n - 1 hops) and each hop is merged into the output with an online softmax (running
     log-sum-exp). The backward (a custom VJP) passes the chunks round again, each travelling
     with its own dK/dV accumulator, and a last hop brings the accumulators home. Any head
-    count; every hop runs the blockwise (flash) tile kernel of attention.py on the local
+    count; every hop runs the blockwise (flash) tile kernel of attention_kernels.py on the local
     [L/n x L/n] piece, with its tiles (the "xla" backend uses one tile per chunk, the same math
     as the reference; "cudnn" is not used here because it does not return the log-sum-exp).
 
@@ -43,8 +43,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from camclone_jax.models.attention import (backward_tiles, forward_tiles, from_tiles,
-                                           local_attention, output_delta, pad_to, to_tiles)
+from camclone_jax.models.attention_kernels import (backward_tiles, forward_tiles, from_tiles,
+                                                   local_attention, output_delta, pad_to,
+                                                   to_tiles)
+from camclone_jax.sharding import DEFAULT_RULES
 
 MODES = ("ulysses", "ring")
 
@@ -79,12 +81,7 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 
 def _active_rules():
     """The Flax logical-axis rules in force, else sharding.DEFAULT_RULES."""
-    rules = nn.get_logical_axis_rules()
-    if not rules:
-        from camclone_jax.sharding import DEFAULT_RULES
-
-        rules = DEFAULT_RULES
-    return rules
+    return nn.get_logical_axis_rules() or DEFAULT_RULES
 
 
 def _as_tuple(axes):

@@ -117,21 +117,6 @@ def input_segments(cfg: DiTConfig, latents, cam_latents=None, content_latents=No
     return [target, *refs]
 
 
-def assemble_input(cfg: DiTConfig, latents, cam_latents=None, content_latents=None,
-                   first_frame=None):
-    """Validates the inputs and joins them into the patch-embedding input.
-
-    Returns (x [b, frames_total, h, w, patch_in_channels], target latent frames). Only for
-    segments of one spatial size (``cam_downsample`` 1); the DiT itself uses
-    ``input_segments``.
-    """
-    if cfg.cam_downsample != 1:
-        raise ValueError("cam_downsample > 1 gives segments of different sizes; use "
-                         "input_segments")
-    segments = input_segments(cfg, latents, cam_latents, content_latents, first_frame)
-    return jnp.concatenate(segments, axis=1), latents.shape[1]
-
-
 def pool_spatial(x, k: int):
     """Average pool of height and width by k: [b, f, h, w, c] -> [b, f, h/k, w/k, c]."""
     b, f, h, w, c = x.shape

@@ -1,19 +1,19 @@
-"""Parameter helpers: initialisation to plain pytrees, shapes without memory, logical specs.
+"""The DiT's params: initialisation to a plain pytree, shapes without memory, logical specs;
+and Wan I2V's first-frame condition channels.
 
 Params are always plain nested dicts of arrays (no Flax boxes): the optimizer masks, the weight
 converters and orbax all key on their paths. The logical axis names live beside them, in
-``logical_specs(config)``, for sharding.
+``logical_specs(config)``, for sharding. The generic helpers are in models/base.py.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from camclone_jax.models.base import init_plain, shapes_plain, specs_plain
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.dit import DiT
 
@@ -33,27 +33,6 @@ def _dummy_inputs(cfg: DiTConfig):
 def _init_boxed(cfg: DiTConfig, rng):
     args, kwargs = _dummy_inputs(cfg)
     return DiT(cfg).init(rng, *args, **kwargs)["params"]
-
-
-# Generic over any model's ``init_boxed(config, rng) -> boxed params``; the DiT, umT5 and CLIP
-# helpers below and in t5.py / clip.py are these three applied to their own init function.
-def init_plain(init_boxed, config, rng: jax.Array | int = 0) -> dict:
-    """Randomly initialised params of ``init_boxed`` as a plain nested dict."""
-    if isinstance(rng, int):
-        rng = jax.random.PRNGKey(rng)
-    return nn.meta.unbox(jax.jit(init_boxed, static_argnums=0)(config, rng))
-
-
-def shapes_plain(init_boxed, config) -> dict:
-    """``jax.ShapeDtypeStruct`` tree of the params, computed without allocating them."""
-    return nn.meta.unbox(jax.eval_shape(functools.partial(init_boxed, config),
-                                        jax.random.PRNGKey(0)))
-
-
-def specs_plain(init_boxed, config) -> dict:
-    """Logical axis names of every param (e.g. ('layers', 'embed', 'heads')), same tree."""
-    return nn.get_partition_spec(jax.eval_shape(functools.partial(init_boxed, config),
-                                                jax.random.PRNGKey(0)))
 
 
 def init_params(config: DiTConfig, rng: jax.Array | int = 0) -> dict:

@@ -37,16 +37,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camclone_jax.models.config import config_from_dict
+from camclone_jax.models.base import ConfigBase, init_plain, prepare_params, shapes_plain, specs_plain
 from camclone_jax.models.layers import RMSNorm, dense
-from camclone_jax.models.params import init_plain, shapes_plain, specs_plain
 
 KIND = "t5"
 _normal = nn.initializers.normal
 
 
 @dataclasses.dataclass(frozen=True)
-class T5Config:
+class T5Config(ConfigBase):
     """umT5 encoder sizes and execution switches (defaults: umT5-XXL as Wan uses it).
 
     Attributes:
@@ -86,15 +85,6 @@ class T5Config:
         """Width of the q/k/v projections."""
         return self.num_heads * self.head_dim
 
-    def to_dict(self) -> dict:
-        """Plain dict of every field (for config.json)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "T5Config":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        return config_from_dict(cls, d)
-
     @classmethod
     def from_transformers(cls, config: Mapping[str, Any], **overrides) -> "T5Config":
         """From a transformers ``UMT5Config`` dict (config.json of ``UMT5EncoderModel``)."""
@@ -105,16 +95,14 @@ class T5Config:
         if config.get("model_type", "umt5") != "umt5":
             raise ValueError(f"model_type {config['model_type']!r} is not 'umt5' (plain T5 shares "
                              "one position-bias table; this encoder expects one per layer)")
-        kwargs = dict(vocab_size=config["vocab_size"], dim=config["d_model"],
-                      num_heads=config["num_heads"], head_dim=config["d_kv"],
-                      ffn_dim=config["d_ff"], num_layers=config["num_layers"],
-                      num_buckets=config.get("relative_attention_num_buckets", 32),
-                      max_distance=config.get("relative_attention_max_distance", 128),
-                      eps=config.get("layer_norm_epsilon", 1e-6))
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls.from_keys(config, TRANSFORMERS_KEYS, overrides)
 
 
+# our field -> transformers' UMT5Config key, or (key, default)
+TRANSFORMERS_KEYS = dict(
+    vocab_size="vocab_size", dim="d_model", num_heads="num_heads", head_dim="d_kv", ffn_dim="d_ff",
+    num_layers="num_layers", num_buckets=("relative_attention_num_buckets", 32),
+    max_distance=("relative_attention_max_distance", 128), eps=("layer_norm_epsilon", 1e-6))
 UMT5_XXL = T5Config()
 
 
@@ -237,19 +225,9 @@ def _init_boxed(cfg: T5Config, rng):
     return UMT5Encoder(cfg).init(rng, ids)["params"]
 
 
-def init_t5_params(config: T5Config, rng: jax.Array | int = 0) -> dict:
-    """Randomly initialised params as a plain nested dict."""
-    return init_plain(_init_boxed, config, rng)
-
-
-def t5_param_shapes(config: T5Config) -> dict:
-    """``jax.ShapeDtypeStruct`` tree of the params, computed without allocating them."""
-    return shapes_plain(_init_boxed, config)
-
-
-def t5_logical_specs(config: T5Config) -> dict:
-    """Logical axis names of every param (same tree as the params)."""
-    return specs_plain(_init_boxed, config)
+init_t5_params = functools.partial(init_plain, _init_boxed)  # (config, rng=0) -> params
+t5_param_shapes = functools.partial(shapes_plain, _init_boxed)  # (config) -> shapes tree
+t5_logical_specs = functools.partial(specs_plain, _init_boxed)  # (config) -> axis names tree
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -257,12 +235,6 @@ def t5_logical_specs(config: T5Config) -> dict:
 def _encode(cfg: T5Config, params, ids, mask):
     out = UMT5Encoder(cfg).apply({"params": params}, ids, mask)  # [b, L, dim]
     return jnp.where(mask[..., None].astype(bool), out, 0).astype(out.dtype)  # [b, L, dim]
-
-
-def prepare_params(config: T5Config, params) -> dict:
-    """Params as device arrays of ``config.param_dtype`` (a no-op for params already so); call
-    once before encoding many batches, so host weights are not copied on every call."""
-    return jax.tree_util.tree_map(lambda p: jnp.asarray(p, config.param_dtype), params)
 
 
 def encode_ids(config: T5Config, params, ids, mask):

@@ -117,7 +117,7 @@ def load_tokenizer(path: str, clean: bool = True) -> Tokenizer:
             f"tokenizer not found: {path} (expected a tokenizer.json, a sentencepiece .model "
             f"file, or a directory holding one of {list(_TOKENIZER_FILES)})")
     if path.endswith(".json"):
-        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import Tokenizer as HFTokenizer  # the .json format's own library
 
         try:
             backend = HFTokenizer.from_file(path)

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camclone_jax.models.config import config_from_dict
+from camclone_jax.models.base import ConfigBase
 from camclone_jax.models.vae_layers import (
     CausalConv3d, Indexed, MidBlock, Resample, ResidualBlock, RMSNorm, UpBlock, sub_cache)
 from camclone_jax.models.vae_tiling import tiled_apply
@@ -50,7 +50,7 @@ VALUE_LIMIT = 1.5  # |value| above this means the video is not scaled to [-1, 1]
 
 # ------------------------------------------------------------------------------------ config
 @dataclasses.dataclass(frozen=True)
-class WanVAEConfig:
+class WanVAEConfig(ConfigBase):
     """Hyper-parameters of the Wan 2.1 VAE; the defaults are the released Wan 2.1 model.
 
     Field names follow diffusers ``AutoencoderKLWan`` (including its spelling ``temperal``);
@@ -124,15 +124,6 @@ class WanVAEConfig:
     def num_latent_frames(self, frames: int) -> int:
         """1 + 4k video frames -> 1 + 4k / temporal_factor latent frames."""
         return 1 + (frames - 1) // self.temporal_factor
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict (tuples as lists) that ``from_dict`` reads back."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "WanVAEConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        return config_from_dict(cls, d)
 
 
 # ------------------------------------------------------------------------------------ modules

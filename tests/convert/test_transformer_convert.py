@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from camclone_jax import convert, models
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert import transformer as conv
 from camclone_jax.convert.__main__ import main as convert_main
@@ -52,7 +53,7 @@ def i2v_peer():
 
 
 def _assert_trees_equal(a, b):
-    fa, fb = io.flatten_params(a), io.flatten_params(b)
+    fa, fb = utils.flatten_params(a), utils.flatten_params(b)
     assert sorted(fa) == sorted(fb)
     for k in fa:
         np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=k)
@@ -197,7 +198,7 @@ def test_atomic_outputs_get_normal_permissions(tmp_path):
     old = os.umask(0o022)
     try:
         io.write_safetensors(str(tmp_path / "w.safetensors"), {"a": np.zeros(2, np.float32)})
-        with io.atomic_dir(str(tmp_path / "d")) as tmp:
+        with utils.atomic_dir(str(tmp_path / "d")) as tmp:
             open(os.path.join(tmp, "f"), "w").close()
     finally:
         os.umask(old)

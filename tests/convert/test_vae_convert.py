@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert import vae as conv
 from camclone_jax.models.vae import WanVAEConfig
@@ -53,7 +54,7 @@ def peer():
 
 
 def assert_same_params(a, b):
-    fa, fb = io.flatten_params(a), io.flatten_params(b)
+    fa, fb = utils.flatten_params(a), utils.flatten_params(b)
     assert sorted(fa) == sorted(fb)
     for k in fa:
         assert np.array_equal(np.asarray(fa[k]), np.asarray(fb[k])), k

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from camclone_jax import evaluate
+from camclone_jax import utils
 from camclone_jax.convert import dino as convert_dino
 from camclone_jax.convert import io
 from camclone_jax.data import video
 from camclone_jax.eval import consistency
-from camclone_jax.models import dino
+from camclone_jax.eval.networks import dino
 from tests.eval.test_cli import _pose_file
 
 torch = pytest.importorskip("torch")
@@ -63,7 +64,7 @@ def test_parity_with_transformers(hf_vit, hw):
 def test_weight_import_layouts_and_errors(hf_vit, tmp_path):
     model, path = hf_vit
     cfg, params = convert_dino.load_dino(path)
-    flat = io.flatten_params(params)
+    flat = utils.flatten_params(params)
     saved = io.read_state_dict(path)  # the on-disk (Hub) key names
     np.testing.assert_array_equal(flat["blocks/attn/q/kernel"][1],
                                   saved["encoder.layer.1.attention.attention.query.weight"].T)
@@ -71,8 +72,8 @@ def test_weight_import_layouts_and_errors(hf_vit, tmp_path):
                                   saved["embeddings.patch_embeddings.projection.weight"]
                                   .transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(flat["pos_embedding"], saved["embeddings.position_embeddings"][0])
-    assert set(flat) == set(io.flatten_params(dino.dino_param_shapes(cfg)))
-    config_json = io.read_json(os.path.join(path, "config.json"))
+    assert set(flat) == set(utils.flatten_params(dino.dino_param_shapes(cfg)))
+    config_json = utils.read_json(os.path.join(path, "config.json"))
     # transformers >= 5 in-memory names, a "vit." prefix, pytorch_model.bin: the same params
     memory = {"vit." + k: v.numpy() for k, v in model.state_dict().items()}
     bin_dir = tmp_path / "bin"
@@ -80,7 +81,7 @@ def test_weight_import_layouts_and_errors(hf_vit, tmp_path):
     (bin_dir / "config.json").write_text(json.dumps(config_json))
     torch.save({k: torch.from_numpy(v) for k, v in memory.items()}, bin_dir / "pytorch_model.bin")
     _, params2 = convert_dino.load_dino(str(bin_dir))
-    for key, value in io.flatten_params(params2).items():
+    for key, value in utils.flatten_params(params2).items():
         np.testing.assert_array_equal(value, flat[key])
     # an unknown key inside the model is one error naming it; a config mismatch names shapes
     bad = dict(saved, **{"encoder.layer.0.attention.attention.extra": np.zeros(2, np.float32)})

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from camclone_jax import evaluate
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert import raft as convert_raft
 from camclone_jax.data import video
 from camclone_jax.eval import motion
-from camclone_jax.models import raft
+from camclone_jax.eval.networks import raft
 from tests.eval.test_cli import _pose_file
 from tests.eval.test_motion import translating
 
@@ -27,9 +28,9 @@ def tiny_pth(tmp_path_factory):
     rng = np.random.default_rng(0)  # numpy init: compiling flax's init takes ~15 s on CPU
     flat = {k: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]) if len(s.shape) == 4
                                                     else 1.0) * 0.5).astype(np.float32)
-            for k, s in io.flatten_params(raft.raft_param_shapes(TINY)).items()}
+            for k, s in utils.flatten_params(raft.raft_param_shapes(TINY)).items()}
     flat.update({k: 1 + np.abs(v) for k, v in flat.items() if k.endswith(("/var", "/scale"))})
-    params = io.unflatten_params(flat)
+    params = utils.unflatten_params(flat)
     state = convert_raft.raft_params_to_torch(params, TINY)
     path = str(tmp_path_factory.mktemp("raft") / "tiny_raft.pth")
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, path)
@@ -49,9 +50,9 @@ def test_padding_is_raft_input_padder():
 
 @pytest.mark.parametrize("cfg", [raft.RaftConfig.large(), raft.RaftConfig.small(), TINY])
 def test_config_is_read_from_the_state_dict(cfg):
-    shapes = io.flatten_params(raft.raft_param_shapes(cfg))
+    shapes = utils.flatten_params(raft.raft_param_shapes(cfg))
     state = convert_raft.raft_params_to_torch(
-        io.unflatten_params({k: np.zeros(s.shape, np.float32) for k, s in shapes.items()}), cfg)
+        utils.unflatten_params({k: np.zeros(s.shape, np.float32) for k, s in shapes.items()}), cfg)
     assert convert_raft.infer_raft_config(state) == cfg
     with pytest.raises(io.WeightFileError, match="not a torchvision RAFT state dict"):
         convert_raft.infer_raft_config({"conv.weight": np.zeros((1, 1, 1, 1))})

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from camclone_jax import utils
 from camclone_jax.convert import encoders, io
 from camclone_jax.models import clip
 
@@ -119,7 +120,7 @@ def test_original_layouts_equal_transformers(convert, hf_gelu, tmp_path):
     torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in convert(hf_state).items()}, file)
     cfg2, params2 = encoders.load_clip(file, num_heads=4)
     assert cfg2 == cfg
-    flat, flat2 = io.flatten_params(params), io.flatten_params(params2)
+    flat, flat2 = utils.flatten_params(params), utils.flatten_params(params2)
     assert set(flat) == set(flat2)
     for key in flat:
         np.testing.assert_array_equal(flat[key], flat2[key])

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from camclone_jax import models, sharding
-from camclone_jax.convert.io import flatten_params
 from camclone_jax.models import attention, context_parallel
+from camclone_jax.models import attention_kernels as kernels
+from camclone_jax.utils import flatten_params
 
 ATOL, GRAD_ATOL = 2e-6, 5e-6
 
@@ -38,7 +39,7 @@ def _assert_matches_reference(fn, q, k, v, cot, mesh, legacy_mesh=False):
 
     Returns the lowered program text.
     """
-    ref_out, ref_grads = _value_and_grads(attention.reference_attention, q, k, v, cot)
+    ref_out, ref_grads = _value_and_grads(kernels.reference_attention, q, k, v, cot)
     run = jax.jit(lambda *a: _value_and_grads(fn, *a))
     if legacy_mesh and hasattr(mesh, "__enter__"):  # `with mesh:` (deprecated since jax 0.7)
         with warnings.catch_warnings():
@@ -61,10 +62,10 @@ def test_local_backends_mask_padded_keys():
     """kv_len masks trailing keys in every local backend, as the sequence-parallel paths need;
     jax.nn.dot_product_attention's key_value_seq_lengths (the cudnn path) means the same."""
     q, k, v, _ = _qkv(2, 7, 5, 2)
-    ref = attention.reference_attention(q, k, v)
+    ref = kernels.reference_attention(q, k, v)
     pad = lambda x: jnp.pad(x, ((0, 0), (0, 4), (0, 0), (0, 0)), constant_values=3.0)
     for backend in ("xla", "flash"):
-        out = attention.local_attention(q, pad(k), pad(v), backend=backend, block_q=3,
+        out = kernels.local_attention(q, pad(k), pad(v), backend=backend, block_q=3,
                                         block_kv=2, kv_len=5)  # last tile all padding
         np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=ATOL, err_msg=backend)
     lengths = jnp.full((2,), 5, jnp.int32)
@@ -116,7 +117,7 @@ def test_tensor_axis_batch_replication_and_legacy_mesh(mode, heads, backend):
 
 def test_fallbacks_and_errors():
     q, k, v, _ = _qkv(2, 6, 6, 4)
-    ref = attention.reference_attention(q, k, v)
+    ref = kernels.reference_attention(q, k, v)
     # No mesh, or a mesh whose context axis has size 1: the local backend, no shard_map.
     for mesh in (None, sharding.make_mesh({"data": 8})):
         fn = jax.jit(lambda q, k, v: attention.dot_product_attention(

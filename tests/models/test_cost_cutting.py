@@ -10,14 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camclone_jax import denoise, optim, sharding
-from camclone_jax import train_step as step_lib
-from camclone_jax.convert.io import flatten_params
+from camclone_jax import sharding
+from camclone_jax.inference import denoise
+from camclone_jax.training import optim
+from camclone_jax.training import step as step_lib
 from camclone_jax.diffusion import sampler
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import dit as dit_lib
 from camclone_jax.models import params as params_lib
 from camclone_jax.models.rope import Segment, rope_tables, segment_rope
+from camclone_jax.utils import flatten_params
 
 CFG = DiTConfig(dim=32, ffn_dim=48, num_layers=2, num_heads=2, text_dim=8, freq_dim=16,
                 attention="xla")
@@ -131,7 +133,7 @@ def _batch(b=2, seed=0):
 
 @pytest.mark.parametrize("name", ["cam_downsample", "cond_drop", "segment", "all"])
 def test_one_training_step_per_option(name):
-    """The train step of train_step.py (flow loss, self_attn trainable, Adam) with the option."""
+    """The train step of training/step.py (flow loss, self_attn trainable, Adam) with the option."""
     cfg = CFG.replace(**OPTIONS[name])
     rules = [("self_attn", "train"), (".*", None)]
     params = params_lib.init_params(cfg, 0)

@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import Mesh
 
 from camclone_jax import models
-from camclone_jax.convert import io
+from camclone_jax import utils
 
 CFG = models.DiTConfig(dim=32, ffn_dim=48, num_layers=2, num_heads=2, text_dim=8, freq_dim=16,
                        attention="xla")
@@ -80,7 +80,7 @@ def test_channel_concat_and_spatial_attention_variants():
 
 
 def test_self_attn_paths_are_exactly_the_3d_attention(params):
-    flat = io.flatten_params(params)
+    flat = utils.flatten_params(params)
     trainable = sorted(k for k in flat if "self_attn" in k)
     expected = sorted(f"blocks/self_attn/{m}/{leaf}" for m in "qkvo" for leaf in ("kernel", "bias"))
     expected += [f"blocks/self_attn/norm_{x}/scale" for x in "qk"]
@@ -95,7 +95,7 @@ def test_self_attn_paths_are_exactly_the_3d_attention(params):
     with init_empty_weights():
         peer = diffusers.WanTransformer3DModel(**cfg.to_diffusers())
     theirs = sum(p.numel() for n, p in peer.named_parameters() if ".attn1." in n)
-    shapes = io.flatten_params(models.param_shapes(cfg))
+    shapes = utils.flatten_params(models.param_shapes(cfg))
     ours = sum(int(np.prod(v.shape)) for k, v in shapes.items() if "self_attn" in k)
     assert ours == theirs and 280e6 < ours < 290e6  # the release's "about 283M"
     del torch
@@ -187,8 +187,8 @@ def test_bfloat16_compute_is_close_to_float32(params):
 def test_logical_axes_shard_params_and_activations_on_8_devices(params):
     assert len(jax.devices()) >= 8
     specs = models.params.logical_specs(CFG)
-    for path, spec in io.flatten_params(specs).items():
-        assert len(spec) == io.flatten_params(params)[path].ndim, path
+    for path, spec in utils.flatten_params(specs).items():
+        assert len(spec) == utils.flatten_params(params)[path].ndim, path
     assert tuple(specs["blocks"]["self_attn"]["q"]["kernel"]) == ("layers", "embed", "heads")
     rules = (("batch", "data"), ("heads", "tensor"), ("mlp", "tensor"), ("embed", None),
              ("act_embed", None), ("layers", None), ("length", None), ("kv", None), ("in", None),

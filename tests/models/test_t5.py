@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from camclone_jax import utils
 from camclone_jax.convert import encoders, io
 from camclone_jax.models import t5
 from camclone_jax.models.tokenizer import load_tokenizer
@@ -148,7 +149,7 @@ def test_wan_layout_import_equals_transformers(hf_model, hf_dir, tmp_path):
     torch.save(state, path)
     cfg2, params2 = encoders.load_t5(path, max_distance=16)
     assert cfg2 == cfg
-    flat, flat2 = io.flatten_params(params), io.flatten_params(params2)
+    flat, flat2 = utils.flatten_params(params), utils.flatten_params(params2)
     assert set(flat) == set(flat2)
     for key in flat:
         np.testing.assert_array_equal(flat[key], flat2[key])

@@ -29,10 +29,10 @@ import numpy as np
 import tqdm
 
 import camclone_jax
-from camclone_jax.convert.io import write_atomic
 from camclone_jax.data import records, video
 from camclone_jax.data.synthetic import dataset as ds
 from camclone_jax.data.synthetic import trajectories as traj_lib
+from camclone_jax.utils import write_atomic
 
 LAYOUT_VERSION = 1
 CSV_NAME = "CamCloneDataset.csv"

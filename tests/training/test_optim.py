@@ -6,9 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from camclone_jax import models, optim
-from camclone_jax.convert.io import flatten_params
+from camclone_jax import models
 from camclone_jax.diffusion import flow
+from camclone_jax.training import optim
+from camclone_jax.utils import flatten_params
 
 CFG = models.DiTConfig(dim=32, ffn_dim=48, num_layers=2, num_heads=2, text_dim=8, freq_dim=16)
 RULES = [("self_attn", "train"), (".*", None)]

@@ -17,15 +17,19 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from camclone_jax.encode_prompts import PromptCache
+from camclone_jax.convert.encoders import load_clip, load_t5
+from camclone_jax.convert.vae import load_vae
+from camclone_jax.data.codec import codec_from_dict
+from camclone_jax.inference.prompts import PromptCache
+from camclone_jax.models import clip, t5
+from camclone_jax.models.tokenizer import load_tokenizer
+from camclone_jax.models.vae import WanVAE
 
 # ------------------------------------------------------------------------------------ codecs
 class VAECodec:
     """The Wan VAE as a codec: posterior-mean encode, tiled (and chunked) decode."""
 
     def __init__(self, config, params, *, tiled: bool = True):
-        from camclone_jax.models.vae import WanVAE
-
         self.vae, self.tiled = WanVAE(config), tiled
         self.params = jax.device_put(params)
         self.latent_channels = config.z_dim
@@ -35,8 +39,6 @@ class VAECodec:
     @classmethod
     def load(cls, path: str, *, tiled: bool = True) -> "VAECodec":
         """From any source ``camclone_jax.convert.vae.load_vae`` reads."""
-        from camclone_jax.convert.vae import load_vae
-
         return cls(*load_vae(path), tiled=tiled)
 
     def encode(self, frames):
@@ -54,8 +56,6 @@ def _vae_codec(spec: dict, base_dir: str):
 
 
 def _pixel_codec(spec: dict, base_dir: str):
-    from camclone_jax.data.codec import codec_from_dict
-
     return codec_from_dict(spec)  # PixelCodec(**fields), as the training export wrote them
 
 
@@ -99,14 +99,9 @@ class UMT5Text(TextSource):
         self._model, self._memo = None, {}
 
     def embed(self, prompts):
-        from camclone_jax.models import t5
-
         todo = [p for p in dict.fromkeys(prompts) if p not in self._memo]
         if todo:
             if self._model is None:
-                from camclone_jax.convert.encoders import load_t5
-                from camclone_jax.models.tokenizer import load_tokenizer
-
                 cfg, params = load_t5(self.t5_path, dtype=self.dtype, param_dtype=self.dtype)
                 self._model = (cfg, t5.prepare_params(cfg, params),
                                load_tokenizer(self.tokenizer_path))
@@ -159,9 +154,6 @@ class ClipImages:
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """uint8 [H, W, 3] -> [1, tokens, dim] float32."""
-        from camclone_jax.convert.encoders import load_clip
-        from camclone_jax.models import clip
-
         cfg, params = load_clip(self.path, dtype=self.dtype, param_dtype=self.dtype)
         out = np.asarray(clip.encode_images(cfg, params, clip.preprocess_images(image, mode="wan")),
                          np.float32)  # [1, 257, dim]

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from camclone_jax import encode_prompts as ep
 from camclone_jax.convert import encoders
+from camclone_jax.inference import prompts as ep
 from camclone_jax.models import t5
 from camclone_jax.models.tokenizer import load_tokenizer
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import jax
 import optax
 
-from camclone_jax.convert.io import flatten_params, unflatten_params
+from camclone_jax.utils import flatten_params, unflatten_params
 
 Rule = tuple[str, Any]
 

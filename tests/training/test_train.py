@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from camclone_jax import checkpoint as ckpt_lib
-from camclone_jax import train
-from camclone_jax.convert.io import flatten_params
 from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
+from camclone_jax.training import checkpoint as ckpt_lib
+from camclone_jax.training import loop as train
+from camclone_jax.utils import flatten_params
 from configs import demo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

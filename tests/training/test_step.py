@@ -7,12 +7,13 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from camclone_jax import optim, sharding
-from camclone_jax import train_step as step_lib
-from camclone_jax.convert.io import flatten_params
+from camclone_jax import sharding
 from camclone_jax.data.codec import PixelCodec
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import params as params_lib
+from camclone_jax.training import optim
+from camclone_jax.training import step as step_lib
+from camclone_jax.utils import flatten_params
 
 CFG = DiTConfig(dim=32, ffn_dim=64, num_layers=2, num_heads=2, in_channels=36, out_channels=16,
                 text_dim=16, freq_dim=32, attention="xla")

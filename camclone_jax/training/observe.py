@@ -62,7 +62,7 @@ class MetricWriter:
         self.enabled = enabled and jax.process_index() == 0
         self._tb = self._jsonl = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # process 0 only: its import is slow
             self._tb = SummaryWriter(os.path.join(workdir, "tb"))
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from camclone_jax.models.base import ConfigBase
+
 NORMS = ("instance", "batch", "none")
 BLOCKS = ("residual", "bottleneck")
 EPS = 1e-5  # torch's BatchNorm2d / InstanceNorm2d default
@@ -43,7 +45,7 @@ UPSAMPLE = 8  # the encoders downsample by 8; the flow is upsampled by as much
 
 
 @dataclasses.dataclass(frozen=True)
-class RaftConfig:
+class RaftConfig(ConfigBase):
     """Sizes of a RAFT; the defaults are torchvision's ``raft_large`` (see ``small()``).
 
     *_layers: the encoder's 5 widths (stem, stage 1, 2, 3, output); *_block: "residual" or
@@ -99,13 +101,6 @@ class RaftConfig:
             context_block="bottleneck", context_norm="none", corr_levels=4, corr_radius=3,
             motion_corr_layers=(96,), motion_flow_layers=(64, 32), motion_out=82, hidden=96,
             gru_kernels=((3, 3),), flow_head_hidden=128, mask_hidden=None), **overrides})
-
-    @classmethod
-    def from_dict(cls, d) -> "RaftConfig":
-        """From ``dataclasses.asdict`` output (lists back to tuples)."""
-        def tup(v):
-            return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
-        return cls(**{k: tup(v) for k, v in d.items()})
 
 
 # ------------------------------------------------------------------------------- layers

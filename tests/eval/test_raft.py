@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from camclone_jax import utils
 from camclone_jax.convert import io
 from camclone_jax.convert import raft as convert_raft
-from camclone_jax.models import raft
+from camclone_jax.eval.networks import raft
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden")
 ATOL = 1e-4  # px; float32 on both sides, observed <= 1e-5 after 3-4 iterations
@@ -40,7 +41,7 @@ def test_every_iteration_matches_torchvision(size):
 
 
 def test_param_paths_are_readable_and_map_to_torchvision_keys():
-    flat = io.flatten_params(raft.raft_param_shapes(raft.RaftConfig.large()))
+    flat = utils.flatten_params(raft.raft_param_shapes(raft.RaftConfig.large()))
     assert "feature_encoder/layer2_0/conv1/conv/kernel" in flat
     assert "context_encoder/stem/norm/mean" in flat  # batch norm statistics live in params
     assert "update/gru/gru2/convq/kernel" in flat
@@ -51,7 +52,7 @@ def test_param_paths_are_readable_and_map_to_torchvision_keys():
         "update_block.motion_encoder.conv.0.bias"
     assert sum(np.prod(s.shape) for k, s in flat.items() if "/norm/" not in k or
                k.endswith(("scale", "bias"))) == 5257536  # torchvision's raft_large num_params
-    small = io.flatten_params(raft.raft_param_shapes(raft.RaftConfig.small()))
+    small = utils.flatten_params(raft.raft_param_shapes(raft.RaftConfig.small()))
     assert sum(np.prod(s.shape) for s in small.values()) == 990162  # raft_small num_params
 
 

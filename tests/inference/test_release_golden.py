@@ -26,18 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camclone_jax import denoise as denoise_lib
 from camclone_jax import tasks
-from camclone_jax.conditioning import TextSource, VAECodec
 from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.convert.vae import load_vae
 from camclone_jax.data.transforms import to_float
 from camclone_jax.diffusion import sampler
 from camclone_jax.inference import CamClonePipeline
+from camclone_jax.inference import denoise as denoise_lib
+from camclone_jax.inference.sources import TextSource, VAECodec
 from camclone_jax.models.dit import DiT
 from camclone_jax.models.vae import WanVAEConfig
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden")
 ATOL = 1e-4
 TASK_IDS = {"i2v": tasks.I2V, "v2v": tasks.V2V}
 
@@ -311,7 +311,7 @@ def test_pipeline_generate_equals_release_pipeline(task, rounding, monkeypatch):
     keep = g["decoded_frames"]
     decoded = np.asarray(codec().decode(jnp.asarray(result.latents[None])))[:, keep]
     d_dec = maxdiff(decoded, ours(g[f"{task}/decoded"]))
-    # uint8: the release truncates (tensor2video), we round (inference._to_uint8): equal by the
+    # uint8: the release truncates (tensor2video), we round (inference.options.to_uint8): equal by the
     # release's rule wherever a value is not within float noise of an integer step
     release_rule = _release_uint8(decoded[0])
     near_step = np.abs(((decoded[0] + 1) * 127.5) % 1.0 - 0.5) > 0.5 - 1e-3

@@ -34,9 +34,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
+import grain
 
 from camclone_jax.convert import transformer as transformer_io
-from camclone_jax.convert.io import flatten_params, is_converted_dir, write_atomic
+from camclone_jax.convert.io import is_converted_dir, save_converted
+from camclone_jax.models import params as params_lib
+from camclone_jax.utils import flatten_params, unflatten_params, write_atomic
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -137,8 +140,6 @@ class Checkpointer:
         """Starts saving ``state`` (and the loader position) at ``step`` if the interval says so
         (or ``force``); returns whether a save started. First checks that the previous save
         landed (raises `CheckpointSaveError` if it did not)."""
-        import grain
-
         self.check()
         if step % self.save_every and not force:
             return False
@@ -237,8 +238,6 @@ class Checkpointer:
         loader's position in place when given (see ``has_data_state``). Raises
         `CorruptCheckpointError` when the checkpoint cannot be read back and `CheckpointError`
         when it does not fit ``abstract_state``."""
-        import grain
-
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
@@ -374,8 +373,6 @@ def load_base(path: str, dit_config, shardings=None):
             f"base checkpoint {path!r} does not exist; convert one with `python -m "
             "camclone_jax.convert import --kind transformer --src WEIGHTS --out DIR`, or set "
             "base_checkpoint='' to start from random weights (config.seed)")
-    from camclone_jax.models import params as params_lib
-
     expected = flatten_params(params_lib.param_shapes(dit_config))
     if dit_config.concat == "channel":
         _, params = transformer_io.load_transformer(path)  # the base's own architecture
@@ -384,7 +381,6 @@ def load_base(path: str, dit_config, shardings=None):
         flat_shard = flatten_params(shardings)
         abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=flat_shard[k])
                     for k, v in expected.items()}
-        from camclone_jax.convert.io import unflatten_params
         try:
             params = ocp.StandardCheckpointer().restore(
                 os.path.join(os.path.abspath(path), "params"), unflatten_params(abstract))
@@ -441,6 +437,5 @@ def export_model(out: str, dit_config, params, *, extra_files: dict | None = Non
     """Writes the full param set as our converted transformer directory (readable by
     ``load_transformer``, the sampler and ``convert export``), plus small JSON side files
     (e.g. codec.json, text.json), atomically; every process calls it."""
-    from camclone_jax.convert.io import save_converted
     save_converted(out, transformer_io.KIND, dit_config.to_dict(), params, source=source,
                    overwrite=overwrite, extra_files=extra_files)

@@ -38,10 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from camclone_jax.models.base import ConfigBase, prepare_params, shapes_plain
 from camclone_jax.models.clip import ACTIVATIONS, VisionBlock, _cubic_weights
-from camclone_jax.models.config import config_from_dict
 from camclone_jax.models.layers import AffineLayerNorm
-from camclone_jax.models.params import init_plain, shapes_plain
 
 KIND = "dino"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,7 +50,7 @@ _normal = nn.initializers.normal
 
 
 @dataclasses.dataclass(frozen=True)
-class DinoConfig:
+class DinoConfig(ConfigBase):
     """Sizes of the ViT (defaults: DINO ViT-B/16, facebook/dino-vitb16).
 
     Attributes:
@@ -90,22 +89,10 @@ class DinoConfig:
         """Side of the checkpoint's position table (14 for 224 / 16)."""
         return self.image_size // self.patch_size
 
-    def to_dict(self) -> dict:
-        """Plain dict of every field (for config.json)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DinoConfig":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        return config_from_dict(cls, d)
-
     @classmethod
     def from_transformers(cls, config: Mapping[str, Any], **overrides) -> "DinoConfig":
-        """From a transformers ``ViTConfig`` dict (config.json of ``ViTModel``).
-
-        hidden_size -> dim, num_attention_heads -> num_heads, intermediate_size -> mlp_dim,
-        num_hidden_layers -> num_layers, layer_norm_eps -> eps, hidden_act -> activation.
-        """
+        """From a transformers ``ViTConfig`` dict (config.json of ``ViTModel``), by
+        ``TRANSFORMERS_KEYS``."""
         problems = []
         if config.get("num_channels", 3) != 3:
             problems.append(f"num_channels {config['num_channels']} != 3")
@@ -116,16 +103,14 @@ class DinoConfig:
                 problems.append(f"non-square {key} {config[key]}")
         if problems:
             raise ValueError("unsupported ViT config: " + "; ".join(problems))
-        kwargs = dict(image_size=config.get("image_size", 224),
-                      patch_size=config.get("patch_size", 16), dim=config["hidden_size"],
-                      num_heads=config["num_attention_heads"],
-                      mlp_dim=config["intermediate_size"], num_layers=config["num_hidden_layers"],
-                      eps=config.get("layer_norm_eps", 1e-12),
-                      activation=config.get("hidden_act", "gelu"))
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls.from_keys(config, TRANSFORMERS_KEYS, overrides)
 
 
+# our field -> transformers' ViTConfig key, or (key, default)
+TRANSFORMERS_KEYS = dict(
+    image_size=("image_size", 224), patch_size=("patch_size", 16), dim="hidden_size",
+    num_heads="num_attention_heads", mlp_dim="intermediate_size", num_layers="num_hidden_layers",
+    eps=("layer_norm_eps", 1e-12), activation=("hidden_act", "gelu"))
 DINO_VITB16 = DinoConfig()
 
 
@@ -207,19 +192,7 @@ def _init_boxed(cfg: DinoConfig, rng):
     return DinoViT(cfg).init(rng, pixels)["params"]
 
 
-def init_dino_params(config: DinoConfig, rng: jax.Array | int = 0) -> dict:
-    """Randomly initialised params as a plain nested dict."""
-    return init_plain(_init_boxed, config, rng)
-
-
-def dino_param_shapes(config: DinoConfig) -> dict:
-    """``jax.ShapeDtypeStruct`` tree of the params, without allocating them."""
-    return shapes_plain(_init_boxed, config)
-
-
-def prepare_params(config: DinoConfig, params) -> dict:
-    """Params as device arrays of ``config.param_dtype``; call once before encoding many batches."""
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, config.param_dtype), params)
+dino_param_shapes = functools.partial(shapes_plain, _init_boxed)  # (config) -> shapes tree
 
 
 @functools.partial(jax.jit, static_argnums=0)

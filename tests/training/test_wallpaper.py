@@ -1,24 +1,37 @@
 """The wallpaper world (data/wallpaper.py), its camera reading (eval/shift_camera.py), the tiny
-CamClone trainer (wallpaper_train.py) and the held-out scores (wallpaper_eval.py), at a tiny size."""
+CamClone trainer (training/wallpaper.py) and the held-out scores (training/wallpaper_eval.py), at a
+tiny size."""
 import json
 import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camclone_jax import inference, wallpaper_eval, wallpaper_train
+from camclone_jax import inference
 from camclone_jax.data import wallpaper
 from camclone_jax.eval import shift_camera
+from camclone_jax.training import wallpaper as wallpaper_train
+from camclone_jax.training import wallpaper_eval
 
 WORLD = wallpaper.WallpaperWorld()
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                     "benchmarks")
 sys.path.insert(0, BENCH)
 
 import clone_eval  # noqa: E402
 import clone_strip  # noqa: E402
 import time_to_clone  # noqa: E402
+
+
+def test_translation_is_exact_for_whole_pixels():
+    spec = wallpaper.smooth_spectra(jax.random.key(0), 1, 8, 12, blur=1.0)  # [1, 8, 12, 3]
+    shifts = jnp.array([[[0.0, 0.0], [2.0, -3.0]]])  # [1, 2 frames, (dy, dx)]
+    frames = np.asarray(wallpaper.translated_spectra(spec, shifts))  # [1, 2, 8, 12, 3]
+    np.testing.assert_allclose(frames[0, 1], np.roll(frames[0, 0], (2, -3), (0, 1)), atol=1e-5)
+    np.testing.assert_allclose(frames[0, 0].std(), 1.0, rtol=1e-4)
 
 
 def test_latent_triplets_move_target_and_camera_reference_together():
@@ -146,7 +159,7 @@ def test_the_shipped_model_samples_and_scores_as_the_committed_table():
 def test_the_sample_cli_clones_the_shipped_example(tmp_path):
     """`python -m camclone_jax.sample --checkpoint <shipped> --camera_ref ... --image ...` out
     of the box, on the shipped example mp4/png: the result's camera is the example target's."""
-    from camclone_jax import sample
+    from camclone_jax.inference import cli as sample
     from camclone_jax.data.video import read_video
 
     ex = os.path.join(os.path.dirname(wallpaper_eval.SHIPPED), "..", "examples")

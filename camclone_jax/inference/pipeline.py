@@ -1,4 +1,4 @@
-"""CamClone inference: references + prompt -> video, as a library (the CLI is sample.py).
+"""CamClone inference: references + prompt -> video, as a library (the CLI: inference/cli.py).
 
     pipe = CamClonePipeline.from_checkpoint("ckpt/", vae="Wan2.1_VAE.pth",
                                             prompt_cache="cache/prompts")
@@ -44,12 +44,9 @@ reports the device peak where the backend tracks it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
-import math
 import os
-import resource
 import threading
 import time
 from typing import Sequence
@@ -58,130 +55,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
-from camclone_jax import denoise as denoise_lib
 from camclone_jax import sharding, tasks
+from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.data import reference
 from camclone_jax.data.transforms import to_float
 from camclone_jax.diffusion import sampler
-from camclone_jax.encode_prompts import WAN_NEGATIVE_PROMPT
+from camclone_jax.inference import denoise as denoise_lib
+from camclone_jax.inference.options import (SampleOptions, SampleResult, encode_float,
+                                            peak_memory, resolve_dtype, to_uint8)
+from camclone_jax.inference.sources import (CachedText, ClipImages, NoText, TextSource,
+                                            UMT5Text, VAECodec, load_codec)
 from camclone_jax.models.config import DiTConfig
-from camclone_jax.conditioning import (  # re-exported: the pipeline's parts
-    CachedText, ClipImages, NoText, TextSource, UMT5Text, VAECodec, load_codec)
+from camclone_jax.models.dit import sequence_lengths
+from camclone_jax.models.params import logical_specs
+from camclone_jax.utils import read_json
 
 DEFAULT_CFG = 5.0
 
 
 class SamplingInterrupted(Exception):
     """Sampling stopped on request (``CamClonePipeline.stop`` set, e.g. by SIGINT/SIGTERM)."""
-
-
-# ------------------------------------------------------------------------------ options, result
-@dataclasses.dataclass(frozen=True)
-class SampleOptions:
-    """Everything about one sample except its inputs (defaults: the public release's setup).
-
-    cfg None means 5 for text-conditioned models and 1 (no guidance) for text-free ones;
-    cfg_batched: the cond/uncond pair as one batch of 2 (default; data parallel on a mesh) or
-    two calls per step (False: half the activation memory, same work, one device's batch);
-    schedule None is the solver's usual spacing (``sampler.default_spacing``); sampling, short,
-    fit, max_crop: the reference rules of ``camclone_jax.data.reference`` (default: the
-    release's, the first ``frames`` frames in a row, the last repeated when short); fps: the
-    output frame rate (and the rate fps-aware sampling resamples to); no_camera: the
-    camera-reference latent is zeroed (how a no-camera ablation, objective.conditioning
-    "no_camera", was trained); task: None (V2V when a content video is given, else I2V) or
-    "i2v" with a content video, which zeroes its latent and keeps its first frame (the
-    release's ``--cameraclone_type i2v``); v2v_first_frame: "content" (the release: V2V is
-    conditioned on the given image, else the content's first frame) or "none" (a zero
-    first-frame condition and a black frame's CLIP tokens), see ``camclone_jax.tasks``.
-    """
-
-    frames: int = 81
-    height: int = 480
-    width: int = 832
-    steps: int = 50
-    shift: float = 5.0
-    cfg: float | None = None
-    cfg_batched: bool = True
-    negative_prompt: str = WAN_NEGATIVE_PROMPT
-    seed: int = 0
-    solver: str = "euler"
-    order: int = 2
-    schedule: str | None = None
-    sampling: str = "first"
-    short: str = "auto"
-    fit: str = "crop"
-    max_crop: float = reference.DEFAULT_MAX_CROP
-    fps: float = 16.0
-    no_camera: bool = False
-    task: str | None = None
-    v2v_first_frame: str = "content"
-
-    def replace(self, **changes) -> "SampleOptions":
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown sample options {unknown}")
-        return dataclasses.replace(self, **changes)
-
-
-@dataclasses.dataclass
-class SampleResult:
-    """A generated video and what it was made from (all uint8 [.., H, W, 3] frames)."""
-
-    video: np.ndarray  # [F, H, W, 3]
-    camera_ref: np.ndarray  # [F, H, W, 3]
-    content_ref: np.ndarray | None  # [F, H, W, 3] (V2V)
-    first_frame: np.ndarray | None  # [H, W, 3]
-    latents: np.ndarray  # [f, h, w, C]
-    task: str  # "i2v" or "v2v"
-    seconds: dict
-    peak_memory: dict
-
-    def side_by_side(self) -> np.ndarray:
-        """[F, H, k*W, 3]: camera reference | content reference or first frame | result."""
-        panels = [self.camera_ref]
-        if self.content_ref is not None:
-            panels.append(self.content_ref)
-        elif self.first_frame is not None:
-            panels.append(np.broadcast_to(self.first_frame, self.video.shape))
-        return np.concatenate(panels + [self.video], axis=2)
-
-
-def _to_uint8(frames) -> np.ndarray:
-    x = np.round((np.asarray(frames, np.float32) + 1.0) * 127.5)  # [-1, 1] -> [0, 255]
-    return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def psnr(video, target) -> float:
-    """PSNR (dB) of a uint8 video against a uint8 target of the same shape."""
-    mse = np.mean((np.asarray(video, np.float64) - np.asarray(target, np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
-
-
-def peak_memory() -> dict:
-    """Peak bytes so far: {"device": max over local devices or None, "host": process RSS}."""
-    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
-    peaks = [p for p in peaks if p is not None]
-    return {"device": max(peaks) if peaks else None,
-            "host": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-
-
-def resolve_dtype(dtype: str) -> str:
-    """"auto" -> bfloat16 on GPU/TPU, float32 on CPU."""
-    if dtype == "auto":
-        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be auto, float32 or bfloat16, got {dtype!r}")
-    return dtype
-
-
-def auto_mesh_axes(num_devices: int, batch: int, tokens: int) -> dict[str, int]:
-    """Data parallel over what divides the batch (the CFG pair), context parallel over the rest
-    where it divides the token count; leftover devices are not used."""
-    data = math.gcd(batch, num_devices)
-    context = max(c for c in range(1, num_devices // data + 1)
-                  if (num_devices // data) % c == 0 and tokens % c == 0)
-    return {"data": data, "context": context}
 
 
 # ------------------------------------------------------------------------------- the pipeline
@@ -207,6 +102,8 @@ class CamClonePipeline:
                              f"4 + {codec.latent_channels} (mask + latent)")
         np_dtype = jnp.dtype(dtype)
         self.stop = threading.Event()  # set it (e.g. from a signal handler) to stop sampling
+        self.traces = 0  # how often this pipeline's sampling loop was traced (compiled)
+        self._tick = None  # the running sample's per-step host function (see ``denoise``)
         self._host_params = jax.tree_util.tree_map(lambda p: np.asarray(p).astype(np_dtype), params)
         self._params = None  # placed on the device at the first sample, after the encoders ran
 
@@ -219,9 +116,6 @@ class CamClonePipeline:
                         timestep_rounding: str | None = None,
                         text_max_length: int = 512) -> "CamClonePipeline":
         """Loads what ``checkpoint`` needs (see the module docstring for the rules)."""
-        from camclone_jax.convert.io import read_json
-        from camclone_jax.convert.transformer import load_transformer
-
         if not os.path.exists(checkpoint):
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         base = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
@@ -267,8 +161,6 @@ class CamClonePipeline:
             if self.mesh is None:
                 self._params = jax.device_put(self._host_params)
             else:
-                from camclone_jax.models.params import logical_specs
-
                 self._params = jax.device_put(self._host_params, sharding.logical_sharding(
                     logical_specs(self.config), self.mesh))
         return self._params
@@ -339,7 +231,6 @@ class CamClonePipeline:
         if batch % dp:
             raise ValueError(f"mesh data*fsdp={dp} does not divide the batch of {batch} (2 with "
                              "guidance: the cond/uncond pair; 1 without); use context parallel")
-        from camclone_jax.models.dit import sequence_lengths
         tokens = sum(sequence_lengths(self.config, latent_shape).values())
         if tokens % s["context"]:
             raise ValueError(f"mesh context={s['context']} does not divide the {tokens} tokens")
@@ -437,7 +328,7 @@ class CamClonePipeline:
                                progress=progress)
         times["denoise"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        video = _to_uint8(self.codec.decode(latents)[0])  # [F, H, W, 3]
+        video = to_uint8(self.codec.decode(latents)[0])  # [F, H, W, 3]
         times["decode"] = time.perf_counter() - t0
         if video.shape != (opts.frames, opts.height, opts.width, 3):
             raise ValueError(f"the codec decoded {video.shape}, expected "
@@ -450,8 +341,6 @@ class CamClonePipeline:
                 solver: str = "euler", order: int = 2, guided: bool = True,
                 batched: bool = True, progress: bool = True):
         """Runs the jitted sampling loop -> latents [1, f, h, w, C] (float32)."""
-        from tqdm.auto import tqdm
-
         params = self.params()
         args = self._put((cond, noise, {k: jnp.asarray(v) for k, v in tables.items()},
                           jnp.float32(scale), replacement))
@@ -465,13 +354,14 @@ class CamClonePipeline:
             if self.stop.is_set():
                 raise SamplingInterrupted(f"stopped after denoising step {steps} of {total}")
 
-        denoise_lib.PROGRESS["fn"] = tick
+        self._tick = tick
         quiet = logging.getLogger("jax._src.debugging")  # it logs the stop as a traceback
         was_disabled, quiet.disabled = quiet.disabled, True
         self.check_stop("before denoising")
         try:
             run = functools.partial(denoise_lib.denoise, params, *args, cfg=self.config,
-                                    solver=solver, order=order, guided=guided, batched=batched)
+                                    solver=solver, order=order, guided=guided, batched=batched,
+                                    progress=self._on_step, on_trace=self._on_trace)
             try:
                 if self.mesh is None:
                     out = run()
@@ -487,10 +377,20 @@ class CamClonePipeline:
             if self.mesh is not None:  # the codec's weights live on the default device
                 out = jax.device_put(out, jax.devices()[0])
         finally:
-            denoise_lib.PROGRESS["fn"] = None
+            self._tick = None
             quiet.disabled = was_disabled
             bar.close()
         return out
+
+    def _on_step(self, steps):
+        """The loop's per-step host callback, forwarded to the running sample's ``tick``. A
+        bound method is equal to itself on every access, so the jitted loop is traced once per
+        shape, not once per sample."""
+        if self._tick is not None:
+            self._tick(int(steps))
+
+    def _on_trace(self):
+        self.traces += 1
 
     def check_stop(self, where: str):
         """Raises SamplingInterrupted when a stop was requested (``self.stop``)."""
@@ -502,31 +402,3 @@ def _ambient(mesh):
     """Makes ``mesh`` the ambient mesh of the sampling call (sharding constraints, context
     parallel attention): ``jax.set_mesh`` where it exists, else ``with mesh``."""
     return jax.set_mesh(mesh) if hasattr(jax, "set_mesh") else mesh
-
-
-def encode_float(codec, frames) -> jnp.ndarray:
-    """codec.encode of float frames [F, H, W, 3] in [-1, 1] -> latents [1, f, h, w, C]."""
-    return jnp.asarray(codec.encode(jnp.asarray(frames, jnp.float32)[None]), jnp.float32)
-
-
-def write_video(path: str, frames: np.ndarray, fps: float):
-    """Writes uint8 frames as an H.264 mp4, atomically (no partial file on failure)."""
-    from camclone_jax.data.video import write_mp4
-
-    if not path.lower().endswith(".mp4"):
-        raise ValueError(f"output {path} must end in .mp4")
-    write_mp4(path, frames, fps)
-
-
-def describe(result: SampleResult) -> str:
-    """One log line about a finished sample."""
-    mem = result.peak_memory
-    dev = f"{mem['device'] / 2**30:.2f} GiB" if mem["device"] is not None else "n/a"
-    secs = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
-    return (f"{result.task} {result.video.shape[0]}x{result.video.shape[1]}x"
-            f"{result.video.shape[2]}: {secs}; peak device memory {dev}, host "
-            f"{mem['host'] / 2**30:.2f} GiB")
-
-
-__all__ = ["CamClonePipeline", "SampleOptions", "SampleResult", "SamplingInterrupted", "VAECodec", "load_codec", "UMT5Text", "CachedText", "NoText", "ClipImages", "TextSource",
-           "auto_mesh_axes", "peak_memory", "write_video", "describe", "encode_float"]

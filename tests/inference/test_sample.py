@@ -15,11 +15,12 @@ import jax
 import numpy as np
 import pytest
 
-from camclone_jax import denoise, inference, sample, sharding
+from camclone_jax import inference, sharding
 from camclone_jax.convert.transformer import save_transformer
 from camclone_jax.data import reference, video
 from camclone_jax.data.codec import PixelCodec
-from camclone_jax.encode_prompts import WAN_NEGATIVE_PROMPT, prompt_key
+from camclone_jax.inference import cli as sample
+from camclone_jax.inference.prompts import WAN_NEGATIVE_PROMPT, prompt_key
 from camclone_jax.models import DiTConfig, param_shapes
 
 C = PixelCodec().latent_channels  # 192
@@ -273,7 +274,7 @@ def test_a_signal_stops_sampling_within_a_step_and_writes_nothing(assets, tmp_pa
         [sys.executable, "-m", "camclone_jax.sample", "--checkpoint", assets["ckpt"],
          "--camera_ref", assets["cam"], "--image", assets["image"], "--out", str(out),
          "--frames", "5", "--height", "32", "--width", "48", "--steps", "100000"],
-        stderr=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(__file__)))
+        stderr=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     seen = b""
     while not re.search(rb"denoising: .* [1-9]\d*/100000", seen):  # steps are being done
         chunk = proc.stderr.read1(4096)
@@ -305,10 +306,10 @@ def test_determinism_and_one_compilation(assets):
     cam = moving_video(9, 32, 48)
     kw = dict(image=cam[0], frames=5, height=32, width=48, steps=3, progress=True)
     a = pipe.generate(cam, PROMPTS[0], seed=0, **kw)
-    before = denoise.TRACES["denoise"]
+    before = pipe.traces
     b = pipe.generate(cam, PROMPTS[0], seed=0, **kw)
     c = pipe.generate(cam, PROMPTS[1], seed=1, shift=3.0, cfg=4.0, **kw)
-    assert denoise.TRACES["denoise"] == before  # same shapes: the loop compiled once
+    assert pipe.traces == before  # same shapes: the loop compiled once
     d = pipe.generate(cam, PROMPTS[0], seed=0, cfg_batched=False, **kw)  # two calls per step
     np.testing.assert_allclose(d.latents, a.latents, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(a.video, b.video)

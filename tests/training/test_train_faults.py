@@ -16,11 +16,12 @@ import grain
 import numpy as np
 import pytest
 
-from camclone_jax import checkpoint as ckpt_lib
-from camclone_jax import train, workdir_lock
 from camclone_jax.data import records as records_lib
+from camclone_jax.training import checkpoint as ckpt_lib
+from camclone_jax.training import loop as train
+from camclone_jax.training import workdir_lock
 from tests.data.conftest import corrupt_copy
-from tests.test_train import REPO, records, tiny_config  # noqa: F401 (fixture)
+from tests.training.test_train import REPO, records, tiny_config  # noqa: F401 (fixture)
 
 TINY = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_heads": 2,
         "model.text_dim": 16, "model.freq_dim": 32, "model.prediction": "velocity",
@@ -33,7 +34,7 @@ TINY = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_
 
 def run_cli(workdir, data, total_steps=2, timeout=240, prefix=("-m", "camclone_jax.train"),
             **overrides):
-    """`python -m camclone_jax.train` on the tiny config of tests/test_train.py (``prefix``:
+    """`python -m camclone_jax.train` on the tiny config of tests/training/test_train.py (``prefix``:
     python's arguments before the train flags, e.g. a script that injects a fault first)."""
     args = [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
     cmd = [sys.executable, *prefix, "--config=configs/demo.py",

@@ -19,17 +19,19 @@ with the camera reference zeroed.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 import jax
 import numpy as np
 
-from camclone_jax import inference, wallpaper_train
+from camclone_jax import inference
 from camclone_jax.data import wallpaper
 from camclone_jax.eval import camera, shift_camera
+from camclone_jax.eval.psnr import psnr_from_mse
+from camclone_jax.training.wallpaper import Recipe
 
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "models")
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
+                      "models")
 SHIPPED = os.path.join(ASSETS, "clone_tiny")  # the shipped tiny CamClone model
 NO_CAMERA = os.path.join(ASSETS, "clone_tiny_nocam")  # its no-camera baseline
 
@@ -74,11 +76,6 @@ def held_out_clips(world: wallpaper.WallpaperWorld, n: int, paths: str = "consta
     return out
 
 
-def psnr(mse: float) -> float:
-    """PSNR in dB of a mean squared error of uint8 pixels."""
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 def score_videos(videos, clips: list[Clip], world: wallpaper.WallpaperWorld) -> dict:
     """{"rot_err", "psnr", "read", "clips", "per_clip"} of generated videos [F, H, W, 3]
     against ``clips``: RotErr deg/frame (mean over the clips read), PSNR dB (of the squared error
@@ -94,7 +91,7 @@ def score_videos(videos, clips: list[Clip], world: wallpaper.WallpaperWorld) -> 
             np.degrees(camera.camera_errors(est, clip.c2w)["rot"][1:]).mean()))
     errs = [e for e in per_clip if e is not None]
     return {"rot_err": float(np.mean(errs)) if errs else None,
-            "psnr": psnr(float(np.mean(sq))), "read": len(errs), "clips": len(clips),
+            "psnr": psnr_from_mse(float(np.mean(sq))), "read": len(errs), "clips": len(clips),
             "per_clip": per_clip}
 
 
@@ -145,7 +142,7 @@ def clone_check(model: str = "", no_camera_model: str = "", clips: int = 16, ste
     shipped no-camera model (NO_CAMERA) on ``clips`` held-out I2V clips on never-trained paths;
     returns {row: RotErr} and logs a few lines."""
     model, no_camera_model = model or SHIPPED, no_camera_model or NO_CAMERA
-    world = wallpaper_train.Recipe.load(model).world
+    world = Recipe.load(model).world
     held = held_out_clips(world, clips, "path")
     rows = evaluate({"CamClone": inference.CamClonePipeline.from_checkpoint(model)}, held, world,
                     no_camera_models={"no-camera model": inference.CamClonePipeline

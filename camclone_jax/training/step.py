@@ -1,7 +1,8 @@
 """The CamClone training step: flow loss on frame-concatenated references, masked update.
 
   state = init_state(trainable, tx, seed, ema=...)          # a plain dict (an orbax pytree)
-  step_fn = make_train_step(model, tx, codec, StepConfig(...), batch_spec=...)
+  step_fn = make_train_step(model, tx, StepConfig(...), codec=codec,
+                            batch_constraint=constrain, learning_rate=schedule)
   state, metrics = step_fn(state, frozen, batch)            # jit it with shardings + donation
 
 The parameters are split in two plain trees by the optimizer rules (optim.label_params):
@@ -36,8 +37,8 @@ import jax.numpy as jnp
 import optax
 
 from camclone_jax import tasks
-from camclone_jax.convert.io import flatten_params, unflatten_params
 from camclone_jax.diffusion import flow
+from camclone_jax.utils import flatten_params, unflatten_params
 
 NONFINITE_POLICIES = ("stop", "skip")
 CONDITIONING = tasks.CONDITIONING  # camclone | base | no_camera (see camclone_jax.tasks)

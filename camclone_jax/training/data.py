@@ -14,11 +14,15 @@ import os
 import jax
 import numpy as np
 
-from camclone_jax import checkpoint as ckpt_lib
 from camclone_jax import tasks
+from camclone_jax.convert.encoders import load_clip
 from camclone_jax.data import pipeline
 from camclone_jax.data.codec import codec_from_dict
+from camclone_jax.data.encode import encode_records
+from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
 from camclone_jax.data.transforms import ClipConfig
+from camclone_jax.models import clip
+from camclone_jax.training import checkpoint as ckpt_lib
 
 DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
 
@@ -62,7 +66,6 @@ def ensure_dataset(data_cfg, workdir: str) -> dict:
 def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
     """Renders one synthetic split (process 0; skipped when complete) and, for latent-kind
     configs, pre-encodes it with the configured codec; returns the records folder to read."""
-    from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
     if jax.process_index() == 0:
         generate_dataset(out, GeneratorConfig(
             num_groups=groups, frames=data_cfg.frames, height=data_cfg.height,
@@ -78,7 +81,6 @@ def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
     tag = "-".join(f"{k}{v:g}" for k, v in sorted(codec.to_dict().items()) if k != "kind")
     latents = os.path.join(out, f"latents-pixel-{tag}")
     if jax.process_index() == 0:
-        from camclone_jax.data.encode import encode_records
         encode_records(os.path.join(out, "records"), "pixel", latents,
                        ClipConfig(num_frames=data_cfg.frames, height=data_cfg.height,
                                   width=data_cfg.width), batch_size=8, i2v=True,
@@ -112,18 +114,16 @@ class ImageEncoder:
                 f"this model has image cross-attention and needs CLIP weights, but "
                 f"config.clip_checkpoint={path!r} does not exist; import them with `python -m "
                 "camclone_jax.convert import --kind clip --src WEIGHTS --out DIR`")
-        from camclone_jax.convert.encoders import load_clip
-        from camclone_jax.models import clip
         tasks.validate(v2v_first_frame=v2v_first_frame)
-        self._clip, self.v2v_first_frame = clip, v2v_first_frame
+        self.v2v_first_frame = v2v_first_frame
         self.cfg, params = load_clip(path)
         self.params = clip.prepare_params(self.cfg, params)
 
     def __call__(self, batch: dict) -> dict:
         image = tasks.conditioning_image(batch["first_frame"], batch["task"],
                                          self.v2v_first_frame)  # [b, H, W, 3]
-        pixels = self._clip.preprocess_images(image, size=self.cfg.image_size)  # [b, S, S, 3]
-        embeds = self._clip.encode_images(self.cfg, self.params, pixels)  # [b, 257, d]
+        pixels = clip.preprocess_images(image, size=self.cfg.image_size)  # [b, S, S, 3]
+        embeds = clip.encode_images(self.cfg, self.params, pixels)  # [b, 257, d]
         return {**batch, "image_embeds": np.asarray(embeds, np.float32)}
 
 

@@ -3,18 +3,20 @@ guidance, or over a cached condition K/V for block-sparse condition attention) s
 ``diffusion.sampler.sample_loop`` as one compiled program.
 
   latents = denoise(params, cond, noise, tables, scale, replacement, cfg=dit_cfg,
-                    solver="euler", order=2, guided=True, batched=True)
+                    solver="euler", order=2, guided=True, batched=True,
+                    progress=None, on_trace=None)
 
 ``cond``: text [1, L, D] (and neg_text when guided), cam / content latents [1, f, h, w, C],
-optional image [1, 257, d] and first_frame [1, f, h, w, 4 + C]. ``PROGRESS["fn"]`` receives the
-number of finished steps from inside the loop (a host callback); ``TRACES`` counts how often
-the loop was traced (the tests check it compiles once per shape).
+optional image [1, 257, d] and first_frame [1, f, h, w, 4 + C]. ``progress(steps_done)`` runs
+on the host after every step (a callback inside the loop); ``on_trace()`` runs whenever the
+loop is traced. Both are static arguments: pass the same callables (e.g. one object's bound
+methods) on every call, or the loop is traced again.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -25,32 +27,25 @@ from camclone_jax.diffusion import sampler
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.dit import DiT
 
-PROGRESS: dict[str, Any] = {"fn": None}
-TRACES = {"denoise": 0}  # how often the sampling loop was traced (tests check it compiles once)
-
-
-def progress_tick(done):
-    """Host side of the loop's progress callback: forwards to the current progress function."""
-    fn = PROGRESS["fn"]
-    if fn is not None:
-        fn(int(done))
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "solver", "order", "guided", "batched"))
+@functools.partial(jax.jit, static_argnames=("cfg", "solver", "order", "guided", "batched",
+                                             "progress", "on_trace"))
 def denoise(params, cond, noise, tables, scale, replacement, *, cfg: DiTConfig, solver: str,
-             order: int, guided: bool, batched: bool = True):
+            order: int, guided: bool, batched: bool = True,
+            progress: Callable[[int], None] | None = None,
+            on_trace: Callable[[], None] | None = None):
     """The whole sampling loop as one program (see sampler.sample_loop).
 
     With block-sparse condition attention (``cfg.cond_attention`` "joint"/"segment") the
     condition tokens' keys/values are built once, before the loop, and every step runs the
     target tokens only (``cached_velocity``).
     """
-    TRACES["denoise"] += 1
+    if on_trace is not None:
+        on_trace()
     model = DiT(cfg)
     if cfg.cond_attention != "full":
         velocity = cached_velocity(model, params, cond, scale, guided=guided, batched=batched)
         return sampler.sample_loop(velocity, noise, tables, solver=solver, order=order,
-                                   replacement=replacement, progress=progress_tick)
+                                   replacement=replacement, progress=progress)
 
     def model_fn(x, timestep, ctx):
         n = x.shape[0]
@@ -66,7 +61,7 @@ def denoise(params, cond, noise, tables, scale, replacement, *, cfg: DiTConfig, 
         return sampler.guided_velocity(model_fn, x, timestep, pos, neg, scale, batched=batched)
 
     return sampler.sample_loop(velocity, noise, tables, solver=solver, order=order,
-                               replacement=replacement, progress=progress_tick)
+                               replacement=replacement, progress=progress)
 
 
 def cached_velocity(model: DiT, params, cond: dict, scale, *, guided: bool, batched: bool):

@@ -1,0 +1,449 @@
+r"""CamClone training: `python -m camclone_jax.train --config=configs/X.py[:arg] --workdir=DIR`.
+
+``train_and_evaluate(config, workdir)`` is the whole job (a notebook calls it too); ``main``
+only parses flags (``--config.key=value`` overrides; an unknown key is an error) and is what
+``python -m camclone_jax.train`` runs. Phases, in order: processes and mesh; data; base model, parameter split and
+optimizer; shardings and the compiled step; checkpoint restore; the loop (checkpoints,
+metrics, validation, SIGTERM); export and the closing sample video.
+
+Re-running the same command resumes from the newest intact checkpoint in WORKDIR/checkpoints
+with the same data order, noise and RNG, so N + N steps equal 2N uninterrupted steps. One job
+at a time holds the workdir (WORKDIR/train.lock, ``workdir_lock``). SIGTERM / SIGINT
+save a checkpoint at the current step and return cleanly (status "preempted").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from absl import logging as absl_logging
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+from ml_collections import config_flags
+
+from camclone_jax import distributed, inference, sharding, tasks
+from camclone_jax.data import codec as codec_lib
+from camclone_jax.data import pipeline, records, transforms
+from camclone_jax.data.transforms import ClipConfig
+from camclone_jax.eval.psnr import psnr
+from camclone_jax.models import params as params_lib
+from camclone_jax.models.config import DiTConfig
+from camclone_jax.models.dit import DiT, sequence_lengths
+from camclone_jax.training import checkpoint as ckpt_lib
+from camclone_jax.training import observe, optim
+from camclone_jax.training import step as step_lib
+from camclone_jax.training import wallpaper_eval, workdir_lock
+from camclone_jax.training.data import (ImageEncoder, device_batch_of, ensure_dataset,
+                                        pipeline_config)
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient norm became NaN/inf (the update was not applied)."""
+
+
+# faults the command line reports as one line and exit status 2
+CLI_ERRORS = (workdir_lock.WorkdirLockedError, ckpt_lib.CheckpointError, pipeline.BadDataError)
+
+
+# ------------------------------------------------------------------------------ the job
+def _mesh_devices(n: int):
+    """The first ``n`` devices (0: all)."""
+    if not n:
+        return None
+    if jax.process_count() > 1:
+        raise ValueError("mesh_devices must be 0 (all devices) in a multi-process run")
+    if n > jax.device_count():
+        raise ValueError(f"mesh_devices={n} but only {jax.device_count()} devices are present")
+    return jax.devices()[:n]
+
+
+def _data_axes(mesh):
+    return tuple(a for a in ("data", "fsdp") if mesh.shape.get(a, 1) > 1) or None
+
+
+def _check_batch(config, mesh):
+    data_size = mesh.shape["data"] * mesh.shape["fsdp"]
+    b, a = config.batch_size, config.accum_steps
+    if b % (jax.process_count() * a) or (b // a) % data_size:
+        raise ValueError(f"batch_size {b} must split into {a} micro-batches (accum_steps) whose "
+                         f"size the {data_size} data-parallel devices divide, and into "
+                         f"{jax.process_count()} processes")
+
+
+def _tokens_per_sample(dit_cfg: DiTConfig, data_cfg, codec) -> int:
+    """Tokens the DiT sees per training example (all segments, after latent drop)."""
+    if codec is not None:
+        f, h, w = codec.latent_shape(data_cfg.frames, data_cfg.height, data_cfg.width)
+    else:  # Wan VAE geometry
+        f, h, w = 1 + (data_cfg.frames - 1) // 4, data_cfg.height // 8, data_cfg.width // 8
+    return sum(sequence_lengths(dit_cfg, (1, f, h, w, 1), train=True).values())
+
+
+class _SignalFlag:
+    """Sets a flag on SIGTERM/SIGINT while active (main thread only); restores handlers."""
+
+    def __init__(self):
+        self.raised, self._old = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def any_process(self) -> bool:
+        """True when a signal reached this or (multi-process) any other process."""
+        flag = self.raised is not None
+        if jax.process_count() > 1:
+            flag = bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+        return flag
+
+
+def _config_json(config) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def _check_resume(workdir: str, config):
+    """A workdir belongs to one model and parameter split: refuse to resume another."""
+    record = ckpt_lib.read_run_record(workdir)
+    if record is None:
+        return
+    old, new = record["config"], _config_json(config)
+    arch = ("dim", "ffn_dim", "num_layers", "num_heads", "in_channels", "out_channels",
+            "text_dim", "image_dim", "patch_size", "concat", "spatial_attn", "prediction")
+    for key in arch:
+        if old["model"].get(key) != new["model"].get(key):
+            raise ckpt_lib.CheckpointError(
+                f"{workdir} holds a run with model.{key}={old['model'].get(key)!r}, the config "
+                f"says {new['model'].get(key)!r}; use a new --workdir")
+    if old["optim"]["rules"] != new["optim"]["rules"]:
+        raise ckpt_lib.CheckpointError(f"{workdir} was trained with optimizer rules "
+                                       f"{old['optim']['rules']}; use a new --workdir")
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains as ``config`` says in ``workdir`` (resuming there); returns a summary dict with
+    the status ("done" or "preempted"), steps, losses and timings. The workdir is locked for
+    the whole job (``workdir_lock``: a second job on it raises ``WorkdirLockedError``)."""
+    workdir = os.path.abspath(workdir)
+    distributed.initialize()  # multi-process setup from the environment, if any
+    os.makedirs(workdir, exist_ok=True)
+    lock = workdir_lock.acquire_for_run(workdir)
+    try:
+        return _train(config, workdir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir: str) -> dict:
+    """The job of ``train_and_evaluate`` in a locked, existing ``workdir``."""
+    _check_resume(workdir, config)
+
+    # ------------------------------------------------------------------ mesh and settings
+    mesh = sharding.make_mesh(dict(config.mesh), _mesh_devices(config.mesh_devices))
+    rules = tuple(tuple(r) for r in config.sharding_rules) if config.get("sharding_rules") \
+        else sharding.DEFAULT_RULES
+    dit_cfg = DiTConfig.from_dict(dict(config.model))
+    codec = codec_lib.codec_from_dict(dict(config.data.codec)) if config.data.get("codec") else None
+    text_len = config.data.text_len
+    step_cfg = step_lib.StepConfig(accum_steps=config.accum_steps, text_len=text_len,
+                                   nonfinite=config.nonfinite, ema_decay=config.optim.ema_decay,
+                                   **dict(config.objective))
+    step_cfg.validate()
+    _check_batch(config, mesh)
+    data_axes = _data_axes(mesh)
+    image_encoder = ImageEncoder(config.clip_checkpoint, tasks.first_frame_rule(
+        step_cfg.conditioning, step_cfg.v2v_first_frame)) if dit_cfg.image_dim else None
+
+    def device_batch(raw):
+        return device_batch_of(raw, mesh, data_axes, image_encoder)
+
+    # ------------------------------------------------------------------ data
+    paths = ensure_dataset(config.data, workdir)
+    train_path, val_path = paths["train"], paths["val"]
+    per_host = config.batch_size // jax.process_count()
+    loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host, config.seed))
+    val_batches = []
+    if val_path and config.eval_every:
+        val_loader = pipeline.make_loader(val_path, pipeline_config(
+            config.data, per_host, config.seed, shuffle=False, num_epochs=1, num_workers=0,
+            drop_remainder=True))
+        for _, batch in zip(range(config.eval_batches), val_loader):
+            val_batches.append(batch)
+        val_loader.close()
+
+    # ------------------------------------------------------------------ model and optimizer
+    logical = params_lib.logical_specs(dit_cfg)
+    param_sh = sharding.logical_sharding(logical, mesh, rules)  # NamedSharding tree
+    base_path = config.base_checkpoint or os.path.join(workdir, "base")
+    if not config.base_checkpoint and not os.path.exists(base_path):
+        params = jax.jit(lambda k: params_lib.init_params(dit_cfg, k), out_shardings=param_sh)(
+            jax.random.PRNGKey(config.seed))
+        ckpt_lib.save_base(base_path, dit_cfg, params)
+    else:
+        params = ckpt_lib.load_base(base_path, dit_cfg, param_sh)
+    ckpt_lib.write_run_record(workdir, _config_json(config), base_path)
+    rules_opt = [tuple(r) for r in config.optim.rules]
+    labels = optim.label_params(params, rules_opt)
+    trainable, frozen = step_lib.split_params(params, labels)
+    del params
+    frozen_dtype = jnp.dtype(config.frozen_dtype)
+    frozen = jax.tree_util.tree_map(lambda x: x.astype(frozen_dtype), frozen)
+    train_sh, frozen_sh = step_lib.split_params(param_sh, labels)
+    schedule = optim.warmup_cosine(config.optim.lr, config.optim.warmup_steps,
+                                   config.total_steps if config.optim.schedule == "cosine" else 0,
+                                   config.optim.end_factor)
+    tx = optim.make_optimizer(trainable, rules_opt, schedule, b1=config.optim.b1,
+                              b2=config.optim.b2, weight_decay=config.optim.weight_decay,
+                              clip_norm=config.optim.clip_norm or None)
+
+    # ------------------------------------------------------------------ shardings and step
+    replicated = NamedSharding(mesh, PartitionSpec())
+    ema = step_cfg.ema_decay > 0
+    state_sh = step_lib.state_shardings(tx, trainable, train_sh, replicated, ema)
+    init_fn = jax.jit(lambda tr: step_lib.init_state(tr, tx, config.seed, ema),
+                      out_shardings=state_sh)
+    abstract_state = jax.eval_shape(init_fn, trainable)
+    abstract_state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_sh)
+
+    def constrain(y):  # micro-batches [n, b/n, ...]: batch on axis 1
+        spec = PartitionSpec(None, data_axes, *([None] * (y.ndim - 2)))
+        return jax.lax.with_sharding_constraint(y, NamedSharding(mesh, spec))
+
+    step_codec = codec if config.data.kind == "mp4" else None  # latent records: encoded
+    step_fn = step_lib.make_train_step(flax_module(dit_cfg), tx, step_cfg, codec=step_codec,
+                                       batch_constraint=constrain, learning_rate=schedule)
+    eval_fn = step_lib.make_eval_loss(flax_module(dit_cfg), step_cfg, codec=step_codec)
+
+    # ------------------------------------------------------------------ checkpoint restore
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         save_every=config.checkpoint.every,
+                                         keep=config.checkpoint.keep,
+                                         async_save=config.checkpoint.async_save)
+    checkpointer.check_writable()  # a read-only or full folder stops the run before step 1
+    state, start, data_restored = checkpointer.restore_newest_intact(abstract_state, loader)
+    if start is not None and data_restored:
+        log.info("resumed from step %d", start)
+    elif start is not None:  # saved by another process count: the global order is the same
+        loader.close()
+        loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host,
+                                                                   config.seed), skip_batches=start)
+        log.warning("resumed from step %d written by another number of processes: the data "
+                    "restarts at global batch %d (exact unless bad records were skipped)",
+                    start, start)
+    else:  # no checkpoint (a corrupt one is skipped above, and none intact is an error)
+        state, start = init_fn(trainable), 0
+    del trainable
+
+    writer = observe.MetricWriter(workdir)
+    progress = observe.Progress(config.total_steps, start, every=config.log_every)
+    summary = {"status": "done", "start_step": start, "losses": [], "val_losses": {}}
+    try:
+        with sharding.use_mesh(mesh), nn_rules(rules), _SignalFlag() as signals:
+            raw = next(loader)
+            summary["batch_indices"] = [raw["index"].tolist()]  # this host's records per step
+            first = device_batch(raw)
+            batch_sh = jax.tree_util.tree_map(lambda x: x.sharding, first)
+            train = jax.jit(step_fn, in_shardings=(state_sh, frozen_sh, batch_sh),
+                            out_shardings=(state_sh, replicated), donate_argnums=(0,))
+            evaluate = jax.jit(eval_fn)
+            t0 = time.perf_counter()
+            compiled = train.lower(state, frozen, first).compile()
+            summary["compile_s"] = time.perf_counter() - t0
+            flops = observe.compiled_flops(compiled)
+            peak = observe.peak_flops(override=config.peak_flops)
+            tokens = config.batch_size * _tokens_per_sample(dit_cfg, config.data, codec)
+            summary.update(step_flops_per_device=flops, tokens_per_step=tokens)
+
+            step, batch, pending = start, first, []
+            if val_batches and start == 0:  # the untrained model's loss, for comparison
+                val = _validate(evaluate, state, frozen, val_batches, device_batch, config)
+                summary["val_losses"][0] = val
+                writer.write(0, {"val_loss": val})
+                progress.message(f"step 0: validation loss {val:.4f}")
+            window_t, window_steps = time.perf_counter(), 0
+            while step < config.total_steps:
+                state, metrics = compiled(state, frozen, batch)
+                step += 1
+                window_steps += 1
+                pending.append((step, metrics))
+                last = step == config.total_steps
+                stop = signals.any_process()
+                if step % config.log_every == 0 or last or stop or \
+                        step % config.checkpoint.every == 0:
+                    fetched = jax.device_get([m for _, m in pending])
+                    step_s = (time.perf_counter() - window_t) / window_steps
+                    for (s, _), m in zip(pending, fetched):
+                        if not m["finite"]:
+                            _on_nonfinite(s, m, config, checkpointer, summary)
+                        summary["losses"].append((s, float(m["loss"])))
+                    m = fetched[-1]
+                    scalars = {"loss": float(np.mean([f["loss"] for f in fetched])),
+                               "grad_norm": float(m["grad_norm"]),
+                               "learning_rate": float(m.get("learning_rate", 0.0)),
+                               "step_s": step_s, "tokens_per_s": tokens / step_s,
+                               "mfu": observe.mfu(flops, step_s, peak)}
+                    writer.write(step, scalars)
+                    progress.update(step, scalars)
+                    pending, window_t, window_steps = [], time.perf_counter(), 0
+                    summary["step_s"] = step_s
+                if val_batches and (step % config.eval_every == 0 or last):
+                    val = _validate(evaluate, state, frozen, val_batches, device_batch, config)
+                    summary["val_losses"][step] = val
+                    writer.write(step, {"val_loss": val})
+                    progress.message(f"step {step}: validation loss {val:.4f}")
+                    window_t = time.perf_counter()
+                if stop:
+                    checkpointer.save(step, state, loader, force=True)
+                    summary["status"] = "preempted"
+                    progress.message(f"{signals.raised or 'signal'}: saved step {step}, exiting")
+                    break
+                checkpointer.save(step, state, loader, force=last)
+                if not last:
+                    raw = next(loader)
+                    summary["batch_indices"].append(raw["index"].tolist())
+                    batch = device_batch(raw)
+            summary["step"] = step
+            checkpointer.wait()
+            if summary["status"] == "done" and config.export:
+                _export(workdir, config, dit_cfg, state, frozen, codec, step)
+                summary["export"] = os.path.join(workdir, "export")
+    finally:
+        checkpointer.close()
+        writer.close()
+        loader.close()
+    # a base model (conditioning "base") has no reference inputs to sample a camera clone with
+    if (summary["status"] == "done" and config.sample.enabled and paths["pixels"]
+            and config.objective.conditioning != "base"):
+        summary["sample"] = _sample_video(workdir, config, paths["pixels"])
+    # single-process runs only: the check loads models outside the run's mesh
+    if summary["status"] == "done" and config.clone_check.enabled and jax.process_count() == 1:
+        check = config.clone_check
+        lines = []
+        summary["clone_check"] = wallpaper_eval.clone_check(
+            check.model, check.no_camera_model, check.clips, check.steps, log=lines.append)
+        summary["clone_check_lines"] = lines
+    return summary
+
+
+def flax_module(dit_cfg):
+    return DiT(dit_cfg)
+
+
+def nn_rules(rules):
+    return nn.logical_axis_rules(rules)
+
+
+def _on_nonfinite(step, metrics, config, checkpointer, summary):
+    summary.setdefault("nonfinite_steps", []).append(step)
+    if config.nonfinite == "stop":
+        checkpointer.wait()
+        raise NonFiniteLossError(
+            f"non-finite loss {float(metrics['loss'])} (grad norm {float(metrics['grad_norm'])}) "
+            f"at step {step}; the update was not applied and the last good checkpoint is step "
+            f"{checkpointer.latest_step()}. Lower the learning rate, check the data, or set "
+            "nonfinite='skip'")
+    log.warning("non-finite loss at step %d: update skipped", step)
+
+
+def _validate(evaluate, state, frozen, val_batches, device_batch, config) -> float:
+    """Mean validation loss over the held-out batches (fixed t grid and noise)."""
+    rng = jax.random.PRNGKey(config.seed + 1)
+    params = state["ema"] if state["ema"] is not None else state["params"]
+    losses = [float(evaluate(params, frozen, device_batch(b),
+                             jax.random.fold_in(rng, i))) for i, b in enumerate(val_batches)]
+    return float(np.mean(losses))
+
+
+def _export(workdir, config, dit_cfg, state, frozen, codec, step):
+    """WORKDIR/export: the full trained param set (EMA if kept) + codec.json + text.json."""
+    trained = state["ema"] if state["ema"] is not None else state["params"]
+    full = step_lib.merge_params(trained, jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float32), frozen))
+    extra = {"text.json": {"kind": config.data.text, "text_len": config.data.text_len,
+                           "text_dim": dit_cfg.text_dim}}
+    if codec is not None:
+        extra["codec.json"] = codec.to_dict()
+    out = os.path.join(workdir, "export")
+    ckpt_lib.export_model(out, dit_cfg, full, extra_files=extra, overwrite=True,
+                          source=f"camclone_jax.train step {step}")
+
+
+def _sample_video(workdir, config, records_path) -> dict | None:
+    """Samples the exported model on the first held-out triplet, I2V and V2V, and writes
+    WORKDIR/sample_{i2v,v2v}.mp4: camera ref | first frame or content ref | result | ground
+    truth. Returns {task: {"path", "psnr"}} (PSNR of the result against the true target) or
+    None for latent records (no pixels to condition on). Process 0 only."""
+    if jax.process_index() != 0:
+        return None
+    rec = records.decode_triplet(next(records.read_records(pipeline.record_files(records_path)[0])))
+    if rec["kind"] != "mp4":
+        return None
+    clip = ClipConfig(num_frames=config.data.frames, height=config.data.height,
+                      width=config.data.width, frame_stride=config.data.frame_stride,
+                      short_video="repeat_last")
+    cam, content, target = (transforms.load_clip(rec[k]["video"], clip)
+                            for k in ("camera_ref", "content_ref", "target"))  # [F, H, W, 3]
+    pipe = inference.CamClonePipeline.from_checkpoint(os.path.join(workdir, "export"))
+    opts = dict(frames=clip.num_frames, height=clip.height, width=clip.width,
+                steps=config.sample.steps, shift=config.sample.shift, cfg=config.sample.cfg,
+                seed=config.sample.seed, fps=float(rec["fps"]), progress=False,
+                no_camera=config.objective.conditioning == "no_camera",
+                v2v_first_frame=config.objective.v2v_first_frame)
+    out = {}
+    for task, cond in (("i2v", {"image": target[0]}), ("v2v", {"content_ref": content})):
+        result = pipe.generate(cam, rec["caption"], **cond, **opts)
+        path = os.path.join(workdir, f"sample_{task}.mp4")
+        inference.write_video(path, np.concatenate([result.side_by_side(), target], axis=2),
+                              float(rec["fps"]))
+        out[task] = {"path": path, "psnr": psnr(result.video, target)}
+    return out
+
+
+def main():
+    """The command line: ``--config`` (ml_collections, ``--config.key=value`` overrides; an
+    unknown key is an error) and ``--workdir``; prints the summary as one JSON document."""
+    config = config_flags.DEFINE_config_file(
+        "config", None, "ml_collections config file (configs/*.py[:arg])", lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def run(argv):
+        del argv
+        if not flags.FLAGS["verbosity"].present:  # orbax and grain log a lot at INFO
+            absl_logging.set_verbosity(absl_logging.WARNING)
+        try:
+            result = train_and_evaluate(config.value, workdir.value)
+        except CLI_ERRORS as e:  # one clear line, no traceback
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        skip = ("losses", "batch_indices", "clone_check_lines")
+        print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1,
+                         default=str))
+        sys.stdout.flush()  # stdout stays one JSON document; the closing lines go to stderr
+        for line in result.get("clone_check_lines", []):
+            print(line, file=sys.stderr)
+
+    app.run(run)
