@@ -135,20 +135,6 @@ def triangulate_obs(rays, rot, trans, pt, num_points):
     return pts
 
 
-def triangulate(rays, rot, trans, mask):
-    """Linear (DLT) triangulation of N points from F views (dense form of `triangulate_obs`).
-
-    Args:
-      rays: [F, N, 3] bearings K^-1 [u, v, 1] of each point in each view.
-      rot, trans: [F, 3, 3], [F, 3] world-to-camera poses.
-      mask: [F, N] bool, which observations to use (points with < 2 views get NaN).
-    Returns:
-      world points [N, 3].
-    """
-    cam, pt = np.nonzero(mask)
-    return triangulate_obs(rays[cam, pt], rot[cam], trans[cam], pt, mask.shape[1])
-
-
 def transform(rot, trans, points):
     """Camera-frame points [F, N, 3] of world points [N, 3] under poses [F, 3, 3], [F, 3]."""
     return np.einsum("fij,nj->fni", rot, points) + trans[:, None, :]
