@@ -24,7 +24,7 @@ OVERRIDES = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model
 def test_two_processes_match_one_and_resume_on_another_mesh(records, tmp_path):
     two = tmp_path / "two"
     args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    cmd = ["bash", "launch/local.sh", "-n", "2", "-d", "4", "--", "--config=configs/demo.py",
+    cmd = ["bash", "launch/local.sh", "-n", "2", "-d", "4", "--", "--config=configs/synthetic_tiny.py",
            f"--workdir={two}", f"--config.data.path={records}", "--config.total_steps=3"] + args
     env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")  # local.sh adds the
     # device count to conftest's quicker CPU compiles

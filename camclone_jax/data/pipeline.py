@@ -1,8 +1,9 @@
 """The Grain input pipeline: triplet records -> batches of examples on every host.
 
     cfg = PipelineConfig(clip=ClipConfig(num_frames=81, height=480, width=832), batch_size=4)
-    loader = make_loader("OUT/", cfg)          # ArrayRecord files, a folder of them, or a
-    batch = next(loader)                        # TFDS data source (tfds.data_source(...))
+    loader = make_loader("OUT/", cfg)          # ArrayRecord files, a folder of them, a TFDS
+    batch = next(loader)                        # data source (tfds.data_source(...)) or a
+                                                # procedural source (data.wallpaper_source)
     batch = global_batch(batch, mesh)           # numeric fields as global jax.Arrays
 
 Order of operations (`make_dataset`): records (a grain `MapDataset` over ArrayRecord files)
@@ -209,15 +210,21 @@ def make_dataset(source, cfg, skip_batches=0):
         raise ValueError("batch_size and read_threads must be >= 1, num_workers and "
                          "max_bad_records >= 0")
     index, count = _host(cfg)
-    src = make_source(source)
-    ds = grain.MapDataset.source(src).map_with_index(lambda i, x: (i, x))
+    procedural = getattr(source, "renders_examples", False)
+    if procedural:
+        # a procedural source (data.wallpaper_source): element i is an example drawn from
+        # (seed, i) already, so its order is its index (no shuffle, nothing to decode)
+        ds = grain.MapDataset.source(source)
+    else:
+        ds = grain.MapDataset.source(make_source(source)).map_with_index(lambda i, x: (i, x))
     if len(ds) < cfg.batch_size * count:
         raise ValueError(f"{len(ds)} records cannot fill one global batch of "
                          f"{cfg.batch_size} x {count} hosts")
-    if cfg.shuffle:
+    if cfg.shuffle and not procedural:
         ds = ds.shuffle(seed=cfg.seed)
     ds = ds.repeat(cfg.num_epochs)
-    ds = ds.random_map(_GuardedTransform(cfg.clip), seed=cfg.seed)
+    if not procedural:
+        ds = ds.random_map(_GuardedTransform(cfg.clip), seed=cfg.seed)
     ds = _HostSlice(ds, cfg.batch_size, index, count)[skip_batches * cfg.batch_size:]
     read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
     it = _SkipBadDataset(ds.to_iter_dataset(read), cfg.max_bad_records)

@@ -4,11 +4,18 @@
   loss = || v_theta(x_t, t, c) - (z - x) ||^2 on the target latents only.
 
 t lives in [0, 1] (1 = pure noise); the DiT takes ``1000 * t`` (Wan's scale), see
-``model_timesteps``. Timestep sampling: "uniform", "logit_normal" (SD3), or "shifted": a uniform
+``model_timesteps``. Timestep sampling: "uniform", "logit_normal" (SD3), "shifted": a uniform
 u mapped through the flow-matching shift sigma(u) = s u / (1 + (s - 1) u), s = 5 in the public
-release. The release's optional bell-shaped weighting, w(u) proportional to
+release, or "floor": t uniform in [t_min, 1] except a fraction t_full uniform in [0, 1] (the
+tiny clone models' recipe: the references matter most at high noise, and every sampler step is
+still trained). The release's optional bell-shaped weighting, w(u) proportional to
 exp(-2 (u - 1/2)^2) minus its minimum and normalised to mean 1 over the 1000-step grid, is a
 function of the schedule position u (not of the shifted t).
+
+Losses (``example_losses``, per example): "velocity", the flow loss above, or "sample", the
+clean-sample error || x_hat - x ||^2 with x_hat = x_t - max(t, 0.05) v (what a DiT with
+``prediction="sample"`` predicts, read back from its velocity output), optionally on the frames
+after the first only (the first frame is given in I2V).
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLERS = ("uniform", "logit_normal", "shifted")
+from camclone_jax.models.dit import SAMPLE_T_FLOOR
+
+SAMPLERS = ("uniform", "logit_normal", "shifted", "floor")
+LOSSES = ("velocity", "sample")
 
 
 def shift_sigma(u, shift: float):
@@ -31,10 +41,16 @@ def unshift_sigma(t, shift: float):
 
 
 def sample_timesteps(rng, batch: int, method: str = "shifted", *, shift: float = 5.0,
-                     logit_mean: float = 0.0, logit_std: float = 1.0, eps: float = 1e-3):
+                     logit_mean: float = 0.0, logit_std: float = 1.0, t_min: float = 0.5,
+                     t_full: float = 0.25, eps: float = 1e-3):
     """Draws t [batch] in [eps, 1 - eps] by the named rule; returns (t, u) with u the position."""
     if method not in SAMPLERS:
         raise ValueError(f"unknown timestep sampler {method!r}; choose from {SAMPLERS}")
+    if method == "floor":
+        k_u, k_full = jax.random.split(rng)
+        u = jax.random.uniform(k_u, (batch,), minval=eps, maxval=1.0 - eps)  # [batch]
+        full = jax.random.uniform(k_full, (batch,)) < t_full  # [batch] anywhere in [0, 1]
+        return jnp.where(full, u, t_min + (1.0 - t_min) * u), u
     if method == "logit_normal":
         t = jax.nn.sigmoid(logit_mean + logit_std * jax.random.normal(rng, (batch,)))
         t = jnp.clip(t, eps, 1.0 - eps)
@@ -81,3 +97,20 @@ def flow_loss(v_pred, x, noise, weights=None):
     if weights is not None:
         per_sample = per_sample * weights
     return per_sample.mean()
+
+
+def example_losses(v_pred, x_t, x, noise, t, loss: str = "velocity", from_frame: int = 0):
+    """Per-example loss [b] on the target frames ``from_frame``..: the velocity error to z - x
+    ("velocity") or the clean-sample error of x_hat = x_t - max(t, 0.05) v ("sample").
+
+    v_pred, x_t, x, noise: [b, f, h, w, c] target latents; t: [b].
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
+    if loss == "sample":
+        floor = jnp.maximum(t, SAMPLE_T_FLOOR).reshape(t.shape + (1,) * (x.ndim - 1))
+        err = x_t.astype(jnp.float32) - floor * v_pred.astype(jnp.float32) - x  # [b, f, h, w, c]
+    else:
+        err = v_pred.astype(jnp.float32) - velocity_target(x, noise).astype(jnp.float32)
+    err = jnp.square(err[:, from_frame:])  # [b, f - from_frame, h, w, c]
+    return err.reshape(err.shape[0], -1).mean(-1)  # [b]

@@ -35,6 +35,10 @@ from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.layers import MLP, AffineLayerNorm, dense, modulate, sinusoidal_embedding
 from camclone_jax.models.rope import Segment, segment_rope
 
+# prediction "sample": v = (x_t - x) / max(t, SAMPLE_T_FLOOR), so the velocity stays bounded near
+# t = 0 (the training loss reads x back with the same floor, diffusion.flow.example_losses)
+SAMPLE_T_FLOOR = 0.05
+
 _REMAT_POLICIES = {
     "full": None,
     "dots": jax.checkpoint_policies.checkpoint_dots,
@@ -365,7 +369,7 @@ class DiT(nn.Module):
         out = unpatchify(out.astype(jnp.float32), segments[0].grid, cfg.patch_size,
                          cfg.out_channels)  # [b, f, h, w, c_out]
         if cfg.prediction == "sample":  # x-prediction -> velocity: v = (x_t - x) / t
-            t = jnp.maximum(timesteps / 1000.0, 0.05)[:, None, None, None, None]  # [b, 1, 1, 1, 1]
+            t = jnp.maximum(timesteps / 1000.0, SAMPLE_T_FLOOR)[:, None, None, None, None]  # [b, 1, 1, 1, 1]
             out = (latents.astype(jnp.float32) - out) / t  # [b, f, h, w, c_out]
         return out
 

@@ -1,7 +1,9 @@
 """The training job's data side: the dataset on disk, the Grain pipeline config, host batches.
 
-``ensure_dataset`` finds the configured records or, for the demo, renders the synthetic
-dataset on first use (and pre-encodes it with the pixel codec for latent-kind configs);
+``ensure_dataset`` finds the configured records or renders the synthetic dataset on first use
+(and pre-encodes it with the pixel codec for latent-kind configs); ``wallpaper_sources`` are the
+procedural clone world's splits (``data.kind="wallpaper"``: no files), ``data_codec`` and
+``clip_geometry`` the codec and pixel clip size of either;
 ``pipeline_config`` turns the run config's ``data`` block into the pipeline's; the image
 encoder adds CLIP tokens for models with image cross-attention; ``device_batch_of`` makes a
 host batch a global, sharded one.
@@ -20,6 +22,8 @@ from camclone_jax.data import pipeline
 from camclone_jax.data.codec import codec_from_dict
 from camclone_jax.data.encode import encode_records
 from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
+from camclone_jax.data.wallpaper import WallpaperWorld
+from camclone_jax.data.wallpaper_source import Curriculum, WallpaperSource
 from camclone_jax.data.transforms import ClipConfig
 from camclone_jax.models import clip
 from camclone_jax.training import checkpoint as ckpt_lib
@@ -63,6 +67,45 @@ def ensure_dataset(data_cfg, workdir: str) -> dict:
     return {"train": path, "val": val, "pixels": pixels}
 
 
+def wallpaper_world(data_cfg) -> WallpaperWorld:
+    """The clone world of a ``data.kind="wallpaper"`` config."""
+    world = dict(data_cfg.wallpaper.world)
+    return WallpaperWorld(**{**world, "cells": tuple(world["cells"])})
+
+
+def wallpaper_sources(config) -> dict:
+    """{"train", "val", "pixels"} of a wallpaper run: the procedural training split (seed
+    ``config.seed``, constant camera velocities, the same-scene curriculum counted in global
+    batches) and the held-out one (``val_seed``, ``val_paths``, no aid, ``eval_batches``
+    global batches); no pixel records."""
+    wp, world = config.data.wallpaper, wallpaper_world(config.data)
+    curriculum = Curriculum(wp.same_scene, wp.same_scene_steps, config.batch_size)
+    train = WallpaperSource(world, seed=config.seed, length=2 ** 40,
+                            v2v_ratio=config.data.v2v_ratio, curriculum=curriculum)
+    val = None
+    if config.eval_every:
+        val = WallpaperSource(world, seed=wp.val_seed, paths=wp.val_paths,
+                              length=config.eval_batches * config.batch_size,
+                              v2v_ratio=config.data.v2v_ratio)
+    return {"train": train, "val": val, "pixels": None}
+
+
+def data_codec(data_cfg):
+    """The pixel codec of the config (the world's for wallpaper runs), or None (Wan VAE
+    latents)."""
+    if data_cfg.kind == "wallpaper":
+        return wallpaper_world(data_cfg).codec
+    return codec_from_dict(dict(data_cfg.codec)) if data_cfg.get("codec") else None
+
+
+def clip_geometry(data_cfg) -> tuple[int, int, int]:
+    """(frames, height, width) of a training clip in pixels."""
+    if data_cfg.kind == "wallpaper":
+        world = wallpaper_world(data_cfg)
+        return (world.frames, *world.size)
+    return data_cfg.frames, data_cfg.height, data_cfg.width
+
+
 def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
     """Renders one synthetic split (process 0; skipped when complete) and, for latent-kind
     configs, pre-encodes it with the configured codec; returns the records folder to read."""
@@ -90,8 +133,10 @@ def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
 
 def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
     """The Grain pipeline's config from the run config's ``data`` block."""
-    clip = ClipConfig(kind=data_cfg.kind, num_frames=data_cfg.frames, height=data_cfg.height,
-                      width=data_cfg.width, frame_stride=data_cfg.frame_stride,
+    frames, height, width = clip_geometry(data_cfg)
+    kind = "latent" if data_cfg.kind == "wallpaper" else data_cfg.kind  # procedural latents
+    clip = ClipConfig(kind=kind, num_frames=frames, height=height,
+                      width=width, frame_stride=data_cfg.frame_stride,
                       short_video=data_cfg.short_video, v2v_ratio=data_cfg.v2v_ratio,
                       pixel_dtype="uint8" if data_cfg.kind == "mp4" else "float32",
                       text_len=data_cfg.text_len if data_cfg.text == "cached" else 0)

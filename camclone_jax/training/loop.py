@@ -33,19 +33,21 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from camclone_jax import distributed, inference, sharding, tasks
-from camclone_jax.data import codec as codec_lib
 from camclone_jax.data import pipeline, records, transforms
 from camclone_jax.data.transforms import ClipConfig
+from camclone_jax.eval import clone as clone_eval
 from camclone_jax.eval.psnr import psnr
+from camclone_jax.inference import clone as clone_lib
 from camclone_jax.models import params as params_lib
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.dit import DiT, sequence_lengths
 from camclone_jax.training import checkpoint as ckpt_lib
 from camclone_jax.training import observe, optim
 from camclone_jax.training import step as step_lib
-from camclone_jax.training import wallpaper_eval, workdir_lock
-from camclone_jax.training.data import (ImageEncoder, device_batch_of, ensure_dataset,
-                                        pipeline_config)
+from camclone_jax.training import workdir_lock
+from camclone_jax.training.data import (ImageEncoder, clip_geometry, data_codec, device_batch_of,
+                                        ensure_dataset, pipeline_config, wallpaper_sources,
+                                        wallpaper_world)
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +87,11 @@ def _check_batch(config, mesh):
 
 def _tokens_per_sample(dit_cfg: DiTConfig, data_cfg, codec) -> int:
     """Tokens the DiT sees per training example (all segments, after latent drop)."""
+    frames, height, width = clip_geometry(data_cfg)
     if codec is not None:
-        f, h, w = codec.latent_shape(data_cfg.frames, data_cfg.height, data_cfg.width)
+        f, h, w = codec.latent_shape(frames, height, width)
     else:  # Wan VAE geometry
-        f, h, w = 1 + (data_cfg.frames - 1) // 4, data_cfg.height // 8, data_cfg.width // 8
+        f, h, w = 1 + (frames - 1) // 4, height // 8, width // 8
     return sum(sequence_lengths(dit_cfg, (1, f, h, w, 1), train=True).values())
 
 
@@ -165,7 +168,7 @@ def _train(config, workdir: str) -> dict:
     rules = tuple(tuple(r) for r in config.sharding_rules) if config.get("sharding_rules") \
         else sharding.DEFAULT_RULES
     dit_cfg = DiTConfig.from_dict(dict(config.model))
-    codec = codec_lib.codec_from_dict(dict(config.data.codec)) if config.data.get("codec") else None
+    codec = data_codec(config.data)
     text_len = config.data.text_len
     step_cfg = step_lib.StepConfig(accum_steps=config.accum_steps, text_len=text_len,
                                    nonfinite=config.nonfinite, ema_decay=config.optim.ema_decay,
@@ -180,7 +183,8 @@ def _train(config, workdir: str) -> dict:
         return device_batch_of(raw, mesh, data_axes, image_encoder)
 
     # ------------------------------------------------------------------ data
-    paths = ensure_dataset(config.data, workdir)
+    wallpaper = config.data.kind == "wallpaper"
+    paths = wallpaper_sources(config) if wallpaper else ensure_dataset(config.data, workdir)
     train_path, val_path = paths["train"], paths["val"]
     per_host = config.batch_size // jax.process_count()
     loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host, config.seed))
@@ -235,7 +239,11 @@ def _train(config, workdir: str) -> dict:
     step_codec = codec if config.data.kind == "mp4" else None  # latent records: encoded
     step_fn = step_lib.make_train_step(flax_module(dit_cfg), tx, step_cfg, codec=step_codec,
                                        batch_constraint=constrain, learning_rate=schedule)
-    eval_fn = step_lib.make_eval_loss(flax_module(dit_cfg), step_cfg, codec=step_codec)
+    eval_losses = step_lib.make_eval_losses(flax_module(dit_cfg), step_cfg, codec=step_codec,
+                                            noise_levels=tuple(config.eval_t))
+
+    def eval_fn(trainable, frozen, batch, rng):  # scalar sums: reduced on the devices
+        return step_lib.eval_sums(eval_losses(trainable, frozen, batch, rng), batch["task"])
 
     # ------------------------------------------------------------------ checkpoint restore
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -279,10 +287,8 @@ def _train(config, workdir: str) -> dict:
 
             step, batch, pending = start, first, []
             if val_batches and start == 0:  # the untrained model's loss, for comparison
-                val = _validate(evaluate, state, frozen, val_batches, device_batch, config)
-                summary["val_losses"][0] = val
-                writer.write(0, {"val_loss": val})
-                progress.message(f"step 0: validation loss {val:.4f}")
+                _validate(0, evaluate, state, frozen, val_batches, device_batch, config,
+                          summary, writer, progress)
             window_t, window_steps = time.perf_counter(), 0
             while step < config.total_steps:
                 state, metrics = compiled(state, frozen, batch)
@@ -310,10 +316,8 @@ def _train(config, workdir: str) -> dict:
                     pending, window_t, window_steps = [], time.perf_counter(), 0
                     summary["step_s"] = step_s
                 if val_batches and (step % config.eval_every == 0 or last):
-                    val = _validate(evaluate, state, frozen, val_batches, device_batch, config)
-                    summary["val_losses"][step] = val
-                    writer.write(step, {"val_loss": val})
-                    progress.message(f"step {step}: validation loss {val:.4f}")
+                    _validate(step, evaluate, state, frozen, val_batches, device_batch, config,
+                              summary, writer, progress)
                     window_t = time.perf_counter()
                 if stop:
                     checkpointer.save(step, state, loader, force=True)
@@ -335,15 +339,17 @@ def _train(config, workdir: str) -> dict:
         writer.close()
         loader.close()
     # a base model (conditioning "base") has no reference inputs to sample a camera clone with
-    if (summary["status"] == "done" and config.sample.enabled and paths["pixels"]
-            and config.objective.conditioning != "base"):
+    sampled = summary["status"] == "done" and config.objective.conditioning != "base"
+    if sampled and config.sample.enabled and wallpaper:
+        summary["sample"] = _wallpaper_videos(workdir, config)
+    elif sampled and config.sample.enabled and paths["pixels"]:
         summary["sample"] = _sample_video(workdir, config, paths["pixels"])
-    # single-process runs only: the check loads models outside the run's mesh
-    if summary["status"] == "done" and config.clone_check.enabled and jax.process_count() == 1:
-        check = config.clone_check
-        lines = []
-        summary["clone_check"] = wallpaper_eval.clone_check(
-            check.model, check.no_camera_model, check.clips, check.steps, log=lines.append)
+    # single-process runs only: the check loads the export outside the run's mesh
+    if sampled and wallpaper and config.clone_check.enabled and jax.process_count() == 1:
+        check, lines = config.clone_check, []
+        summary["clone_check"] = clone_lib.clone_check(
+            os.path.join(workdir, "export"), check.no_camera_model, check.clips, check.steps,
+            log=lines.append)
         summary["clone_check_lines"] = lines
     return summary
 
@@ -368,13 +374,27 @@ def _on_nonfinite(step, metrics, config, checkpointer, summary):
     log.warning("non-finite loss at step %d: update skipped", step)
 
 
-def _validate(evaluate, state, frozen, val_batches, device_batch, config) -> float:
-    """Mean validation loss over the held-out batches (fixed t grid and noise)."""
+def _validate(step, evaluate, state, frozen, val_batches, device_batch, config, summary,
+              writer, progress):
+    """The validation loss and reference-use gaps over the held-out batches (fixed noise
+    levels and noise), logged (metrics.jsonl, TensorBoard, the progress line) and kept in the
+    summary (``val_losses``, ``val_gaps``)."""
     rng = jax.random.PRNGKey(config.seed + 1)
     params = state["ema"] if state["ema"] is not None else state["params"]
-    losses = [float(evaluate(params, frozen, device_batch(b),
-                             jax.random.fold_in(rng, i))) for i, b in enumerate(val_batches)]
-    return float(np.mean(losses))
+    sums = [jax.device_get(evaluate(params, frozen, device_batch(b), jax.random.fold_in(rng, i)))
+            for i, b in enumerate(val_batches)]
+    metrics = step_lib.eval_metrics(sums)
+    summary["val_losses"][step] = metrics["val_loss"]
+    gaps = {k: v for k, v in metrics.items() if k != "val_loss"}
+    if gaps:
+        summary.setdefault("val_gaps", {})[step] = gaps
+    writer.write(step, metrics)
+    line = f"step {step}: validation loss {metrics['val_loss']:.4f}"
+    if gaps:
+        line += (f", camera gap {gaps['val_camera_gap']:+.4f} (I2V "
+                 f"{gaps['val_camera_gap_i2v']:+.4f}, V2V {gaps['val_camera_gap_v2v']:+.4f}), "
+                 f"content gap {gaps['val_content_gap']:+.4f}")
+    progress.message(line)
 
 
 def _export(workdir, config, dit_cfg, state, frozen, codec, step):
@@ -386,6 +406,8 @@ def _export(workdir, config, dit_cfg, state, frozen, codec, step):
                            "text_dim": dit_cfg.text_dim}}
     if codec is not None:
         extra["codec.json"] = codec.to_dict()
+    if config.data.kind == "wallpaper":  # the world it was trained on, for its clone scores
+        extra[clone_lib.WORLD_FILE] = wallpaper_world(config.data).to_dict()
     out = os.path.join(workdir, "export")
     ckpt_lib.export_model(out, dit_cfg, full, extra_files=extra, overwrite=True,
                           source=f"camclone_jax.train step {step}")
@@ -420,6 +442,22 @@ def _sample_video(workdir, config, records_path) -> dict | None:
                               float(rec["fps"]))
         out[task] = {"path": path, "psnr": psnr(result.video, target)}
     return out
+
+
+def _wallpaper_videos(workdir, config) -> dict | None:
+    """WORKDIR/sample_{i2v,v2v}.mp4 of a wallpaper run: the export clones the first held-out
+    clip on a never-trained camera path (camera ref | first frame or content | result | ground
+    truth, labelled, 8x nearest-neighbour). Returns {task: {"path", "psnr", "rot_err"}}.
+    Process 0 only."""
+    if jax.process_index() != 0:
+        return None
+    export = os.path.join(workdir, "export")
+    world = wallpaper_world(config.data)
+    clip = clone_eval.held_out_clips(world, 1, "path")[0]
+    pipe = inference.CamClonePipeline.from_checkpoint(export)
+    return {task: clone_lib.demo_video(os.path.join(workdir, f"sample_{task}.mp4"), pipe, clip,
+                                       task, world, steps=config.sample.steps)
+            for task in ("i2v", "v2v")}
 
 
 def main():

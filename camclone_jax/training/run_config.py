@@ -9,6 +9,8 @@ import os
 
 import ml_collections
 
+from camclone_jax.data.wallpaper import WallpaperWorld
+
 
 def sibling_config(config_file: str, name: str, arg: str = "") -> ml_collections.ConfigDict:
     """``get_config(arg)`` of configs/<name>.py beside ``config_file`` (loaded by path, so a
@@ -31,7 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         path="",  # triplet ArrayRecord files: a folder, glob or file
         val_path="",  # held-out triplets for the validation loss ("": none)
-        kind="mp4",  # "mp4" (pixels, with a codec) or "latent" (pre-encoded Wan VAE latents)
+        kind="mp4",  # "mp4" (pixels, with a codec), "latent" (pre-encoded latents) or
+        # "wallpaper" (the procedural clone world, data.wallpaper_source: no files; its world
+        # sets frames, height, width and the pixel codec)
         frames=81, height=480, width=832, frame_stride=1, short_video="reject",
         v2v_ratio=0.5,  # the paper's 50% V2V / 50% I2V mix
         text="cached",  # "cached" (records' text_embedding) or "none" (zero text context)
@@ -40,6 +44,14 @@ def base_config() -> ml_collections.ConfigDict:
         codec=ml_collections.FieldReference(None, field_type=dict),  # e.g. {"kind": "pixel"}
         synthetic=ml_collections.FieldReference(None, field_type=dict),  # generate if no path
         synthetic_dir="",  # where the synthetic splits go ("": WORKDIR/data; shared by runs)
+        wallpaper=ml_collections.ConfigDict(dict(  # kind "wallpaper" only
+            world=ml_collections.ConfigDict(WallpaperWorld().to_dict()),  # its geometry
+            # curriculum: this fraction of training camera references film the target's own
+            # scene (copying is learnt first), decaying linearly to 0 over same_scene_steps
+            same_scene=0.0, same_scene_steps=0,  # (steps 0: constant)
+            val_seed=10_000,  # the held-out split: other scenes (training's seed is `seed`)
+            val_paths="mixed",  # constant velocities and never-trained varying paths
+        )),
     ))
     c.batch_size = 4  # global, per optimizer step
     c.accum_steps = 1  # micro-batches per step (gradient accumulation)
@@ -52,7 +64,10 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.objective = ml_collections.ConfigDict(dict(
         timestep_sampling="shifted", shift=5.0, logit_mean=0.0, logit_std=1.0,
+        t_min=0.5, t_full=0.25,  # "floor": t in [t_min, 1], a fraction t_full anywhere
         bell_weighting=False, text_drop_prob=0.0,
+        loss="velocity",  # velocity (the paper's flow loss) | sample (clean-sample error)
+        loss_from_frame=0,  # 1: no loss on the first frame (it is given in I2V)
         conditioning="camclone",  # camclone | base (stage 1: no references) | no_camera
         # V2V's first frame (camclone_jax.tasks): "content" (the release: training conditions
         # on the target's own first frame in both tasks) | "none" (zero, a black frame's CLIP)
@@ -67,13 +82,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every = 10
     c.eval_every = 0  # steps between validation losses (0: never)
     c.eval_batches = 4
+    # noise levels of the validation loss and the reference-use gaps (() : 4 mid-points of
+    # [0, 1]); the gaps (val_camera_gap, val_content_gap) are the validation loss with the
+    # camera (content) reference zeroed minus with it: > 0 once the model reads it
+    c.eval_t = ()
     c.peak_flops = 0.0  # per-device peak FLOP/s for MFU (0: from the device table)
     c.export = True  # write WORKDIR/export (full params) at the end
     c.sample = ml_collections.ConfigDict(dict(
         enabled=False, steps=50, shift=5.0, cfg=5.0, seed=0,
     ))
-    # closing camera-cloning check of the shipped tiny wallpaper model (wallpaper_eval)
+    # closing camera-cloning check of a wallpaper run (inference.clone): the model just
+    # trained on `clips` held-out clips on never-trained camera paths, its RotErr next to its
+    # own with the camera reference zeroed, the no-camera model's ("": the shipped one) and a
+    # static camera's
     c.clone_check = ml_collections.ConfigDict(dict(
-        enabled=False, model="", no_camera_model="", clips=16, steps=20,
+        enabled=False, no_camera_model="", clips=16, steps=20,
     ))
     return c

@@ -17,12 +17,14 @@ One step (paper eq. 1-2, REFERENCE.md 1-2):
      first-frame condition (mask + latent of [target's first frame, zeros...]) in both tasks, as
      the release trains (``v2v_first_frame="none"``: zero for V2V). Text: cached embeddings
      from the batch, or zeros when the config trains without text; ``text_drop_prob`` zeroes it per example.
-  2. Per example: t from the configured sampler (uniform / logit-normal / shifted), noise z,
+  2. Per example: t from the configured sampler (uniform / logit-normal / shifted / floor), noise z,
      x_t = (1 - t) x + t z, and a latent-drop key (used when the model's ``cond_drop`` > 0).
      The noise, t and keys of the whole batch are drawn first, so splitting it into
      micro-batches does not change them.
   3. Loss = mean || v(x_t, 1000 t, refs) - (z - x) ||^2 over the target tokens (optionally
-     bell-weighted); gradients summed over ``accum_steps`` micro-batches (lax.scan), averaged.
+     bell-weighted; ``loss="sample"``: the clean-sample error instead, and ``loss_from_frame=1``
+     skips the given first frame, ``diffusion.flow.example_losses``); gradients summed over
+     ``accum_steps`` micro-batches (lax.scan), averaged.
   4. Non-finite loss or gradient norm: the update is dropped (params, moments, EMA unchanged;
      the step counter still advances) and ``metrics["finite"]`` is 0 so the loop can stop.
 """
@@ -48,11 +50,15 @@ CONDITIONING = tasks.CONDITIONING  # camclone | base | no_camera (see camclone_j
 class StepConfig:
     """The objective and update settings of one step."""
 
-    timestep_sampling: str = "shifted"  # uniform | logit_normal | shifted
+    timestep_sampling: str = "shifted"  # uniform | logit_normal | shifted | floor
     shift: float = 5.0
     logit_mean: float = 0.0
     logit_std: float = 1.0
+    t_min: float = 0.5  # "floor": t in [t_min, 1] ...
+    t_full: float = 0.25  # ... except this fraction anywhere in [0, 1]
     bell_weighting: bool = False
+    loss: str = "velocity"  # velocity (the paper) | sample (clean-sample error, see flow)
+    loss_from_frame: int = 0  # 1: the loss skips the first frame (given in I2V)
     accum_steps: int = 1  # micro-batches per step
     ema_decay: float = 0.0  # 0: no EMA
     text_len: int = 0  # tokens of the text context (zeros when no cached embeddings)
@@ -65,6 +71,13 @@ class StepConfig:
         """Raises ValueError naming the first bad field."""
         if self.timestep_sampling not in flow.SAMPLERS:
             raise ValueError(f"timestep_sampling {self.timestep_sampling!r} not in {flow.SAMPLERS}")
+        if self.loss not in flow.LOSSES:
+            raise ValueError(f"loss {self.loss!r} not in {flow.LOSSES}")
+        if not (0.0 <= self.t_min < 1.0 and 0.0 <= self.t_full <= 1.0):
+            raise ValueError(f"t_min must be in [0, 1) and t_full in [0, 1], got {self.t_min}, "
+                             f"{self.t_full}")
+        if self.loss_from_frame < 0:
+            raise ValueError(f"loss_from_frame must be >= 0, got {self.loss_from_frame}")
         if self.accum_steps < 1:
             raise ValueError(f"accum_steps must be >= 1, got {self.accum_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -185,7 +198,8 @@ def _draw(rng, x, cfg: StepConfig):
     k_t, k_z, k_drop = jax.random.split(rng, 3)
     b = x.shape[0]
     t, u = flow.sample_timesteps(k_t, b, cfg.timestep_sampling, shift=cfg.shift,
-                                 logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)  # [b], [b]
+                                 logit_mean=cfg.logit_mean, logit_std=cfg.logit_std,
+                                 t_min=cfg.t_min, t_full=cfg.t_full)  # [b], [b]
     z = jax.random.normal(k_z, x.shape, jnp.float32)  # [b, f, h, w, C]
     keep_text = jax.random.uniform(k_drop, (b,)) >= cfg.text_drop_prob  # [b]
     # Folded in (not a 4th split) so t, z and the text mask stay what they were.
@@ -194,14 +208,27 @@ def _draw(rng, x, cfg: StepConfig):
 
 
 def make_loss_fn(model, cfg: StepConfig, train: bool = True):
-    """loss(trainable, frozen, inputs, draws) -> scalar mean flow loss over the examples.
+    """loss(trainable, frozen, inputs, draws) -> scalar mean flow loss over the examples (the
+    configured ``loss`` on frames ``loss_from_frame``.., optionally bell-weighted).
 
     ``train``: latent drop of the condition tokens (the model's ``cond_drop``) is on, with the
     per-example keys of ``draws``; evaluation passes False and sees every token.
     """
-    drop = train and getattr(model.config, "cond_drop", 0.0) > 0
+    per_example = make_example_losses(model, cfg, train)
 
     def loss_fn(trainable, frozen, inputs, draws):
+        losses = per_example(trainable, frozen, inputs, draws)  # [b]
+        if cfg.bell_weighting:
+            losses = losses * flow.bell_weight(draws["u"])
+        return losses.mean()
+    return loss_fn
+
+
+def make_example_losses(model, cfg: StepConfig, train: bool = True):
+    """losses(trainable, frozen, inputs, draws) -> [b]: each example's loss, unweighted."""
+    drop = train and getattr(model.config, "cond_drop", 0.0) > 0
+
+    def losses_fn(trainable, frozen, inputs, draws):
         params = merge_params(trainable, frozen)
         x, t = inputs["x"], draws["t"]
         x_t = flow.add_noise(x, draws["z"], t)  # [b, f, h, w, C]
@@ -211,9 +238,8 @@ def make_loss_fn(model, cfg: StepConfig, train: bool = True):
         if drop:
             kwargs["cond_drop_key"] = draws["cond_keys"]
         v = model.apply({"params": params}, x_t, flow.model_timesteps(t), text, **kwargs)
-        weights = flow.bell_weight(draws["u"]) if cfg.bell_weighting else None
-        return flow.flow_loss(v, x, draws["z"], weights)
-    return loss_fn
+        return flow.example_losses(v, x_t, x, draws["z"], t, cfg.loss, cfg.loss_from_frame)
+    return losses_fn
 
 
 def _micro_batches(tree, n: int, constrain: Callable):
@@ -281,22 +307,65 @@ def make_train_step(model, tx: optax.GradientTransformation, cfg: StepConfig, *,
     return step_fn
 
 
-def make_eval_loss(model, cfg: StepConfig, *, codec=None, num_timesteps: int = 4):
-    """Validation loss (trainable, frozen, batch, rng) -> scalar: the flow loss averaged over a
-    fixed grid of ``num_timesteps`` t values (mid-points of [0, 1]) with noise from ``rng``, so
-    it is deterministic and comparable across steps."""
-    loss_fn = make_loss_fn(model, dataclasses.replace(cfg, bell_weighting=False), train=False)
+def make_eval_losses(model, cfg: StepConfig, *, codec=None, noise_levels=()):
+    """Validation losses (trainable, frozen, batch, rng) -> {name: [b]} per example, each the
+    configured loss averaged over fixed noise levels (``noise_levels``; empty: the 4 mid-points
+    of [0, 1]) with noise from ``rng``, so they are deterministic and comparable across steps:
+
+      "loss"        with every input the model takes;
+      "no_camera"   with the camera reference zeroed (models with references);
+      "no_content"  with the content reference zeroed (the same as "loss" on I2V examples).
+
+    The reference-use gaps are "no_camera" - "loss" (and "no_content" - "loss" on V2V
+    examples): how much worse the model does without what the reference carries."""
+    losses_fn = make_example_losses(model, cfg, train=False)
+    levels = tuple(noise_levels) or tuple((i + 0.5) / 4 for i in range(4))
 
     def eval_fn(trainable, frozen, batch, rng):
         inputs = model_inputs(batch, model.config, codec, cfg.text_len, cfg.conditioning,
                               cfg.v2v_first_frame)
         x = inputs["x"]
-        total = 0.0
-        for i in range(num_timesteps):
+        variants = {"loss": inputs}
+        if "cam_latents" in inputs:
+            variants["no_camera"] = {**inputs, "cam_latents": jnp.zeros_like(inputs["cam_latents"])}
+            variants["no_content"] = {**inputs, "content_latents": jnp.zeros_like(
+                inputs["content_latents"])}
+        out = {name: jnp.zeros(x.shape[:1], jnp.float32) for name in variants}
+        for i, level in enumerate(levels):
             draws = _draw(jax.random.fold_in(rng, i), x, cfg)
-            draws["t"] = jnp.full(x.shape[:1], (i + 0.5) / num_timesteps)  # [b]
+            draws["t"] = jnp.full(x.shape[:1], level, jnp.float32)  # [b]
             draws["keep_text"] = jnp.ones(x.shape[:1], bool)
-            total = total + loss_fn(trainable, frozen, inputs, draws)
-        return total / num_timesteps
+            for name, variant in variants.items():
+                out[name] = out[name] + losses_fn(trainable, frozen, variant, draws) / len(levels)
+        return out
 
     return eval_fn
+
+
+def eval_sums(losses: dict, task) -> dict:
+    """Scalar sums of one validation batch (device side, so a multi-process run reduces them
+    there): the loss sum and example count, and per task the camera gaps and (V2V) the content
+    gaps. ``losses``: ``make_eval_losses``'s {name: [b]}; task [b] (0 I2V, 1 V2V)."""
+    v2v = (task == tasks.V2V).astype(jnp.float32)  # [b]
+    out = {"loss": losses["loss"].sum(), "n": jnp.float32(task.shape[0]),
+           "n_v2v": v2v.sum()}
+    if "no_camera" in losses:
+        gap = losses["no_camera"] - losses["loss"]  # [b]
+        out.update(camera_gap_i2v=(gap * (1.0 - v2v)).sum(), camera_gap_v2v=(gap * v2v).sum(),
+                   content_gap=((losses["no_content"] - losses["loss"]) * v2v).sum())
+    return out
+
+
+def eval_metrics(sums: list[dict]) -> dict:
+    """The validation metrics from ``eval_sums`` of every batch: val_loss and, for models with
+    references, val_camera_gap (all examples), its I2V and V2V parts, val_content_gap (V2V)."""
+    total = {k: float(sum(float(s[k]) for s in sums)) for k in sums[0]}
+    n, n_v2v = total["n"], total["n_v2v"]
+    out = {"val_loss": total["loss"] / n}
+    if "camera_gap_i2v" in total:
+        ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731 (no such examples)
+        out.update(val_camera_gap=(total["camera_gap_i2v"] + total["camera_gap_v2v"]) / n,
+                   val_camera_gap_i2v=ratio(total["camera_gap_i2v"], n - n_v2v),
+                   val_camera_gap_v2v=ratio(total["camera_gap_v2v"], n_v2v),
+                   val_content_gap=ratio(total["content_gap"], n_v2v))
+    return out

@@ -39,6 +39,10 @@ def assets(tmp_path_factory):
     return str(root / "t5"), str(root / "tokenizer.json")
 
 
+# two compilations of one float32 computation differ in the last bits (see the first use)
+FLOAT32_COMPILED = 1e-5
+
+
 def _run(assets, prompts_file, out, *extra):
     t5_path, tok_path = assets
     return ep.main(["--t5", t5_path, "--tokenizer", tok_path, "--prompts", prompts_file,
@@ -63,7 +67,10 @@ def test_cli_round_trip_and_incremental(assets, tmp_path, capsys):
     want, lengths = t5.encode_prompts(unique, tok, cfg, params, max_length=16)
     got = cache.get_batch(unique)
     assert got.shape == (4, 16, 16) and got.dtype == np.float32
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    # the CLI's encoder and this one are separately compiled float32 programs (here in one
+    # process, in CI sometimes across processes): they agree to the last few bits, not exactly
+    # (1.7e-6 seen on a fresh machine), so the bound is float32 rounding at this size, 1e-5
+    np.testing.assert_allclose(got, want, atol=FLOAT32_COMPILED)
     for row, n in enumerate(lengths):
         assert cache.length(unique[row]) == n and not got[row, n:].any() and got[row, :n].any()
 
@@ -81,7 +88,7 @@ def test_cli_round_trip_and_incremental(assets, tmp_path, capsys):
     assert os.path.getmtime(os.path.join(out, "emb", ep.prompt_key(prompts[0]) + ".npy")) == stamp
     np.testing.assert_allclose(ep.PromptCache(out).get("a dog"),
                                t5.encode_prompts("a dog", tok, cfg, params, max_length=16)[0][0],
-                               atol=1e-6)
+                               atol=FLOAT32_COMPILED)
     assert not [n for n in os.listdir(out) + os.listdir(os.path.join(out, "emb"))
                 if n.endswith(".tmp")]  # nothing half-written
 

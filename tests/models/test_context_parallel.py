@@ -185,8 +185,9 @@ def test_dit_gradients_with_ring_attention_under_remat(dit_problem):
     run = jax.jit(jax.value_and_grad(loss(CFG.replace(context_parallel="ring", remat="full"))))
     with jax.set_mesh(sharding.make_mesh({"data": 2, "context": 4})):
         got_loss, grads = run(params)
-    np.testing.assert_allclose(float(got_loss), float(ref_loss), rtol=1e-6)
+    # a sharded program reduces in another order than the reference: float32 last bits
+    np.testing.assert_allclose(float(got_loss), float(ref_loss), rtol=1e-5)
     got, want = flatten_params(grads), flatten_params(ref_grads)
     for path in want:  # largest gradient entries are ~0.1
-        np.testing.assert_allclose(np.asarray(got[path]), np.asarray(want[path]), atol=1e-6,
+        np.testing.assert_allclose(np.asarray(got[path]), np.asarray(want[path]), atol=1e-5,
                                    err_msg=path)

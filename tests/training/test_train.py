@@ -17,7 +17,7 @@ from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
 from camclone_jax.training import checkpoint as ckpt_lib
 from camclone_jax.training import loop as train
 from camclone_jax.utils import flatten_params
-from configs import demo
+from configs import synthetic_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,7 +31,7 @@ def records(tmp_path_factory):
 
 
 def tiny_config(records, total_steps=4, **overrides):
-    config = demo.get_config()
+    config = synthetic_tiny.get_config()
     config.model.update(dim=32, ffn_dim=64, num_layers=2, num_heads=2, text_dim=16, freq_dim=32,
                         prediction="velocity")  # the 1/t of x-prediction would magnify noise
     config.data.update(kind="mp4", path=records, val_path=records, frames=9, height=32,
@@ -116,7 +116,7 @@ def test_sigterm_saves_and_resume_matches(records, straight, tmp_path):
                 "--config.eval_every=0", "--config.sample.enabled=False",
                 "--config.clone_check.enabled=False"]
     # demo.py's synthetic block is ignored when data.path is set
-    cmd = [sys.executable, "-m", "camclone_jax.train", "--config=configs/demo.py",
+    cmd = [sys.executable, "-m", "camclone_jax.train", "--config=configs/synthetic_tiny.py",
            f"--workdir={tmp_path}", "--config.total_steps=8"] + cfg_args
     proc = subprocess.Popen(cmd + ["--config.total_steps=100000"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -139,7 +139,9 @@ def test_sigterm_saves_and_resume_matches(records, straight, tmp_path):
                                        str(tmp_path))
     assert resumed["start_step"] == stopped
     a, b = trained_params(tmp_path), trained_params(ref_dir)
-    assert all(np.array_equal(a[k], b[k]) for k in b)
+    # its first steps ran in another process (compiled there): float32 last bits may differ;
+    # Adam moves each weight by about lr = 1e-5 a step, so a wrong step would be far above this
+    assert max(float(np.max(np.abs(a[k] - b[k]))) for k in b) < 1e-6
 
 
 def test_a_crash_mid_save_leaves_the_previous_checkpoint(records, tmp_path):
@@ -172,7 +174,7 @@ def test_bad_setups_name_the_problem(records, tmp_path):
                                  str(tmp_path / "b"))
     with pytest.raises(ValueError, match="micro-batches"):
         train.train_and_evaluate(tiny_config(records, accum_steps=3), str(tmp_path / "c"))
-    typo = subprocess.run([sys.executable, "-m", "camclone_jax.train", "--config=configs/demo.py",
+    typo = subprocess.run([sys.executable, "-m", "camclone_jax.train", "--config=configs/synthetic_tiny.py",
                            f"--workdir={tmp_path}/d", "--config.modle.dim=8"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert typo.returncode != 0 and "modle" in typo.stderr
@@ -194,9 +196,9 @@ def test_image_cross_attention_model_gets_clip_tokens(records, tmp_path):
 
 
 def test_the_demo_end_to_end_shortened(tmp_path):
-    """configs/demo.py as the README runs it, shrunk: synthetic data generated on first use,
+    """configs/synthetic_tiny.py as the README runs it, shrunk: synthetic data generated on first use,
     training with validation, export, and the I2V/V2V sample videos."""
-    config = demo.get_config()
+    config = synthetic_tiny.get_config()
     config.model.update(dim=32, ffn_dim=64, num_layers=2, num_heads=2)
     config.data.update(frames=9, height=32, width=48)
     config.data.synthetic = dict(num_groups=1, seed=0, val_groups=1, val_seed=1000)

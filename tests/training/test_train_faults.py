@@ -37,7 +37,7 @@ def run_cli(workdir, data, total_steps=2, timeout=240, prefix=("-m", "camclone_j
     """`python -m camclone_jax.train` on the tiny config of tests/training/test_train.py (``prefix``:
     python's arguments before the train flags, e.g. a script that injects a fault first)."""
     args = [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
-    cmd = [sys.executable, *prefix, "--config=configs/demo.py",
+    cmd = [sys.executable, *prefix, "--config=configs/synthetic_tiny.py",
            f"--workdir={workdir}", f"--config.data.path={data}",
            f"--config.total_steps={total_steps}"] + args
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
