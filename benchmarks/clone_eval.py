@@ -15,20 +15,21 @@ import json
 import sys
 
 from camclone_jax import inference
-from camclone_jax.training import wallpaper as wallpaper_train
-from camclone_jax.training import wallpaper_eval
+from camclone_jax.eval import clone as clone_eval
+from camclone_jax.inference import clone as clone_lib
+from camclone_jax.utils import write_atomic
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=wallpaper_eval.SHIPPED)
+    p.add_argument("--model", default=clone_lib.SHIPPED)
     p.add_argument("--no_camera_model", default=None)
     p.add_argument("--clips", type=int, default=64, help="held-out clips per trajectory set")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
     p.add_argument("--paths", nargs="+", default=["constant", "path"])
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    world = wallpaper_train.Recipe.load(args.model).world
+    world = clone_lib.load_world(args.model)
     models = {"CamClone": inference.CamClonePipeline.from_checkpoint(args.model)}
     no_camera = {}
     if args.no_camera_model:
@@ -37,18 +38,17 @@ def main(argv=None) -> dict:
     result = {"model": args.model, "no_camera_model": args.no_camera_model,
               "clips": args.clips, "steps": args.steps, "world": world.to_dict(), "tables": {}}
     for paths in args.paths:
-        clips = wallpaper_eval.held_out_clips(world, args.clips, paths)
-        rows = wallpaper_eval.evaluate(models, clips, world, no_camera_models=no_camera,
+        clips = clone_eval.held_out_clips(world, args.clips, paths)
+        rows = clone_lib.evaluate(models, clips, world, no_camera_models=no_camera,
                                        steps=args.steps,
                                        log=lambda r: print(json.dumps(
                                            {k: v for k, v in r.items() if k != "per_clip"}),
                                            flush=True))
         result["tables"][paths] = rows
         print(f"\n{paths} trajectories, {args.clips} held-out clips:\n"
-              + wallpaper_eval.markdown(rows) + "\n", flush=True)
+              + clone_eval.markdown(rows) + "\n", flush=True)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_atomic(args.out, json.dumps(result, indent=1))
     return result
 
 

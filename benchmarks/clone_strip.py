@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from camclone_jax import inference
-from camclone_jax.training import wallpaper as wallpaper_train
-from camclone_jax.training import wallpaper_eval
+from camclone_jax.eval import clone as clone_eval
+from camclone_jax.inference import clone as clone_lib
 
 GAP = 4  # pixels between panels (before upscaling)
 
@@ -39,20 +39,20 @@ def strip(rows: list[list[np.ndarray]], scale: int) -> np.ndarray:
 
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=wallpaper_eval.SHIPPED)
+    p.add_argument("--model", default=clone_lib.SHIPPED)
     p.add_argument("--out", default="docs/clone_strip.png")
     p.add_argument("--examples", type=int, default=3, help="rows per task")
     p.add_argument("--paths", choices=("constant", "path"), default="path")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling")
     args = p.parse_args(argv)
-    world = wallpaper_train.Recipe.load(args.model).world
+    world = clone_lib.load_world(args.model)
     pipe = inference.CamClonePipeline.from_checkpoint(args.model)
-    clips = wallpaper_eval.held_out_clips(world, args.examples, args.paths)
+    clips = clone_eval.held_out_clips(world, args.examples, args.paths)
     r = world.temporal_factor
     rows = []
     for task in ("i2v", "v2v"):
-        videos = wallpaper_eval.generate_all(pipe, clips, task, world, steps=args.steps)
+        videos = clone_lib.generate_all(pipe, clips, task, world, steps=args.steps)
         for clip, video in zip(clips, videos):
             given = clip.first_frame[None] if task == "i2v" else clip.content[::r]
             rows.append([panel(clip.camera_ref[::r]), panel(given), panel(video[::r]),

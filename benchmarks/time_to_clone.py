@@ -1,66 +1,84 @@
-"""Time to clone: wall time and steps from random init until the shipped recipe reads the camera.
+"""Time to clone: steps and seconds from random init until a clone-world run reads its camera.
 
-Trains ``camclone_jax.wallpaper_train``'s recipe (the shipped tiny model's, or the one given) in
-a fresh work directory, measuring the held-out I2V reference-use gap (clean-sample error at
-t = 0.95 with the camera reference zeroed minus with it) every --log_every steps, and stops at
-the first measurement where it reaches --threshold. Prints one JSON line: steps, wall seconds
-(compilation included), the gap reached and the threshold; "reached": false when --max_steps
-ran out first. Run it alone on the machine: it is a wall-time figure.
+Trains ``configs/clone_tiny.py`` (or ``--config FILE[:arg]``) with ``python -m
+camclone_jax.train``'s ``train_and_evaluate`` in a fresh work directory, in chunks of
+--every steps (each chunk resumes the last; the trainer's resume is exact), and reads the
+held-out I2V camera gap (``val_camera_gap_i2v``: the validation loss at the config's eval_t
+with the camera reference zeroed minus with it) after each chunk; it stops at the first
+chunk where the gap reaches --threshold. Prints one JSON line: steps, wall seconds (all of it)
+and train seconds (without each chunk's compilation), the gap reached, the threshold;
+"reached": false when --max_steps ran out first. Run it alone on the machine: it is a
+wall-time figure.
 
-  python benchmarks/time_to_clone.py --recipe camclone_jax/assets/models/clone_tiny/recipe.json \\
-      --threshold 0.05 --max_steps 5000
+  python benchmarks/time_to_clone.py --threshold 0.5 --max_steps 2000 --every 250
+  python benchmarks/time_to_clone.py --set model.num_layers=2 --set optim.lr=3e-4
 """
 import argparse
-import dataclasses
+import ast
 import json
+import os
 import sys
 import tempfile
 import time
 
-from camclone_jax.training import wallpaper as wallpaper_train
+from camclone_jax.training import loop
+from camclone_jax.training.run_config import sibling_config
+from camclone_jax.utils import write_atomic
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load(spec: str, sets: list[str]):
+    """configs/<name>.py[:arg] with dotted --set overrides (values as Python literals)."""
+    name, _, arg = spec.partition(":")
+    config = sibling_config(os.path.join(CONFIGS, "x.py"), name, arg)
+    for item in sets:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        if leaf not in node:
+            raise SystemExit(f"--set {item}: {key} is not a config key")
+        try:
+            node[leaf] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            node[leaf] = value  # a plain string
+    return config
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", default=None, help="recipe.json (default: Recipe())")
-    p.add_argument("--threshold", type=float, default=0.05, help="I2V camera gap to reach")
-    p.add_argument("--max_steps", type=int, default=5000)
-    p.add_argument("--log_every", type=int, default=250)
+    p.add_argument("--config", default="clone_tiny", help="a configs/ name[:arg]")
+    p.add_argument("--threshold", type=float, default=0.5, help="I2V camera gap to reach")
+    p.add_argument("--max_steps", type=int, default=2000)
+    p.add_argument("--every", type=int, default=250, help="steps between measurements")
     p.add_argument("--out", default=None, help="also append the JSON line here")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                   help="override a recipe field, e.g. --set head_dim=64 --set lr=3e-4")
-    p.add_argument("--tiny", action="store_true", help="a tiny model (for tests only)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=3e-4")
     args = p.parse_args(argv)
-    if args.recipe:
-        recipe = wallpaper_train.Recipe.load(args.recipe)
-    else:
-        recipe = wallpaper_train.Recipe()
-    if args.set:
-        fields = recipe.to_dict()
-        for item in args.set:
-            name, _, value = item.partition("=")
-            if name not in fields or name == "world":
-                raise SystemExit(f"--set {item}: not a recipe field")
-            fields[name] = json.loads(value)
-        recipe = wallpaper_train.Recipe.from_dict(fields)
-    if args.tiny:
-        recipe = dataclasses.replace(recipe, dim=16, head_dim=8, layers=1, batch=2,
-                                     probe_batch=2)
-    start = time.time()
+    config = load(args.config, args.set)
+    config.update(eval_every=args.every, export=False)
+    config.sample.enabled = config.clone_check.enabled = False
+    start, train_s, steps, gap = time.time(), 0.0, 0, float("nan")
     with tempfile.TemporaryDirectory() as work:
-        records = wallpaper_train.train(recipe, work, args.max_steps, save_every=10 ** 9,
-                                        log_every=args.log_every, export=False,
-                                        stop_gap=args.threshold, log=lambda _: None)
-    last = records[-1]
-    result = {"steps": last["step"], "wall_s": round(time.time() - start, 1),
-              "gap": last["i2v"]["gap"], "threshold": args.threshold,
-              "reached": last["i2v"]["gap"] >= args.threshold,
-              "recipe": recipe.to_dict()}
+        while steps < args.max_steps:
+            config.total_steps = min(steps + args.every, args.max_steps)
+            t = time.time()
+            summary = loop.train_and_evaluate(config, work)
+            train_s += time.time() - t - summary["compile_s"]
+            steps = summary["step"]
+            gap = summary["val_gaps"][steps]["val_camera_gap_i2v"]
+            if gap >= args.threshold:
+                break
+    result = {"steps": steps, "wall_s": round(time.time() - start, 1),
+              "train_s": round(train_s, 1), "gap": gap, "threshold": args.threshold,
+              "reached": gap >= args.threshold, "config": args.config, "set": args.set}
     line = json.dumps(result)
     print(line)
     if args.out:
-        with open(args.out, "a") as f:
-            f.write(line + "\n")
+        old = open(args.out).read() if os.path.exists(args.out) else ""
+        write_atomic(args.out, old + line + "\n")
     return result
 
 

@@ -11,7 +11,7 @@ Subpackages, from the ground up (docs/architecture.md has what each may import):
   eval       camera accuracy, FVD, VBench metrics and the networks only they run
   inference  the sampling pipeline, its jitted loop, text and image sources, the prompt cache
   training   the training job: loop, step, data side, checkpoints, masked optimizer
-Command lines: python -m camclone_jax.{train,sample,evaluate,convert,encode_prompts,wallpaper_train}.
+Command lines: python -m camclone_jax.{train,sample,evaluate,convert,encode_prompts}.
 """
 
 __version__ = "0.1.0"

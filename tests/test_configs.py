@@ -4,7 +4,7 @@ import pytest
 
 from camclone_jax import models
 from camclone_jax.models.config import DiTConfig
-from configs import demo, paper, wan1_3b_camclone, wan14b_camclone, wan2_1
+from configs import clone_tiny, demo, paper, synthetic_tiny, wan1_3b_camclone, wan14b_camclone, wan2_1
 
 
 @pytest.mark.parametrize("arg", ["1.3b-t2v", "1.3b-i2v", "14b-t2v", "14b-i2v"])
@@ -15,13 +15,13 @@ def test_wan_configs_build_the_presets(arg):
 
 @pytest.mark.parametrize("module,frames,size,batch", [
     (wan1_3b_camclone, 81, (480, 832), 4), (paper, 77, (384, 672), 64),
-    (wan14b_camclone, 81, (480, 832), 8), (demo, 17, (64, 112), 4)])
+    (wan14b_camclone, 81, (480, 832), 8), (synthetic_tiny, 17, (64, 112), 4)])
 def test_training_configs(module, frames, size, batch):
     config = module.get_config()
     cfg = DiTConfig.from_dict(dict(config.model))
     assert (config.data.frames, (config.data.height, config.data.width)) == (frames, size)
     assert config.batch_size == batch
-    if module is not demo:  # the paper's recipe
+    if module is not synthetic_tiny:  # the paper's recipe
         assert config.optim.rules == (("self_attn", "train"), (".*", None))
         assert config.optim.lr == 5e-5 and config.objective.shift == 5.0
         assert cfg.in_channels == 36 and cfg.image_dim == 1280 and cfg.dtype == "bfloat16"
@@ -31,8 +31,30 @@ def test_training_configs(module, frames, size, batch):
     assert module.__doc__ and "python -m camclone_jax.train" in module.__doc__
 
 
+@pytest.mark.parametrize("arg", clone_tiny.VARIANTS)
+def test_clone_configs_and_the_demo(arg):
+    """configs/clone_tiny.py[:arg]: the clone world, the recipe's keys, each variant's change;
+    the demo is the same job on a shorter budget."""
+    config = clone_tiny.get_config(arg)
+    cfg = DiTConfig.from_dict(dict(config.model))
+    assert config.data.kind == "wallpaper" and cfg.patch_size == (1, 1, 1)
+    assert (config.objective.loss, config.objective.timestep_sampling) == ("sample", "floor")
+    assert config.batch_size == 16 and config.total_steps == 2000
+    assert config.objective.conditioning == {"nocam": "no_camera", "base": "base"}.get(
+        arg, "camclone")
+    assert cfg.concat == ("channel" if arg == "channel" else "frame")
+    assert bool(config.base_checkpoint) == (arg in ("self_attn", "blocks", "channel"))
+    assert config.optim.rules == clone_tiny.RULES.get(arg, clone_tiny.RULES["all"])
+    assert config.data.wallpaper.same_scene == (0.0 if arg in ("nocam", "base") else 0.75)
+    with pytest.raises(ValueError, match="takes one of"):
+        clone_tiny.get_config("nope")
+    short = demo.get_config()
+    assert short.total_steps < config.total_steps and dict(short.model) == dict(
+        clone_tiny.get_config().model)
+
+
 def test_locked_config_rejects_unknown_keys():
-    config = demo.get_config()
+    config = synthetic_tiny.get_config()
     config.lock()
     with pytest.raises(AttributeError):
         config.modle = {}

@@ -148,27 +148,6 @@ def pixel_shifts(world: WallpaperWorld, velocity, latent: bool):
     return k * jnp.asarray(velocity)[:, None, :] * step  # [n, frames, 2]
 
 
-def latent_triplets(key, world: WallpaperWorld, batch: int, same_scene: float = 0.0):
-    """A training batch in pixel-codec latents (jit-compatible): (target, camera reference,
-    content video), each [b, f, h, w, 3 cell_px^2], and the velocities [b, 2]. The content video
-    films the target's wallpaper at another random velocity (V2V; same frame 0). A fraction
-    ``same_scene`` films the target's own wallpaper for the camera reference (a curriculum
-    aid)."""
-    ka, kb, kv, ks, ku = jax.random.split(key, 5)
-    wall_b = wallpapers(kb, world, batch)  # [b, H, W, 3] target scene
-    same = jax.random.uniform(ks, (batch, 1, 1, 1)) < same_scene  # [b, 1, 1, 1]
-    wall_a = jnp.where(same, wall_b, wallpapers(ka, world, batch))  # camera-reference scene
-    table = jnp.asarray(world.velocities())
-    vel = table[jax.random.randint(kv, (batch,), 0, len(table))]  # [b, 2]
-    other = table[jax.random.randint(ku, (batch,), 0, len(table))]  # [b, 2]
-    shifts = pixel_shifts(world, vel, latent=True)  # [b, f, 2] whole pixels
-    # the latent frames themselves: the codec's space-to-depth without frame subsampling
-    encode = PixelCodec(world.cell_px, temporal_factor=1, scale=world.codec.scale).encode
-    content = rolled(wall_b, pixel_shifts(world, other, latent=True))  # [b, f, H, W, 3]
-    return (encode(rolled(wall_b, shifts)), encode(rolled(wall_a, shifts)), encode(content),
-            vel)
-
-
 def path_shifts(world: WallpaperWorld, steps_cells) -> np.ndarray:
     """Cumulative shifts in pixels [frames, 2] at every pixel frame of a camera path given as
     per-latent-step velocities ``steps_cells`` [latent_frames - 1, 2] (cells, (dy, dx)): the

@@ -104,7 +104,9 @@ class Progress:
             return
         done = step - self._start
         elapsed = time.perf_counter() - self._t0
-        eta = elapsed / max(done, 1) * (self.total - step)
+        # the latest window's step time (compilation and validation left out), else the mean
+        per_step = metrics.get("step_s") or elapsed / max(done, 1)
+        eta = per_step * (self.total - step)
         parts = [f"step {step}/{self.total}"]
         for key, fmt in (("loss", "loss {:.4f}"), ("step_s", "{:.3f} s/step"),
                          ("tokens_per_s", "{:,.0f} tok/s"), ("mfu", "MFU {:.1%}")):

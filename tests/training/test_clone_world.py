@@ -4,18 +4,22 @@ exports a model whose clone videos and closing camera scores are written (the ga
 tests/training/test_step.py)."""
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
+from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.data.video import read_video
 from camclone_jax.inference import clone as clone_lib
 from camclone_jax.training import loop as train
 from camclone_jax.training.run_config import sibling_config
 from camclone_jax.utils import flatten_params
-from camclone_jax.convert.transformer import load_transformer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import time_to_clone  # noqa: E402
 CONFIG = os.path.join(REPO, "configs", "clone_tiny.py")
 
 
@@ -73,3 +77,16 @@ def test_resume_is_exact(straight, tmp_path):
     a = flatten_params(load_transformer(os.path.join(tmp_path, "export"))[1])
     b = flatten_params(load_transformer(os.path.join(ref_dir, "export"))[1])
     assert all(np.array_equal(a[k], b[k]) for k in b)
+
+
+def test_time_to_clone_runs_the_main_trainer(tmp_path):
+    out = tmp_path / "ttc.jsonl"
+    result = time_to_clone.main([
+        "--max_steps", "2", "--every", "2", "--threshold", "1e9", "--out", str(out),
+        "--set", "model.num_layers=1", "--set", "model.dim=16", "--set", "model.ffn_dim=32",
+        "--set", "model.num_heads=1", "--set", "eval_batches=1"])
+    assert result["steps"] == 2 and not result["reached"] and result["wall_s"] > 0
+    assert np.isfinite(result["gap"]) and result["threshold"] == 1e9
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    with pytest.raises(SystemExit, match="not a config key"):
+        time_to_clone.load("clone_tiny", ["optim.lrr=1"])
