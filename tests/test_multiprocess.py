@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 
 from camclone_jax.training import loop as train
+from camclone_jax.training.run_config import sibling_config
 from tests.training.test_train import REPO, records, tiny_config, trained_params  # noqa: F401 (fixture)
 
 OVERRIDES = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_heads": 2,
@@ -47,3 +48,32 @@ def test_two_processes_match_one_and_resume_on_another_mesh(records, tmp_path):
     a, b = trained_params(two), trained_params(tmp_path / "one")
     # Adam's early steps move each weight by about lr = 1e-5 whatever the gradient's size.
     assert max(float(np.max(np.abs(a[k] - b[k]))) for k in b) < 1e-6
+
+
+CLONE = {"model.dim": 16, "model.ffn_dim": 32, "model.num_layers": 1, "model.num_heads": 1,
+         "batch_size": 4, "log_every": 1, "eval_every": 0, "checkpoint.every": 3,
+         "sample.enabled": False, "clone_check.enabled": False, "mesh_devices": 0}
+
+
+def test_two_processes_over_the_procedural_source_match_one(tmp_path):
+    """configs/clone_tiny.py (the procedural wallpaper source, no files): 2 processes x 1
+    device see the examples 1 process x 2 devices sees, so their losses agree."""
+    two = tmp_path / "two"
+    cmd = ["bash", "launch/local.sh", "-n", "2", "-d", "1", "--",
+           "--config=configs/clone_tiny.py", f"--workdir={two}", "--config.total_steps=3"]
+    cmd += [f"--config.{k}={v}" for k, v in CLONE.items()]
+    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    config = sibling_config(os.path.join(REPO, "configs", "clone_tiny.py"), "clone_tiny")
+    config.total_steps = 3
+    for key, value in {**CLONE, "mesh_devices": 2}.items():
+        node = config
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    ref = train.train_and_evaluate(config, str(tmp_path / "one"))
+    logged = [json.loads(line) for line in open(two / "metrics.jsonl") if '"loss"' in line]
+    np.testing.assert_allclose([m["loss"] for m in logged], [x for _, x in ref["losses"]],
+                               rtol=1e-5)
