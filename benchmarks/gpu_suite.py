@@ -302,7 +302,10 @@ class Suite:
     def spawn(self, items: list[str], steps: int, timeout: float | None):
         """One worker process for ``items``; its failure or timeout is recorded per item."""
         a = self.args
-        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONUNBUFFERED="1",
+        # one worker holds the GPU at a time: JAX may grow to 95% of it (not preallocated, so
+        # a PyTorch item's process, which imports jax too, keeps the memory for torch)
+        env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
+                   XLA_PYTHON_CLIENT_MEM_FRACTION="0.95", PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join([self.site, ROOT, os.environ.get("PYTHONPATH", "")]))
         if a.dry:
             env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")

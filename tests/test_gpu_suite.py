@@ -5,7 +5,6 @@ and the full-size 1.3B programs lowered for CUDA with the jax CUDA plugin (no GP
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,17 +16,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITE_SH = os.path.join(REPO, "benchmarks", "gpu_suite.sh")
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-
-def load_suite():
-    path = os.path.join(REPO, "benchmarks", "gpu_suite.py")
-    spec = importlib.util.spec_from_file_location("gpu_suite", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-suite = load_suite()
+import gpu_suite as suite  # noqa: E402
 
 
 def make_wheel(folder, name, files, tag="py3-none-any"):
