@@ -320,7 +320,7 @@ class Suite:
                                       timeout=timeout)
                 problem = None if proc.returncode == 0 else f"worker exited {proc.returncode}"
             except subprocess.TimeoutExpired:
-                problem = f"timed out after {timeout:.0f} s (the budget left)"
+                problem = f"timed out after {timeout:.0f} s"
         if problem:
             done = set(self.summary_items())
             for item in items:
@@ -341,7 +341,7 @@ class Suite:
         self.block = list(ABSENT_ON_GPU)  # an item that imports one fails here, not there
         self.write()
         print(f"[gpu_suite] install: {json.dumps(self.summary['install'])}", flush=True)
-        if a.dry:  # one worker for all items: seconds, not a start-up per item
+        if a.dry and not a.isolate:  # one worker for all items: no start-up per item
             self.spawn(list(a.items), 2, a.item_timeout_s)
             self.write()
             return self.summary
@@ -351,8 +351,8 @@ class Suite:
                 self.summary["not_run"][item] = f"budget: {left:.0f} s left of {a.budget_s:.0f}"
                 self.write()
                 continue
-            steps, note = FULL_STEPS, None
-            if item.startswith("sample_480_"):
+            steps, note = (2, None) if a.dry else (FULL_STEPS, None)
+            if item.startswith("sample_480_") and not a.dry:
                 steps, note = _sample_steps(self.summary["items"], left)
             self.spawn([item], steps, min(left - 5, a.item_timeout_s or left))
             self.write()
@@ -393,6 +393,8 @@ def parse(argv):
                         help="download the wheels the GPU machine lacks into --wheels and exit")
     parser.add_argument("--lower_cuda", action="store_true",
                         help="lower the full-size programs for CUDA (no GPU needed), print JSON")
+    parser.add_argument("--isolate", action="store_true", help="with --dry: one worker per "
+                        "item, as on the GPU (slower: a start-up each)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", default="full", choices=["full", "dry"], help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=FULL_STEPS, help=argparse.SUPPRESS)

@@ -88,6 +88,29 @@ def test_budget_leaves_items_unrun_in_order_with_the_json_written(tmp_path):
     assert all(why.startswith("budget") for why in summary["not_run"].values())
 
 
+def test_gpu_loop_shrinks_the_whole_sample_to_the_time_left(tmp_path, monkeypatch):
+    """One worker per item; the whole sample gets the steps the budget holds, and its 50-step
+    time is estimated from the sampling-step item (workers faked: no GPU here)."""
+    def spawn(self, items, steps, timeout):
+        [item] = items
+        res = ({"s_per_step": 2.0} if item == "sample_step_ours" else
+               {"seconds": 100.0, "steps": steps, "peak_bytes": 2**30})
+        with open(self.results, "a") as f:
+            f.write(json.dumps(dict(res, item=item)) + "\n")
+
+    monkeypatch.setattr(suite.Suite, "spawn", spawn)
+    out = tmp_path / "out"
+    assert suite.main(["--budget_s", "250", "--out", str(out), "--wheels", str(tmp_path),
+                       "--site", str(tmp_path / "site"),
+                       "--items", "sample_step_ours,sample_480_batched"]) == 0
+    res = json.loads((out / "gpu_suite.json").read_text())["items"]["sample_480_batched"]
+    steps = int((250 - suite.SAMPLE_OVERHEAD_S) / 2.4)
+    assert res["steps"] == steps < suite.FULL_STEPS and "time left" in res["note"]
+    assert res["estimated_50_step_s"] == pytest.approx(100.0 + (50 - steps) * 2.0)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["estimated_50_step_s"] == res["estimated_50_step_s"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--items", "train_480_ours,nope"], "unknown item"),
     (["--budget_s", "-5"], "--budget_s must be positive"),
