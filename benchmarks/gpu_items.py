@@ -233,7 +233,7 @@ def cost_cut(size: str) -> dict:
 
 
 def run_item(item: str, size: str, steps: int) -> dict:
-    """One suite item by name (gpu_suite.ITEMS)."""
+    """One suite item by name (gpu_suite.ITEMS, or "lower_cuda": always at full size)."""
     if item.startswith("train_"):
         _, res, framework = item.split("_")
         return (train_ours if framework == "ours" else train_pytorch)(size, res)
@@ -243,6 +243,8 @@ def run_item(item: str, size: str, steps: int) -> dict:
         return sample_whole(size, item.endswith("batched"), steps)
     if item == "cost_cutting":
         return cost_cut(size)
+    if item == "lower_cuda":
+        return lower_for_cuda()
     raise ValueError(f"unknown item {item!r}")
 
 

@@ -53,6 +53,11 @@ from camclone_jax.utils import write_atomic  # noqa: E402  (stdlib only)
 ITEMS = ("train_480_ours", "train_480_pytorch", "train_384_ours", "train_384_pytorch",
          "sample_step_ours", "sample_step_pytorch", "sample_480_batched",
          "sample_480_sequential", "cost_cutting")
+# --dry: every function the GPU items call, and the CUDA lowering of the full-size programs
+# (last: it pins the cuDNN version in its process). The 384 items call the 480 items' functions
+# on another preset, which lower_cuda lowers at full size.
+DRY_ITEMS = ("train_480_ours", "train_480_pytorch", "sample_step_ours", "sample_step_pytorch",
+             "sample_480_batched", "sample_480_sequential", "cost_cutting", "lower_cuda")
 WHEELS_DIR = os.path.join(HERE, "wheels")
 # What the suite imports that the GPU machine lacks: (requirement, import name). array_record
 # and imageio_ffmpeg come with camclone_jax.training.step and camclone_jax.inference;
@@ -381,8 +386,9 @@ def parse(argv):
                                                                                 "gpu_suite"),
                         help="where gpu_suite.json, results.jsonl and gpu_suite.log go "
                         "(default: $OUT, else out/gpu_suite)")
-    parser.add_argument("--items", default=",".join(ITEMS),
-                        help=f"comma-separated, in order (default all): {', '.join(ITEMS)}")
+    parser.add_argument("--items", default=None,
+                        help=f"comma-separated, in order (default all): {', '.join(ITEMS)}; "
+                        "lower_cuda too (--dry's default: DRY_ITEMS)")
     parser.add_argument("--wheels", default=WHEELS_DIR, help="the carried wheels")
     parser.add_argument("--site", default=None, help="install folder (default: a fresh temp dir)")
     parser.add_argument("--budget_s", type=float, default=BUDGET_S,
@@ -401,10 +407,12 @@ def parse(argv):
     parser.add_argument("--results", help=argparse.SUPPRESS)
     parser.add_argument("--block", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    items = [i for i in args.items.split(",") if i]
-    unknown = [i for i in items if i not in ITEMS]
+    default = DRY_ITEMS if args.dry else ITEMS
+    items = [i for i in (args.items or ",".join(default)).split(",") if i]
+    known = ITEMS + ("lower_cuda",)
+    unknown = [i for i in items if i not in known]
     if unknown or not items:
-        raise UsageError(f"unknown item(s) {unknown or args.items!r}; choose from {', '.join(ITEMS)}")
+        raise UsageError(f"unknown item(s) {unknown or args.items!r}; choose from {', '.join(known)}")
     args.items = items
     if args.budget_s <= 0:
         raise UsageError(f"--budget_s must be positive, got {args.budget_s}")

@@ -1,7 +1,7 @@
 """benchmarks/gpu_suite.sh, the one command for a lent GPU machine, kept from rotting on the CPU:
-``--dry`` end to end (wheel install into a fresh folder, every item in a worker with the
-packages the GPU machine lacks blocked), the driver's budget and bad input, the wheel repack,
-and the full-size 1.3B programs lowered for CUDA with the jax CUDA plugin (no GPU needed)."""
+``--dry`` end to end (wheel install into a fresh folder, every item in one worker with the
+packages the GPU machine lacks blocked, then the full-size 1.3B programs lowered for CUDA with
+the jax CUDA plugin), the driver's budget, its GPU loop, bad input and the wheel repack."""
 
 import base64
 import hashlib
@@ -37,30 +37,55 @@ def make_wheel(folder, name, files, tag="py3-none-any"):
     return path
 
 
-def test_dry_run_measures_every_item_after_installing_wheels(tmp_path):
+def cuda_plugin(cache_dir) -> tuple[str | None, str]:
+    """A folder holding the jax CUDA plugin that matches this jaxlib (downloaded once into the
+    pytest cache), or (None, why not)."""
+    version = jaxlib.__version__
+    folder = os.path.join(cache_dir, f"jax_cuda_plugin-{version}")
+    if any(os.path.isdir(os.path.join(folder, f"jax_cuda{v}_plugin")) for v in (13, 12)):
+        return folder, ""
+    why = []
+    for name in ("jax-cuda13-plugin", "jax-cuda12-plugin"):
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                               "--only-binary=:all:", "--disable-pip-version-check",
+                               "--target", folder, f"{name}=={version}"],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            return folder, ""
+        why.append(f"{name}=={version}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return None, "; ".join(why)
+
+
+def test_dry_run_measures_every_item_and_lowers_the_1_3b_programs_for_cuda(tmp_path, request):
     """The whole suite at a tiny size on the CPU: every item measured, JSON written. The install
     step runs on the carried wheels where benchmarks/wheels holds them (a developer's tree), else
-    (CI: the folder is ignored by git) on a probe wheel made here, so it always runs."""
+    (CI: the folder is ignored by git) on a probe wheel made here, so it always runs. Its last
+    item lowers the full-size 1.3B training step (480x832x81 and 384x672x77, bf16, cuDNN
+    attention, full remat) and the guided sampling step for platform "cuda", with the jax CUDA
+    plugin on the path; jax.export refuses them unless the check of the cuDNN calls is disabled.
+    Skipped, after all of that passed, only where the plugin cannot be installed."""
     wheels = suite.WHEELS_DIR
     if not os.path.isdir(wheels) or not any(f.endswith(".whl") for f in os.listdir(wheels)):
         wheels = str(tmp_path / "wheels")
         os.makedirs(wheels)
         make_wheel(wheels, "camclone_probe", {"camclone_probe/__init__.py": b"VALUE = 1\n"})
+    plugin, why = cuda_plugin(str(request.config.cache.mkdir("gpu_suite")))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [p for p in (plugin, REPO, os.environ.get("PYTHONPATH")) if p]))
     out = tmp_path / "out"
     proc = subprocess.run(["bash", SUITE_SH, "--dry", "--out", str(out), "--wheels", wheels,
                            "--site", str(tmp_path / "site")], capture_output=True, text=True,
-                          timeout=900)
+                          env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "gpu_suite.json").read_text())
     assert summary["mode"] == "dry" and summary["not_run"] == {}
-    assert list(summary["items"]) == list(suite.ITEMS)
+    assert list(summary["items"]) == list(suite.DRY_ITEMS)
     for item, res in summary["items"].items():
         assert "error" not in res, (item, res.get("traceback"))
     items = summary["items"]
-    for res in ("480", "384"):
-        ours = items[f"train_{res}_ours"]
-        assert ours["s_per_step"] > 0 and ours["flops_per_step"] > 0 and ours["tokens"] > 0
-        assert items[f"train_{res}_pytorch"]["s_per_step"] > 0
+    ours = items["train_480_ours"]
+    assert ours["s_per_step"] > 0 and ours["flops_per_step"] > 0 and ours["tokens"] > 0
+    assert items["train_480_pytorch"]["s_per_step"] > 0
     assert items["sample_step_ours"]["s_per_step"] > 0
     assert items["sample_step_pytorch"]["s_per_step"] > 0
     assert [items[f"sample_480_{m}"]["cfg_batched"] for m in ("batched", "sequential")] == [
@@ -73,7 +98,23 @@ def test_dry_run_measures_every_item_after_installing_wheels(tmp_path):
         assert items["train_480_pytorch"]["imported_from"]["diffusers"].startswith(
             str(tmp_path / "site"))
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert [json.loads(line)["item"] for line in lines] == list(suite.ITEMS)
+    assert [json.loads(line)["item"] for line in lines] == list(suite.DRY_ITEMS)
+
+    lowered = items["lower_cuda"]
+    assert lowered["backend_here"] == "cpu"
+    fwd, bwd = "__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"
+    for res, tokens in (("480", 98_280), ("384", 60_480)):
+        assert lowered[f"train_{res}"]["tokens"] == tokens
+        assert {fwd, bwd} <= set(lowered[f"train_{res}"]["custom_calls"])
+    assert fwd in lowered["sample_step"]["custom_calls"]
+    assert lowered["sample_step"]["tokens"] == 98_280
+    export = lowered["export_train_480"]
+    assert "custom calls" in export["refused_without_disabled_checks"]
+    assert export["platforms"] == ["cuda"] and export["stablehlo_chars"] > 0
+    if plugin is None:
+        pytest.skip(f"the jax CUDA plugin could not be installed ({why}); the suite and the "
+                    "CUDA lowering without it passed")
+    assert lowered["cuda_plugin"] is not None, lowered["cudnn_source"]
 
 
 def test_budget_leaves_items_unrun_in_order_with_the_json_written(tmp_path):
@@ -156,48 +197,3 @@ def test_imageio_ffmpeg_wheel_travels_without_its_binary(tmp_path):
     assert not any("binaries/ffmpeg" in n for n in names)
     assert "imageio_ffmpeg/__init__.py,sha256=" in record and "ffmpeg-linux" not in record
     assert wheel.strip().endswith("Tag: py3-none-any") and wheel.count("Tag:") == 1
-
-
-def cuda_plugin(cache_dir) -> tuple[str | None, str]:
-    """A folder holding the jax CUDA plugin that matches this jaxlib (downloaded once into the
-    pytest cache), or (None, why not)."""
-    version = jaxlib.__version__
-    folder = os.path.join(cache_dir, f"jax_cuda_plugin-{version}")
-    if any(os.path.isdir(os.path.join(folder, f"jax_cuda{v}_plugin")) for v in (13, 12)):
-        return folder, ""
-    why = []
-    for name in ("jax-cuda13-plugin", "jax-cuda12-plugin"):
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                               "--only-binary=:all:", "--disable-pip-version-check",
-                               "--target", folder, f"{name}=={version}"],
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0:
-            return folder, ""
-        why.append(f"{name}=={version}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return None, "; ".join(why)
-
-
-def test_full_size_programs_lower_for_cuda(request):
-    """The 1.3B training step (480x832x81 and 384x672x77, bf16, cuDNN attention, full remat)
-    and the guided sampling step lower to StableHLO for platform "cuda" here, with the cuDNN
-    flash-attention custom calls in them; jax.export refuses them unless the check of those
-    calls is disabled, then exports for "cuda"."""
-    folder, why = cuda_plugin(str(request.config.cache.mkdir("gpu_suite")))
-    if folder is None:
-        pytest.skip(f"the jax CUDA plugin could not be installed: {why}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, REPO,
-                                                       os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(["bash", SUITE_SH, "--lower_cuda"], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report["cuda_plugin"] is not None and report["backend_here"] == "cpu"
-    fwd, bwd = "__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"
-    for res, tokens in (("480", 98_280), ("384", 60_480)):
-        assert report[f"train_{res}"]["tokens"] == tokens
-        assert {fwd, bwd} <= set(report[f"train_{res}"]["custom_calls"])
-    assert fwd in report["sample_step"]["custom_calls"]
-    assert report["sample_step"]["tokens"] == 98_280
-    export = report["export_train_480"]
-    assert "custom calls" in export["refused_without_disabled_checks"]
-    assert export["platforms"] == ["cuda"] and export["stablehlo_chars"] > 0
