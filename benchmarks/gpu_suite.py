@@ -16,9 +16,11 @@ command of at most 10 minutes), so:
      item's result is appended to ``results.jsonl`` and ``gpu_suite.json`` (the summary, with the
      project's goals checked) is rewritten after every item, so a cut run still gives figures.
 The items are functions of ``benchmarks/gpu_items.py``, which call the benchmarks that own each
-measurement (train_step, sample, cost_cutting). ``--dry`` runs them all in one worker at a tiny
-size on the CPU, with the packages the GPU machine lacks and no wheel provides blocked, so that
-an import the machine could not satisfy fails here first.
+measurement (train_step, sample, cost_cutting). ``--dry`` runs them (``DRY_ITEMS``) in one
+worker at a tiny size on the CPU, with the packages the GPU machine lacks and no wheel provides
+blocked, so that an import the machine could not satisfy fails here first, then lowers the
+full-size 1.3B programs for CUDA (as ``--lower_cuda`` does; the jax CUDA plugin on PYTHONPATH
+supplies the cuDNN version where it finds the cuDNN library, else it is pinned).
 """
 
 from __future__ import annotations
