@@ -27,8 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
-from jax._src.lib import cuda_versions
+
+try:  # private jax modules, used by the CUDA lowering alone: a jax that moved them stops it only
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
+    from jax._src.lib import cuda_versions
+    PRIVATE_JAX = None
+except ImportError as e:
+    cudnn_attention = cuda_versions = None
+    PRIVATE_JAX = f"{type(e).__name__}: {e}"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cost_cutting  # noqa: E402  (the benchmarks this suite runs)
@@ -253,6 +259,8 @@ def cudnn_version() -> tuple[int, str]:
     """(cuDNN version the lowering sees, where it came from). Off a GPU machine the CUDA
     plugin answers only if the cuDNN library can be loaded (a 517 MB wheel); otherwise the
     version is pinned to the plugin's minimum. It only gates features at trace time."""
+    if PRIVATE_JAX:
+        raise RuntimeError(f"jax {jax.__version__} moved the cuDNN attention module: {PRIVATE_JAX}")
     if cuda_versions is None:
         reason = "no jax CUDA plugin (jax_cuda13_plugin / jax_cuda12_plugin) importable"
     else:
