@@ -94,7 +94,7 @@ def slim_imageio_ffmpeg(path: str) -> str:
     """Rewrites an imageio-ffmpeg wheel without its ffmpeg binary as a py3-none-any wheel
     (RECORD rewritten); returns the new path. imageio_ffmpeg then finds ffmpeg on the PATH."""
     name = os.path.basename(path)
-    dist, version, _, _ = parse_wheel_filename(name)
+    _, version, _, _ = parse_wheel_filename(name)
     out = os.path.join(os.path.dirname(path), f"imageio_ffmpeg-{version}-py3-none-any.whl")
     records = []
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(out + ".tmp", "w",
