@@ -17,9 +17,10 @@ Per option:
   * sampling: tokens per denoising step, FLOPs and measured time of one step's DiT call (batch
     1; classifier-free guidance doubles every option alike); for block-sparse options also the
     one-off condition K/V cache build, per sample, and a whole ``--steps``-step sample.
-FLOPs come from ``jax.jit(f).lower(...).compile().cost_analysis()`` of the same functions with
-the reference attention ("xla": the exact matmul FLOPs of attention) and the layers unrolled,
-because XLA's cost analysis counts a loop body once. Times use the configured backend ("auto":
+FLOPs come from ``jax.jit(f).lower(...).cost_analysis()`` of the same functions (lowered, not
+compiled: seconds even at 1.3B) with the reference attention ("xla": the exact matmul FLOPs of
+attention), the layers unrolled, because XLA's cost analysis counts a loop body once, and no
+remat (recomputation is not model work). Times use the configured backend ("auto":
 the blockwise flash kernel on CPU), medians of ``--repeats`` runs alternated across options.
 """
 
@@ -53,8 +54,8 @@ OPTIONS = {
 
 
 def _flops(fn, *args) -> float:
-    """FLOPs XLA's cost analysis reports for the compiled ``fn(*args)``."""
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    """FLOPs XLA's cost analysis reports for the lowered ``fn(*args)``."""
+    cost = jax.jit(fn).lower(*args).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])
 
@@ -79,7 +80,7 @@ class Option:
         self.cond_tokens = n_sample["cam"] + n_sample["content"]
         self.step_tokens = n_sample["target"] if self.sparse else sum(n_sample.values())
 
-        count = cfg.replace(attention="xla", scan_layers=False)  # for the FLOP counts
+        count = cfg.replace(attention="xla", scan_layers=False, remat="none")  # FLOP counts
         self.train_fn = jax.jit(jax.grad(self._loss(cfg)))
         self.train_flops = _flops(jax.grad(self._loss(count)), self.train_params, self.frozen,
                                   *inputs, self.key)

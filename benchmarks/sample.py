@@ -76,16 +76,30 @@ def _peak(on_gpu: bool, jax_side: bool) -> float:
 
 
 # ------------------------------------------------------------------------------------ workers
-def _dit_config(c: dict, dtype: str):
+def _dit_config(c: dict, dtype: str, attention: str = "auto"):
     from camclone_jax.models import DiTConfig
 
     return DiTConfig(dim=c["dim"], ffn_dim=c["ffn"], num_layers=c["layers"],
                      num_heads=c["dim"] // c["head_dim"], in_channels=CHANNELS,
                      out_channels=CHANNELS, text_dim=c["text_dim"], dtype=dtype,
-                     param_dtype=dtype)
+                     param_dtype=dtype, attention=attention)
 
 
-def _jax_problem(c: dict, steps: int, dtype: str, shapes_only: bool = False):
+def random_params(cfg, dtype: str, rng):
+    """Random DiT params (normal, std 0.02) drawn on the host: no init program to compile."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from camclone_jax.models import param_shapes
+
+    return jax.tree_util.tree_map(
+        lambda s: jnp.asarray((0.02 * rng.standard_normal(s.shape)).astype(np.float32), dtype),
+        param_shapes(cfg))
+
+
+def _jax_problem(c: dict, steps: int, dtype: str, shapes_only: bool = False,
+                 attention: str = "auto"):
     """(config, params, cond, noise, tables) of our loop; ShapeDtypeStructs if shapes_only."""
     import jax
     import jax.numpy as jnp
@@ -94,7 +108,7 @@ def _jax_problem(c: dict, steps: int, dtype: str, shapes_only: bool = False):
     from camclone_jax.diffusion import sampler
     from camclone_jax.models import param_shapes
 
-    cfg = _dit_config(c, dtype)
+    cfg = _dit_config(c, dtype, attention)
     shape = latent_shape(c)
     text = (1, c["text_len"], c["text_dim"])
     tables = sampler.solver_tables(sampler.make_schedule(steps, SHIFT), "euler")
@@ -107,9 +121,7 @@ def _jax_problem(c: dict, steps: int, dtype: str, shapes_only: bool = False):
         tables = {k: sds(v.shape) for k, v in tables.items()}
         return cfg, params, cond, sds(shape), tables
     rng = np.random.default_rng(0)
-    params = jax.tree_util.tree_map(
-        lambda s: jnp.asarray((0.02 * rng.standard_normal(s.shape)).astype(np.float32), dtype),
-        shapes)
+    params = random_params(cfg, dtype, rng)
     cond = {k: jnp.asarray(rng.standard_normal(v).astype(np.float32)) for k, v in specs.items()}
     noise = jnp.asarray(rng.standard_normal(shape).astype(np.float32))
     return cfg, params, cond, noise, {k: jnp.asarray(v) for k, v in tables.items()}
@@ -184,8 +196,10 @@ def torch_worker(c: dict, steps: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def pipeline_worker(c: dict, steps: int) -> dict:
-    """One whole ``generate`` (encode references, denoise, tiled VAE decode) with random weights."""
+def pipeline_worker(c: dict, steps: int, batched: bool = True) -> dict:
+    """One whole ``generate`` (encode references, denoise, tiled VAE decode) with random weights;
+    the CFG pair batched or as two calls (``--sequential_cfg``). ``c["vae"]``, if given,
+    overrides fields of the Wan 2.1 VAE config (a smaller VAE for quick checks)."""
     import jax
     import numpy as np
 
@@ -201,7 +215,7 @@ def pipeline_worker(c: dict, steps: int) -> dict:
             return np.random.default_rng(0).standard_normal(
                 (len(prompts), c["text_len"], c["text_dim"])).astype(np.float32)
 
-    vae_cfg = WanVAEConfig(tiling=True)
+    vae_cfg = WanVAEConfig(tiling=True, **c.get("vae", {}))
     codec = inference.VAECodec(vae_cfg, WanVAE(vae_cfg).init_params(jax.random.key(0)))
     pipe = inference.CamClonePipeline(cfg, params, codec, RandomText(), dtype=dtype)
     del params
@@ -209,8 +223,10 @@ def pipeline_worker(c: dict, steps: int) -> dict:
                                               dtype=np.uint8)
     t0 = time.perf_counter()
     result = pipe.generate(video, "a prompt", content_ref=video, frames=c["frames"],
-                           height=c["height"], width=c["width"], steps=steps, progress=False)
-    return {"seconds": time.perf_counter() - t0, "stages": result.seconds,
+                           height=c["height"], width=c["width"], steps=steps, progress=False,
+                           cfg_batched=batched)
+    return {"seconds": time.perf_counter() - t0, "stages": result.seconds, "steps": steps,
+            "cfg_batched": batched,
             "peak_bytes": _peak(on_gpu, True) if on_gpu else result.peak_memory["host"],
             "device": jax.devices()[0].device_kind}
 

@@ -11,7 +11,9 @@ train_step.make_train_step jitted with donated state; PyTorch: WanTransformer3DM
 `attn1` requiring grad, torch.optim.AdamW, clip_grad_norm_). Times are medians of alternating
 runs. Reported: seconds per step, tokens/s, peak memory (GPU: allocator peaks; CPU: XLA's
 planned buffers for ours), and MFU from XLA's cost analysis (devices in observe.PEAK_FLOPS, or
---peak_flops).
+--peak_flops) of the step lowered with the layers unrolled, reference attention and no remat
+(``model_flops``): a scanned loop body is counted once, a cuDNN call not at all, and remat's
+recomputation is not model work.
 """
 
 from __future__ import annotations
@@ -47,18 +49,58 @@ PRESETS = {  # latent frames/height/width per segment
 RULES = [("self_attn", "train"), (".*", None)]
 
 
-def ours(args, cfg, params, lat, cam, cont, text):
-    """Our jitted step and a runner; returns (run, compiled)."""
-    cfg = dataclasses.replace(cfg, dtype=args.dtype, remat=args.remat)
+def our_step(cfg, params, lat, cam, cont, text):
+    """Our step jitted with the state donated, and its arguments (state, frozen, batch).
+
+    Arrays give arrays; ``jax.ShapeDtypeStruct`` leaves give abstract arguments (nothing
+    allocated), for lowering or FLOP counting at full size without the memory.
+    """
     labels = optim.label_params(params, RULES)
     trainable, frozen = step_lib.split_params(params, labels)
     tx = optim.make_optimizer(trainable, RULES, 5e-5)
-    state = step_lib.init_state(trainable, tx, 0)
+    init = lambda t: step_lib.init_state(t, tx, 0)  # noqa: E731
+    abstract = isinstance(lat, jax.ShapeDtypeStruct)
+    state = jax.eval_shape(init, trainable) if abstract else init(trainable)
     step = step_lib.make_train_step(DiT(cfg), tx, step_lib.StepConfig(text_len=text.shape[1]))
-    batch = {"target": lat, "camera_ref": cam, "content_ref": cont,
-             "task": np.ones((1,), np.int32), "text_embedding": text}
-    batch = jax.device_put(batch)
-    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, frozen, batch).compile()
+    task = jax.ShapeDtypeStruct((1,), jnp.int32) if abstract else np.ones((1,), np.int32)
+    batch = {"target": lat, "camera_ref": cam, "content_ref": cont, "task": task,
+             "text_embedding": text}
+    if not abstract:
+        batch = jax.device_put(batch)
+    return jax.jit(step, donate_argnums=(0,)), (state, frozen, batch)
+
+
+def abstract(tree):
+    """The ``jax.ShapeDtypeStruct`` of every array leaf."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
+
+
+def model_flops(cfg, params, lat, cam, cont, text) -> float:
+    """FLOPs of one step's model work from XLA's cost analysis of the lowered step (nothing
+    compiled or allocated): layers unrolled (a scanned body is counted once), reference
+    attention (cuDNN calls count zero), no remat (recomputation is not model work)."""
+    count = dataclasses.replace(cfg, attention="xla", scan_layers=False, remat="none")
+    jitted, args = our_step(count, *abstract((params, lat, cam, cont, text)))
+    cost = jitted.lower(*args).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def planned_bytes(compiled) -> int | None:
+    """Device bytes XLA's buffer assignment plans for a compiled step (arguments, outputs and
+    temporaries, donated buffers counted once), or None where the backend does not say."""
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return None
+    return (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+            - mem.alias_size_in_bytes)
+
+
+def ours(args, cfg, params, lat, cam, cont, text):
+    """Our jitted step and a runner; returns (run, compiled)."""
+    cfg = dataclasses.replace(cfg, dtype=args.dtype, remat=args.remat)
+    jitted, (state, frozen, batch) = our_step(cfg, params, lat, cam, cont, text)
+    compiled = jitted.lower(state, frozen, batch).compile()
     box = {"state": state}
 
     def run():
@@ -131,11 +173,9 @@ def main():
         torch.cuda.reset_peak_memory_stats()
     times = _alternate(pairs, args.repeats)
 
-    flops = observe.compiled_flops(compiled)
+    flops = model_flops(dataclasses.replace(cfg, dtype=args.dtype), params, lat, cam, cont, text)
     peak = observe.peak_flops(override=args.peak_flops)
-    mem = compiled.memory_analysis()
-    planned = None if mem is None else (mem.temp_size_in_bytes + mem.argument_size_in_bytes +
-                                        mem.output_size_in_bytes - mem.alias_size_in_bytes)
+    planned = planned_bytes(compiled)
     stats = dev.memory_stats() or {}
     print(f"device: {dev.device_kind} (jax {jax.__version__}, torch {torch.__version__}); "
           f"preset {args.preset}: {args.layers} layers, dim {args.dim}, {tokens:,} tokens, "
