@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from camclone_jax.data.synthetic import scene
-from camclone_jax.eval import pose_backends
+from camclone_jax.eval import pose_backends, poses
 from camclone_jax.inference import camera_reference
 
 
@@ -45,6 +45,8 @@ def parse_args(argv):
     p.add_argument("--supersample", type=int, default=1, help="rays per pixel per axis")
     p.add_argument("--pose_backend", choices=pose_backends.BACKENDS,
                    default=pose_backends.DEFAULT_BACKEND, help="camera estimator of --from_video")
+    p.add_argument("--fov_deg", type=float, default=poses.DEFAULT_FOV_DEG,
+                   help="horizontal field of view of --from_video's camera (as evaluate assumes)")
     return p.parse_args(argv)
 
 
@@ -56,7 +58,7 @@ def main(argv=None):
             args.out, move=args.move, poses=args.poses, from_video=args.from_video,
             edit=args.edit, frames=args.frames, height=args.height, width=args.width,
             fps=args.fps, scene=args.scene, seed=args.seed, supersample=args.supersample,
-            pose_backend=args.pose_backend)
+            pose_backend=args.pose_backend, fov_deg=args.fov_deg)
     except (ValueError, FileNotFoundError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

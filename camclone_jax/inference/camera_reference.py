@@ -13,7 +13,8 @@ Where the camera path comes from (exactly one):
   from_video  a video whose camera is estimated with `evaluate`'s pose backend
               (`eval/pose_backends.py`, `pose_backend`), retimed into `frames` the same way. Its
               translation has no scale: the largest camera distance from frame 0 becomes 1 m.
-              The estimator's intrinsics (assumed 60 deg wide unless given) are kept.
+              Its lens is unknown: `fov_deg` (horizontal, default 60 deg as `evaluate`) is
+              assumed for the estimate and the render alike; a wrong guess scales the turns.
 Then `edit` (`moves.parse_edit`: slower, faster, reversed, mirrored, scaled X) is applied and the
 neutral scene `scene` (indoor, outdoor; one per `seed`) is rendered along the path
 (`data/synthetic/camera_ref.py`) at frames x height x width.
@@ -33,7 +34,7 @@ from camclone_jax.data import video as video_lib
 from camclone_jax.data.synthetic import camera_ref, moves
 from camclone_jax.data.synthetic import trajectories as traj_lib
 from camclone_jax.eval import camera, pose_backends
-from camclone_jax.eval.poses import PoseEstimationError
+from camclone_jax.eval.poses import DEFAULT_FOV_DEG, PoseEstimationError
 from camclone_jax.utils import write_atomic
 
 SOURCES = ("move", "poses", "from_video")
@@ -72,19 +73,21 @@ def path_from_poses(path, frames, aspect):
         focal if intr is None else intr, aspect)
 
 
-def path_from_video(path, frames, aspect, backend=pose_backends.DEFAULT_BACKEND):
+def path_from_video(path, frames, aspect, backend=pose_backends.DEFAULT_BACKEND,
+                    fov_deg=DEFAULT_FOV_DEG):
     """(c2w [frames, 4, 4] relative to the first frame, largest distance 1 m, intrinsics [4]) of
-    the camera of a video, estimated with `evaluate`'s pose backend."""
+    the camera of a video, estimated with `evaluate`'s pose backend assuming a horizontal field
+    of view of `fov_deg`."""
     video, _ = video_lib.read_video(path)  # [F, H, W, 3]
     try:
-        est = pose_backends.estimate(video, backend=backend)
+        est = pose_backends.estimate(video, backend=backend, fov_deg=fov_deg)
     except PoseEstimationError as e:
         raise ValueError(f"{path}: cannot estimate its camera: {e}") from None
     return moves.resample(est.c2w, frames), _lens(est.intrinsics, aspect)
 
 
 def reference_path(frames, aspect, move=None, poses=None, from_video=None, edit=None,
-                   pose_backend=pose_backends.DEFAULT_BACKEND):
+                   pose_backend=pose_backends.DEFAULT_BACKEND, fov_deg=DEFAULT_FOV_DEG):
     """(c2w [frames, 4, 4] in the location frame, intrinsics [frames, 4], description) of the one
     source given, after the edit."""
     given = [name for name, value in zip(SOURCES, (move, poses, from_video)) if value]
@@ -99,7 +102,7 @@ def reference_path(frames, aspect, move=None, poses=None, from_video=None, edit=
         c2w, intr = path_from_poses(poses, frames, aspect)
         text = f"the camera path of {os.path.basename(poses)}"
     else:
-        c2w, intr = path_from_video(from_video, frames, aspect, pose_backend)
+        c2w, intr = path_from_video(from_video, frames, aspect, pose_backend, fov_deg)
         text = f"the camera of {os.path.basename(from_video)}"
     if edits:
         c2w = moves.apply_edits(c2w, edits)
@@ -114,7 +117,7 @@ def poses_path(out):
 
 def make_reference(out, move=None, poses=None, from_video=None, edit=None, frames=81, height=480,
                    width=832, fps=16.0, scene="indoor", seed=0, supersample=1,
-                   pose_backend=pose_backends.DEFAULT_BACKEND):
+                   pose_backend=pose_backends.DEFAULT_BACKEND, fov_deg=DEFAULT_FOV_DEG):
     """Renders the camera reference of one source to `out` (.mp4) and its poses beside it;
     returns {"video", "poses", "description", "frames", "seconds"}."""
     if not out.lower().endswith(".mp4"):
@@ -122,7 +125,7 @@ def make_reference(out, move=None, poses=None, from_video=None, edit=None, frame
     check_size(frames, height, width, fps)
     start = time.perf_counter()
     c2w, intr, text = reference_path(frames, width / height, move, poses, from_video, edit,
-                                     pose_backend)
+                                     pose_backend, fov_deg)
     frames_out = camera_ref.render_reference(c2w, intr, height, width, scene, seed, supersample)
     seconds = time.perf_counter() - start
     video_lib.write_mp4(out, frames_out, fps)
