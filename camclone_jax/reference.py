@@ -27,8 +27,8 @@ def parse_args(argv):
                                 description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--move", help='a camera move in words, e.g. "pan left 20 deg, then dolly '
-                     'in 1 m" (pan, tilt, roll, truck, pedestal, dolly, orbit, hold; easing in/out; '
-                     '"with a 35 mm lens")')
+                     'in 1 m" (pan, tilt, roll, truck, pedestal, dolly, orbit, hold; easing '
+                     'in/out; "with a 35 mm lens")')
     src.add_argument("--poses", metavar="FILE",
                      help="a pose file: RealEstate10K / CameraCtrl .txt, JSON c2w, MegaSaM .npz")
     src.add_argument("--from_video", metavar="VIDEO",

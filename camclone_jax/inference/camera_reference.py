@@ -45,7 +45,8 @@ def check_size(frames, height, width, fps):
     if frames < 5 or (frames - 1) % 4:
         raise ValueError(f"frames must be 1 + 4k (5, 9, ..., 81), got {frames}")
     if height < 2 or width < 2 or height % 2 or width % 2:
-        raise ValueError(f"height and width must be even and positive (H.264), got {height}x{width}")
+        raise ValueError(f"height and width must be even and positive (H.264), got "
+                         f"{height}x{width}")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
 

@@ -81,7 +81,8 @@ def test_every_pose_file_format_gives_the_same_path(tmp_path):
     k = traj_lib.intrinsics_matrix(intr, 480, 640)
     np.savez(tmp_path / "megasam.npz", cam_c2w=world, intrinsic=k)
     (tmp_path / "list.json").write_text(json.dumps(world[:, :3].tolist()))
-    (tmp_path / "dict.json").write_text(json.dumps({"c2w": world.tolist(), "intrinsics": intr.tolist()}))
+    (tmp_path / "dict.json").write_text(json.dumps({"c2w": world.tolist(),
+                                                    "intrinsics": intr.tolist()}))
     for name in ("cam.txt", "megasam.npz", "list.json", "dict.json"):
         path, got_intr = camera_reference.path_from_poses(str(tmp_path / name), FRAMES, 1.6)
         np.testing.assert_allclose(path, c2w, atol=1e-6, err_msg=name)

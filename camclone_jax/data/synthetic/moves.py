@@ -70,7 +70,6 @@ _ELEVATION = re.compile(rf"(?:while )?(rising|descending) {_NUMBER} ?(deg|degree
 _PIVOT = re.compile(rf"around (?:a point )?{_NUMBER} ?(m|metres?|meters?|cm)(?: away)?")
 _CLAUSES = re.compile(r"[,;\n]|(?<!\d)\.|\.(?!\d)|\bthen\b")
 _PARTS = re.compile(r"\band\b|\bwhile\b|\+")
-EDITS = ("slower", "faster", "reversed", "mirrored", "scaled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +114,8 @@ def _amount(words, kind, text, clause):
                               (words[i + 1] in units or words[i + 1] in other) else "")
         i += 1 if m.group(2) or not unit else 2
         if unit in other:
-            raise _error(text, f"{clause!r} needs {'an angle (deg)' if kind == 'angle' else 'a distance (m)'}, "
-                               f"got {unit!r}")
+            want = "an angle (deg)" if kind == "angle" else "a distance (m)"
+            raise _error(text, f"{clause!r} needs {want}, got {unit!r}")
         if unit and unit not in units:
             raise _error(text, f"unknown unit {unit!r} in {clause!r}; use {sorted(units)}")
         value = float(m.group(1)) * units.get(unit, 1.0)
@@ -146,8 +145,8 @@ def _parse_part(part, text, clause):
         raise _error(text, f"cannot read {' '.join(unknown)!r} in {clause!r}; {name} goes "
                            f"{' or '.join(DIRECTIONS[name])}")
     if value is None:
-        raise _error(text, f"{part.strip()!r} has no amount, e.g. "
-                           f"'{name} {next(iter(DIRECTIONS[name]))} {'20 deg' if kind == 'angle' else '1 m'}'")
+        example = f"{name} {next(iter(DIRECTIONS[name]))} {'20 deg' if kind == 'angle' else '1 m'}"
+        raise _error(text, f"{part.strip()!r} has no amount, e.g. {example!r}")
     if len(signs) != 1:
         raise _error(text, f"{part.strip()!r} needs one direction: {' or '.join(DIRECTIONS[name])}")
     return name, {("angle_deg" if kind == "angle" else "distance_m"): signs[0] * value}
@@ -179,7 +178,8 @@ def _parse_clause(clause, text, start):
                            "roll_deg": 0.0, **extra})
             extra = {}
     if extra:
-        raise _error(text, f"'rising', 'descending' and 'around' belong to an orbit, in {original!r}")
+        raise _error(text, f"'rising', 'descending' and 'around' belong to an orbit, in "
+                           f"{original!r}")
     return parts, speed
 
 
@@ -252,12 +252,13 @@ def parse_edit(text):
         words = clause.split()
         if not words:
             continue
-        m = re.fullmatch(r"(slower|faster|reversed?|mirrored|mirror|scaled?)(?: x? ?(\d+(?:\.\d+)?)x?)?",
-                         " ".join(words))
+        m = re.fullmatch(r"(slower|faster|reversed?|mirrored|mirror|scaled?)"
+                         r"(?: x? ?(\d+(?:\.\d+)?)x?)?", " ".join(words))
         if not m:
             raise ValueError(f"edit {text!r}: cannot read {clause.strip()!r}; expected one of "
                              "slower [X], faster [X], reversed, mirrored, scaled X")
-        name = {"reverse": "reversed", "mirror": "mirrored", "scale": "scaled"}.get(m.group(1), m.group(1))
+        name = {"reverse": "reversed", "mirror": "mirrored", "scale": "scaled"}.get(m.group(1),
+                                                                                 m.group(1))
         if name == "scaled" and m.group(2) is None:
             raise ValueError(f"edit {text!r}: 'scaled' needs a factor, e.g. 'scaled 0.5'")
         if name in ("reversed", "mirrored") and m.group(2) is not None:
@@ -267,7 +268,8 @@ def parse_edit(text):
             raise ValueError(f"edit {text!r}: the factor of {name!r} must be positive")
         out.append((name, factor))
     if not out:
-        raise ValueError(f"edit {text!r}: no edit; expected slower, faster, reversed, mirrored or scaled X")
+        raise ValueError(f"edit {text!r}: no edit; expected slower, faster, reversed, mirrored "
+                         "or scaled X")
     return out
 
 
