@@ -97,8 +97,12 @@ def test_train_demo_then_inference_notebooks(tmp_path):
         check_video(out_dir / f"{task}.mp4", (FRAMES, HEIGHT, WIDTH, 3))
         # camera | first frame or content | generated | ground truth (synthetic references)
         check_video(out_dir / f"{task}_side_by_side.mp4", (FRAMES, HEIGHT, 4 * WIDTH, 3))
-    # camera ref, content ref, I2V, V2V, and the shipped tiny model's three held-out clips
-    assert embedded_videos(nb) == 7
+    # the move in words: its rendered reference (+ poses) | first frame | generated
+    check_video(out_dir / "move_camera_ref.mp4", (FRAMES, HEIGHT, WIDTH, 3))
+    assert (out_dir / "move_camera_ref.json").is_file()
+    check_video(out_dir / "move_side_by_side.mp4", (FRAMES, HEIGHT, 3 * WIDTH, 3))
+    # camera ref, content ref, I2V, V2V, the shipped tiny model's three held-out clips, the move
+    assert embedded_videos(nb) == 8
     text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
     assert "shipped CamClone model   RotErr" in text and "static camera" in text
     for i in range(3):

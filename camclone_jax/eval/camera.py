@@ -21,6 +21,9 @@ intrinsics float64 [F, 4] (fx, fy, cx, cy), or None where the file has none):
   * MegaSaM .npz: `cam_c2w` [N, 4, 4] and `intrinsic` [3, 3] in pixels; the image size comes from
     `images` [N, H, W, 3] when stored, else the principal point is taken as the image centre.
   * Our .npz (`save_poses_npz`): `c2w` [F, 4, 4], `intrinsics` [F, 4].
+  * JSON: a list of camera-to-world matrices (4x4, or 3x4 without the last row), or an object
+    with that list under "c2w" and optionally "intrinsics" (normalised, [F, 4] or one [4]), as
+    `python -m camclone_jax.reference` writes beside its videos.
 """
 import io
 import os
@@ -28,10 +31,10 @@ import os
 import numpy as np
 
 from camclone_jax.data.synthetic import trajectories as traj_lib
-from camclone_jax.utils import write_atomic
+from camclone_jax.utils import read_json, write_atomic
 
 EPS = 1e-9
-POSE_SUFFIXES = (".txt", ".npz")
+POSE_SUFFIXES = (".txt", ".npz", ".json")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -143,14 +146,42 @@ def read_megasam(path):
     return c2w, intr
 
 
+def read_json_poses(path):
+    """(c2w [F, 4, 4], intrinsics [F, 4] or None) from a JSON pose file (see the docstring)."""
+    data = read_json(path)
+    intr = None
+    if isinstance(data, dict):
+        if "c2w" not in data:
+            raise ValueError(f"{path}: no 'c2w' list of camera-to-world matrices "
+                             f"(keys: {sorted(data)})")
+        intr = data.get("intrinsics")
+        data = data["c2w"]
+    try:
+        mats = np.asarray(data, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: 'c2w' must be a list of 4x4 or 3x4 matrices of numbers") from None
+    if mats.ndim == 3 and mats.shape[1:] == (3, 4):
+        mats = np.concatenate([mats, np.tile([[[0.0, 0.0, 0.0, 1.0]]], (len(mats), 1, 1))], 1)
+    c2w = _check_poses(mats, path)  # [F, 4, 4]
+    if intr is not None:
+        intr = np.asarray(intr, np.float64)
+        intr = np.tile(intr, (len(c2w), 1)) if intr.shape == (4,) else intr
+        if intr.shape != (len(c2w), 4):
+            raise ValueError(f"{path}: 'intrinsics' must be [4] or [{len(c2w)}, 4] normalised "
+                             f"fx, fy, cx, cy, got {list(intr.shape)}")
+    return c2w, intr
+
+
 def read_poses(path):
-    """(c2w [F, 4, 4], intrinsics [F, 4] or None) from .txt (RealEstate10K) or .npz (MegaSaM or
-    ours, told apart by their keys)."""
+    """(c2w [F, 4, 4], intrinsics [F, 4] or None) from .txt (RealEstate10K), .json or .npz
+    (MegaSaM or ours, told apart by their keys)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pose file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".txt":
         return read_realestate10k(path)
+    if suffix == ".json":
+        return read_json_poses(path)
     if suffix != ".npz":
         raise ValueError(f"unknown pose file type {suffix!r} for {path}; expected {POSE_SUFFIXES}")
     try:

@@ -46,7 +46,7 @@ import jax
 from camclone_jax import sharding
 from camclone_jax.data import reference
 from camclone_jax.diffusion import sampler
-from camclone_jax.inference import options, pipeline
+from camclone_jax.inference import camera_reference, options, pipeline
 from camclone_jax.inference.options import auto_mesh_axes
 from camclone_jax.inference.prompts import WAN_NEGATIVE_PROMPT
 
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "does in training and sampling (default: the checkpoint's setting, none)")
     g = p.add_argument_group("inputs (one sample)")
     g.add_argument("--camera_ref", help="video whose camera motion is copied")
+    g.add_argument("--camera_move", help='instead of --camera_ref: a camera move in words, e.g. '
+                   '"pan left 20 deg, then dolly in 1 m"; its reference is rendered to '
+                   "OUT_camera_ref.mp4 (+ .json poses) first (docs/reference.md)")
     g.add_argument("--image", help="first frame (I2V; with --content_ref, V2V's first frame, "
                    "the release's first_frame_path)")
     g.add_argument("--content_ref", help="content video (V2V)")
@@ -266,6 +269,18 @@ def make_jobs(args) -> list[dict]:
     return jobs
 
 
+def render_camera_move(args) -> str:
+    """Renders --camera_move's reference at the sample's size beside --out; returns its path."""
+    if args.camera_ref or args.jobs or not args.out:
+        raise ValueError("--camera_move makes the camera reference of one sample: give it with "
+                         "--out, instead of --camera_ref and without --jobs")
+    path = os.path.splitext(args.out)[0] + "_camera_ref.mp4"
+    made = camera_reference.make_reference(path, move=args.camera_move, frames=args.frames,
+                                           height=args.height, width=args.width, fps=args.fps)
+    print(f"camera reference: {path} ({made['description']})")
+    return path
+
+
 def make_mesh(spec: str | None, pipe, opts):
     """The --mesh of a run (None: one device); "auto" sizes it for the first job's shapes."""
     axes = parse_mesh(spec)
@@ -282,6 +297,8 @@ def run(args, stop: "StopOnSignals | None" = None) -> int:
     """Runs the parsed command line; returns the exit status. ``stop.event`` (set by a signal)
     stops sampling between denoising steps."""
 
+    if args.camera_move:
+        args.camera_ref = render_camera_move(args)
     jobs = make_jobs(args)
     for job in jobs:  # unreadable or mistyped inputs fail here, before any model loads
         for key in ("camera_ref", "content_ref"):

@@ -134,5 +134,8 @@ def test_reader_errors(tmp_path):
     with pytest.raises(ValueError, match="cam_c2w"):
         camera.read_poses(str(npz))
     with pytest.raises(ValueError, match="unknown pose file type"):
-        (tmp_path / "poses.json").write_text("{}")
+        (tmp_path / "poses.csv").write_text("{}")
+        camera.read_poses(str(tmp_path / "poses.csv"))
+    (tmp_path / "poses.json").write_text("{}")  # JSON: a list of c2w or {"c2w": [...]}
+    with pytest.raises(ValueError, match="poses.json: no 'c2w'"):
         camera.read_poses(str(tmp_path / "poses.json"))

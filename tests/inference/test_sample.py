@@ -121,6 +121,23 @@ def test_i2v_and_v2v_write_playable_mp4s(assets, tmp_path, capsys):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary leftovers
 
 
+def test_camera_move_renders_the_reference_first(assets, tmp_path, capsys):
+    """sample --camera_move: the move's reference goes beside --out (video and poses), then is
+    cloned; it replaces --camera_ref, and giving both is a one-line error (exit 2)."""
+    out = tmp_path / "moved.mp4"
+    assert run_cli("--checkpoint", assets["ckpt"], "--camera_move", "pan left 10 deg",
+                   "--image", assets["image"], "--out", out, *SHAPE) == 0
+    assert video.read_video(str(out))[0].shape == (5, 32, 48, 3)
+    assert video.read_video(str(tmp_path / "moved_camera_ref.mp4"))[0].shape == (5, 32, 48, 3)
+    with open(tmp_path / "moved_camera_ref.json") as f:
+        assert len(json.load(f)["c2w"]) == 5
+    assert "camera reference: " in capsys.readouterr().out
+    assert run_cli("--checkpoint", assets["ckpt"], "--camera_move", "pan left 10 deg",
+                   "--camera_ref", assets["cam"], "--image", assets["image"], "--out",
+                   tmp_path / "both.mp4", *SHAPE) == 2
+    assert "instead of --camera_ref" in capsys.readouterr().err
+
+
 def test_odd_reference_videos(assets, tmp_path, capsys):
     # 25 fps, 17 frames, 640x360: fps-aware sampling at 16 fps, resized and centre-cropped
     out = tmp_path / "odd.mp4"

@@ -272,6 +272,55 @@ def make_scene(rng, num_frames, fps, camera_centres=np.zeros((0, 3)), camera_sta
     return Scene(arrays, anchor, desc, caption_from_description(desc))
 
 
+REFERENCE_KINDS = ("indoor", "outdoor")
+
+
+def make_reference_scene(rng, kind, camera_centres=np.zeros((0, 3))):
+    """A neutral location for camera references (`camera_ref.py`): no subject, daylight, and fine
+    high-contrast texture everywhere (a checkered floor or ground with per-cell tints, brick
+    walls) on objects at many depths, from 1 m beside the camera path out to the walls, so that
+    any camera move shows parallax and trackable corners. `kind` is one of REFERENCE_KINDS;
+    camera_centres [N, 3] (location frame) is the path that objects keep clear of. Indoors the
+    room grows to hold the path (walls at least 3 m beyond it, 8 m from the centre). The anchor
+    is the identity: the location frame is the world frame."""
+    if kind not in REFERENCE_KINDS:
+        raise ValueError(f"unknown reference scene {kind!r}; expected one of {REFERENCE_KINDS}")
+    centres = np.asarray(camera_centres, np.float64).reshape(-1, 3)  # [N, 3]
+    path_reach = float(np.abs(centres[:, [0, 2]]).max(initial=0.0))
+    path_top = float(-centres[:, 1].min(initial=0.0))  # the highest camera, metres above ground
+    b = SceneBuilder()
+    (fc, fcol), (wc, wcol) = _color(rng, ("black", "white")), _color(rng, ("black",))
+    if kind == "indoor":
+        half, height = max(6.0, path_reach + 3.0), max(ROOM_HEIGHT, path_top + 2.0)
+        b.add_plane((0, -1, 0), 0.0, fcol, fcol * 0.35, "checker", 0.5)
+        b.add_plane((0, 1, 0), -height, (0.8, 0.8, 0.78), (0.45, 0.45, 0.45), "tiles", 1.0)
+        for normal in ((1, 0, 0), (-1, 0, 0), (0, 0, 1), (0, 0, -1)):
+            b.add_plane(normal, -half, wcol, wcol * 0.45, "noise", 0.6)
+        names, reach = _OBJECTS["indoor_room"], half - 0.8
+        place = f"an indoor hall with {wc} brick walls and {_a(fc)} checkered floor"
+    else:
+        b.add_plane((0, -1, 0), 0.0, fcol, fcol * 0.35, "checker", 0.8)
+        names, reach = _OBJECTS["outdoor_field"], max(20.0, path_reach + 10.0)
+        place = f"an open field with {_a(fc)} checkered ground"
+    avoid_xz, placed, objects = centres[:, [0, 2]], [], []
+    for _ in range(300):
+        if len(b.boxes) > MAX_BOXES - 2 or len(b.spheres) > MAX_SPHERES - 2:
+            break
+        name = str(rng.choice(names))
+        dist, ang = rng.uniform(1.0, reach), rng.uniform(0, 2 * np.pi)
+        pos = np.clip([dist * math.sin(ang), dist * math.cos(ang)], -reach, reach)
+        radius = {"house": 5.7, "tree": 1.6, "rock": 1.2, "table": 1.2, "sofa": 1.3,
+                  "shelf": 1.05}.get(name, 0.85)  # an upper bound of the footprint
+        if not _clear(pos, radius, avoid_xz, [], placed):
+            continue
+        radius, cname = _add_object(b, name, rng, pos, float(rng.uniform(0, np.pi)))
+        placed.append((pos, radius))
+        objects.append({"name": name, "color": cname, "distance": float(np.hypot(*pos))})
+    desc = {"kind": kind, "palette": "day", "place": place, "objects": objects}
+    arrays = b.build(make_lights("day", kind, rng))
+    return Scene(arrays, np.eye(4), desc, f"A camera reference: {place} in daylight.")
+
+
 def _a(phrase):
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 

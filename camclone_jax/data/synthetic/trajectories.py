@@ -206,18 +206,32 @@ def _world_poses(name, params, c0, s):
     raise ValueError(f"unknown trajectory name {name!r}; expected one of {TRAJECTORY_NAMES}")
 
 
-def build_trajectory(name, params, num_frames, aspect):
-    """Rebuilds a trajectory exactly from its name and parameter dict (see `sample_trajectory`)."""
+def build_trajectory(name, params, num_frames, aspect, c0=None):
+    """Rebuilds a trajectory exactly from its name and parameter dict (see `sample_trajectory`);
+    c0 [4, 4], when given, is the start pose instead of `start_pose(params["start"])` (a move
+    that continues another one, `moves.py`)."""
     if num_frames < 2:
         raise ValueError(f"num_frames must be >= 2, got {num_frames}")
     s = speed_profile(num_frames, params.get("ease_a", 0.0))  # [F]
-    c2w = _world_poses(name, params, start_pose(params["start"]), s)  # [F, 4, 4]
+    c0 = start_pose(params["start"]) if c0 is None else np.asarray(c0, np.float64)  # [4, 4]
+    c2w = _world_poses(name, params, c0, s)  # [F, 4, 4]
     intr = np.tile(intrinsics_from_focal(params["focal_mm"], aspect), (num_frames, 1))  # [F, 4]
     return Trajectory(name, params, c2w.astype(np.float32), intr.astype(np.float32))
 
 
 def describe_trajectory(name, p):
     """English description of a trajectory from its name and parameters (for captions)."""
+    return f"The camera {describe_move(name, p)}, {describe_speed(p)}, with a {p['focal_mm']:.0f} mm lens."
+
+
+def describe_speed(p):
+    """The speed profile of parameters `p` in words: 'at constant speed', 'easing out' or in."""
+    ease = p.get("ease_a", 0.0)
+    return "at constant speed" if ease == 0 else ("easing out" if ease > 0 else "easing in")
+
+
+def describe_move(name, p):
+    """The move of a trajectory in words, e.g. 'pans right 42 deg' (`moves.py` reads it back)."""
     sign = lambda v, pos, neg: pos if v >= 0 else neg  # noqa: E731
     if name == "static":
         move = "stays still"
@@ -235,9 +249,7 @@ def describe_trajectory(name, p):
     else:
         move = (f"follows a smooth path through {len(p['keypoints'])} keypoints"
                 + (" with multi-axis rotation" if p["multi_axis"] else ""))
-    ease = p.get("ease_a", 0.0)
-    speed = "at constant speed" if ease == 0 else ("easing out" if ease > 0 else "easing in")
-    return f"The camera {move}, {speed}, with a {p['focal_mm']:.0f} mm lens."
+    return move
 
 
 @dataclasses.dataclass(frozen=True)
