@@ -1,6 +1,6 @@
 """Our DiT vs diffusers' WanTransformer3DModel on the same device: forward and forward+backward.
 
-  python benchmarks/dit.py                       # mid-size config on CPU (README figures)
+  python benchmarks/dit.py                       # mid-size config on CPU (docs/performance.md figures)
   python benchmarks/dit.py --layers 2 --frames 3 --height 16 --width 28 --repeats 2   # quick
 
 Same config, same weights, same inputs, float32, runs alternating between the two frameworks

@@ -1,6 +1,6 @@
 """Sampling: seconds per denoising step and peak memory, ours against a diffusers-style loop.
 
-  python benchmarks/sample.py                          # tiny and mid on CPU (README figures)
+  python benchmarks/sample.py                          # tiny and mid on CPU (docs/performance.md figures)
   python benchmarks/sample.py --configs tiny --steps 2 # quick check
   python benchmarks/sample.py --configs 1.3b           # Wan 2.1 1.3B at 480x832x81 (GPU)
   python benchmarks/sample.py --configs 1.3b --pipeline   # + a whole 480x832x81 sample's peak

@@ -11,7 +11,7 @@ start-up, jit compilation, rendering, mp4 encoding and record writing all count:
 
   python benchmarks/synthetic.py [--demo_groups 3] [--skip_throughput]
 
-Prints a small markdown table (for the README). Outputs go to a temporary folder that is deleted.
+Prints a small markdown table (for docs/performance.md). Outputs go to a temporary folder that is deleted.
 """
 import argparse
 import os

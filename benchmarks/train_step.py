@@ -1,7 +1,7 @@
 """One CamClone training step, ours vs PyTorch (diffusers Wan), same model, data and device.
 
   python benchmarks/train_step.py --preset tiny       # CPU, seconds
-  python benchmarks/train_step.py --preset mid        # CPU, the README figures
+  python benchmarks/train_step.py --preset mid        # CPU, the docs/performance.md figures
   python benchmarks/train_step.py --preset 1.3b --dtype bfloat16 --attention cudnn   # one GPU
 
 A step is what `camclone_jax.train` runs: three frame-concatenated segments (target, camera

@@ -5,7 +5,7 @@
 Both return camera-to-world poses in OpenCV axes relative to frame 0 with unit largest camera
 distance, say whether the intrinsics were assumed, and raise `PoseEstimationError` (with the
 reason) for a video they cannot estimate. Which is the default, and why, is measured by
-`benchmarks/pose_backends.py` (see the README's Evaluation section).
+`benchmarks/pose_backends.py` (see docs/evaluation.md).
 """
 from camclone_jax.eval import colmap, poses
 

@@ -196,7 +196,7 @@ def test_image_cross_attention_model_gets_clip_tokens(records, tmp_path):
 
 
 def test_synthetic_tiny_end_to_end_shortened(tmp_path):
-    """configs/synthetic_tiny.py as the README runs it, shrunk: synthetic data generated on
+    """configs/synthetic_tiny.py as docs/training.md runs it, shrunk: synthetic data generated on
     first use, training with validation and the reference-use gaps, export, and the I2V/V2V
     sample videos."""
     config = synthetic_tiny.get_config()
