@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from camclone_jax.training import loop
-from camclone_jax.training.run_config import sibling_config
+from camclone_jax.training.run_config import override, sibling_config
 from camclone_jax.utils import write_atomic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -34,16 +34,14 @@ def load(spec: str, sets: list[str]):
     config = sibling_config(os.path.join(CONFIGS, "x.py"), name, arg)
     for item in sets:
         key, _, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        if leaf not in node:
-            raise SystemExit(f"--set {item}: {key} is not a config key")
         try:
-            node[leaf] = ast.literal_eval(value)
+            value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            node[leaf] = value  # a plain string
+            pass  # a plain string
+        try:
+            override(config, {key: value})
+        except KeyError as e:
+            raise SystemExit(f"--set {item}: {e.args[0]}") from None
     return config
 
 

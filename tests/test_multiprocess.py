@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 
 from camclone_jax.training import loop as train
-from camclone_jax.training.run_config import sibling_config
+from camclone_jax.training.run_config import override, sibling_config
 from tests.training.test_train import REPO, records, tiny_config, trained_params  # noqa: F401 (fixture)
 
 OVERRIDES = {"model.dim": 32, "model.ffn_dim": 64, "model.num_layers": 2, "model.num_heads": 2,
@@ -66,13 +66,7 @@ def test_two_processes_over_the_procedural_source_match_one(tmp_path):
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     config = sibling_config(os.path.join(REPO, "configs", "clone_tiny.py"), "clone_tiny")
-    config.total_steps = 3
-    for key, value in {**CLONE, "mesh_devices": 2}.items():
-        node = config
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
+    override(config, {**CLONE, "mesh_devices": 2, "total_steps": 3})
     ref = train.train_and_evaluate(config, str(tmp_path / "one"))
     logged = [json.loads(line) for line in open(two / "metrics.jsonl") if '"loss"' in line]
     np.testing.assert_allclose([m["loss"] for m in logged], [x for _, x in ref["losses"]],

@@ -99,3 +99,17 @@ def base_config() -> ml_collections.ConfigDict:
         enabled=False, no_camera_model="", clips=16, steps=20,
     ))
     return c
+
+
+def override(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """Sets each dotted key of ``values`` ("optim.lr": 3e-4) in ``config`` (as
+    ``--config.optim.lr=3e-4`` would); a key the config does not have is a KeyError naming it."""
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        if leaf not in node:
+            raise KeyError(f"{key} is not a config key")
+        node[leaf] = value
+    return config

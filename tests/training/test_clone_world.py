@@ -13,7 +13,7 @@ from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.data.video import read_video
 from camclone_jax.inference import clone as clone_lib
 from camclone_jax.training import loop as train
-from camclone_jax.training.run_config import sibling_config
+from camclone_jax.training.run_config import override, sibling_config
 from camclone_jax.utils import flatten_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,13 +30,7 @@ def clone_config(steps, arg="", **overrides):
     config.checkpoint.update(every=2, keep=5)
     config.sample.steps = 2
     config.clone_check.update(clips=2, steps=2)
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return override(config, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
 from camclone_jax.training import checkpoint as ckpt_lib
 from camclone_jax.training import loop as train
+from camclone_jax.training.run_config import override
 from camclone_jax.utils import flatten_params
 from configs import synthetic_tiny
 
@@ -45,13 +46,7 @@ def tiny_config(records, total_steps=4, **overrides):
     config.sample.enabled = False
     config.optim.schedule = "constant"  # a cosine's lr would depend on total_steps
     config.optim.rules = (("self_attn", "train"), (".*", None))  # the paper's rule
-    for key, value in overrides.items():
-        target = config
-        *path, leaf = key.split(".")
-        for p in path:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return override(config, overrides)
 
 
 def trained_params(workdir):
