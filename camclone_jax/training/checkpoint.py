@@ -38,6 +38,7 @@ import grain
 
 from camclone_jax.convert import transformer as transformer_io
 from camclone_jax.convert.io import is_converted_dir, save_converted
+from camclone_jax.errors import UserError
 from camclone_jax.models import params as params_lib
 from camclone_jax.utils import flatten_params, unflatten_params, write_atomic
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint or base model that does not fit the run (names what and how to fix it)."""
 
 
@@ -231,6 +232,19 @@ class Checkpointer:
         checkpoint was written by a different number of processes)."""
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         return os.path.exists(os.path.join(self.directory, str(step), "data", name))
+
+    def why_no_data_state(self, step: int) -> str:
+        """Why ``step`` lacks this process's data iterator position (see ``has_data_state``),
+        as the warning of a resume without it says: another process count, or none saved."""
+        folder = os.path.join(self.directory, str(step), "data")
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        counts = sorted({n.rsplit("-of-", 1)[-1][:-len(".json")] for n in
+                         (os.listdir(folder) if os.path.isdir(folder) else [])
+                         if n.startswith("process_") and n.endswith(".json")})
+        if counts:
+            return (f"it was written by {' or '.join(counts)} process(es), this run has "
+                    f"{jax.process_count()}")
+        return f"{os.path.join(folder, name)} is missing"
 
     def restore(self, abstract_state: dict, loader=None, step: int | None = None) -> dict:
         """The state at ``step`` (default: latest), placed as ``abstract_state`` says (shapes,

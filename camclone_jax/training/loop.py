@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -32,7 +33,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from camclone_jax import distributed, inference, sharding, tasks
+from camclone_jax import distributed, errors, inference, sharding, tasks
 from camclone_jax.data import codec as codec_lib
 from camclone_jax.data import pipeline, records, transforms
 from camclone_jax.data.transforms import ClipConfig
@@ -54,8 +55,9 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf (the update was not applied)."""
 
 
-# faults the command line reports as one line and exit status 2
-CLI_ERRORS = (workdir_lock.WorkdirLockedError, ckpt_lib.CheckpointError, pipeline.BadDataError)
+# faults the command line reports as one line and exit status 2 (checkpoint and lock errors
+# are `errors.UserError`s)
+CLI_ERRORS = errors.USER_ERRORS + (pipeline.BadDataError, NonFiniteLossError)
 
 
 # ------------------------------------------------------------------------------ the job
@@ -145,15 +147,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains as ``config`` says in ``workdir`` (resuming there); returns a summary dict with
     the status ("done" or "preempted"), steps, losses and timings. The workdir is locked for
     the whole job (``workdir_lock``: a second job on it raises ``WorkdirLockedError``)."""
+    errors.check_output_dir(workdir, "--workdir")  # before anything is created or loaded
     workdir = os.path.abspath(workdir)
+    created = not os.path.exists(workdir)
     distributed.initialize()  # multi-process setup from the environment, if any
     os.makedirs(workdir, exist_ok=True)
-    lock = workdir_lock.acquire_for_run(workdir)
     try:
-        return _train(config, workdir)
-    finally:
-        if lock is not None:
-            lock.release()
+        lock = workdir_lock.acquire_for_run(workdir)
+        try:
+            return _train(config, workdir)
+        finally:
+            if lock is not None:
+                lock.release()
+    except BaseException:
+        if created and jax.process_count() == 1:
+            _remove_failed_start(workdir)
+        raise
+
+
+def _remove_failed_start(workdir: str):
+    """Removes the workdir a failed start created, unless it holds a checkpoint (then the run
+    got far enough that its files are worth keeping)."""
+    ckpts = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _train(config, workdir: str) -> dict:
@@ -246,13 +264,13 @@ def _train(config, workdir: str) -> dict:
     state, start, data_restored = checkpointer.restore_newest_intact(abstract_state, loader)
     if start is not None and data_restored:
         log.info("resumed from step %d", start)
-    elif start is not None:  # saved by another process count: the global order is the same
+    elif start is not None:  # no position for this process count: the global order is the same
         loader.close()
         loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host,
                                                                    config.seed), skip_batches=start)
-        log.warning("resumed from step %d written by another number of processes: the data "
+        log.warning("resumed from step %d without its data-iterator position (%s): the data "
                     "restarts at global batch %d (exact unless bad records were skipped)",
-                    start, start)
+                    start, checkpointer.why_no_data_state(start), start)
     else:  # no checkpoint (a corrupt one is skipped above, and none intact is an error)
         state, start = init_fn(trainable), 0
     del trainable
@@ -422,23 +440,22 @@ def _sample_video(workdir, config, records_path) -> dict | None:
     return out
 
 
-def main():
+def main(argv=None):
     """The command line: ``--config`` (ml_collections, ``--config.key=value`` overrides; an
-    unknown key is an error) and ``--workdir``; prints the summary as one JSON document."""
-    config = config_flags.DEFINE_config_file(
-        "config", None, "ml_collections config file (configs/*.py[:arg])", lock_config=True)
-    workdir = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)")
-    flags.mark_flags_as_required(["config", "workdir"])
+    unknown key is an error) and ``--workdir``; prints the summary as one JSON document. Flag
+    and config errors, and the run's `CLI_ERRORS`, are one line and exit status 2."""
+    if "config" not in flags.FLAGS:  # main runs once per process; tests call it again
+        config_flags.DEFINE_config_file(
+            "config", None, "ml_collections config file (configs/*.py[:arg])", lock_config=True)
+        flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)")
+        flags.mark_flags_as_required(["config", "workdir"])
 
     def run(argv):
         del argv
         if not flags.FLAGS["verbosity"].present:  # orbax and grain log a lot at INFO
             absl_logging.set_verbosity(absl_logging.WARNING)
-        try:
-            result = train_and_evaluate(config.value, workdir.value)
-        except CLI_ERRORS as e:  # one clear line, no traceback
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        with errors.exit_on_user_error(CLI_ERRORS):  # one clear line, no traceback
+            result = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
         skip = ("losses", "batch_indices", "clone_check_lines")
         print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1,
                          default=str))
@@ -446,4 +463,34 @@ def main():
         for line in result.get("clone_check_lines", []):
             print(line, file=sys.stderr)
 
-    app.run(run)
+    app.run(run, argv=argv, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing with its errors, and ml_collections' errors in a ``--config.key``
+    override or the config file, as one line and exit status 2 (absl: a usage text, status 1)."""
+    flags.FLAGS.unparse_flags()  # a second main() in one process parses afresh
+    try:
+        rest = flags.FLAGS(argv)
+        flags.FLAGS.config.get("seed")  # a config file that failed to load raises here
+        return rest
+    except flags.Error as e:  # absl names the flag
+        sys.exit(errors.report(e))
+    except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
+        sys.exit(errors.report(errors.UserError(_config_flag_error(argv, e))))
+
+
+def _config_flag_error(argv, error: BaseException) -> str:
+    """The message of an error ml_collections raised while applying ``--config`` or a
+    ``--config.key=value`` override; an unknown key names its flag and the suggestion."""
+    cause = error
+    while not isinstance(cause, KeyError) and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(cause, KeyError):  # the file: missing, a syntax error, ... (innermost)
+        path = next((a.split("=", 1)[-1] for a in argv[1:] if a.startswith("--config=")), "")
+        return f"--config {path}: {errors.message(cause)}".replace(" :", ":")
+    first, _, hint = errors.message(cause).partition("; ")  # "'lrr'; Did you mean "lr"...?"
+    key = first.strip("'\"")
+    names = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    name = next((n for n in names if key in n.split(".")[1:]), "--config")
+    return f"{name}: the config has no key {key!r}" + (f" ({hint})" if hint else "")

@@ -1,0 +1,115 @@
+"""The command lines' one error path: what a user error is, how it is printed, and the checks
+of a command's outputs before its work starts.
+
+Every ``python -m camclone_jax.*`` command ends a user error (a bad flag, a missing or malformed
+input file, an output that cannot be written, a checkpoint that does not fit the run) with one
+line on stderr, ``error: <the problem, naming the file or flag>``, and exit status 2
+(`USER_ERRORS`, `report`, `exit_on_user_error`); any other exception is a bug and keeps its
+traceback. `check_output_file` and `check_output_dir` are the checks each command makes of what
+it will write before it loads a model or reads data, so a bad ``--out`` costs nothing and the
+message names the path as the user gave it (not a temporary file beside it).
+
+This module is on the ground floor: it imports nothing of the package, and every layer may
+raise `UserError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+import tempfile
+from typing import Iterator
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A fault of a command's flags, inputs or surroundings (not of the code): the message
+    names the problem and the file or flag, and the command line prints it as one line."""
+
+
+# what a command line reports as one line, exit status 2: the package's own errors, and the
+# standard kinds its checks raise for bad values (ValueError), files and folders (OSError:
+# missing, unreadable, read-only, full) and optional packages that are not installed
+USER_ERRORS = (UserError, ValueError, OSError, ImportError)
+
+
+def message(error: BaseException) -> str:
+    """``error``'s message as one line: a KeyError without its quotes, an OSError as
+    'PATH: reason', lines joined with '; '."""
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    elif isinstance(error, OSError) and error.strerror and len(error.args) > 1:
+        where = error.filename if error.filename is not None else ""
+        text = f"{where}: {error.strerror}" if where != "" else error.strerror
+    else:
+        text = str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def report(error: BaseException) -> int:
+    """Prints ``error: <message>`` to stderr; returns the exit status of a user error (2)."""
+    print(f"error: {message(error)}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
+@contextlib.contextmanager
+def exit_on_user_error(errors: tuple = USER_ERRORS) -> Iterator[None]:
+    """Turns an exception of ``errors`` raised in the block into `report`'s one line and
+    ``SystemExit(2)``; anything else passes through with its traceback."""
+    try:
+        yield
+    except errors as e:
+        sys.exit(report(e))
+
+
+# ------------------------------------------------------------------------------ outputs
+def _existing_ancestor(path: str) -> str:
+    """The nearest existing path at or above ``path``."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _check_writable_folder(folder: str, flag: str, given: str):
+    """Raises `UserError` unless a file can be created in the existing ``folder``."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            reason = f"{folder} is not writable ({e.strerror})"
+        raise UserError(f"{flag} {given} cannot be written: {reason}") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Raises `UserError` (naming ``flag`` and ``path`` as given) unless a file can be written
+    at ``path``: it is not a folder, no file stands where a folder of its path should be, and
+    its folder (or the nearest one that exists, where the rest would be created) is writable."""
+    if not path:
+        raise UserError(f"{flag} is empty")
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder, expected a file path")
+    folder = _existing_ancestor(os.path.dirname(os.path.abspath(path)))
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag} {path} cannot be written: {folder} is a file, not a folder")
+    _check_writable_folder(folder, flag, path)
+
+
+def check_output_dir(path: str, flag: str) -> None:
+    """Raises `UserError` (naming ``flag`` and ``path`` as given) unless ``path`` is a writable
+    folder or can be created as one (nothing else sits at it or above it)."""
+    if not path:
+        raise UserError(f"{flag} is empty")
+    existing = _existing_ancestor(path)
+    if existing == os.path.abspath(path) and not os.path.isdir(existing):
+        raise UserError(f"{flag} {path} is a file, expected a folder")
+    if not os.path.isdir(existing):
+        raise UserError(f"{flag} {path} cannot be created: {existing} is a file, not a folder")
+    _check_writable_folder(existing, flag, path)
