@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
 import tempfile
+import threading
 from typing import Iterator
 
 EXIT_USER_ERROR = 2
@@ -64,6 +66,41 @@ def exit_on_user_error(errors: tuple = USER_ERRORS) -> Iterator[None]:
         yield
     except errors as e:
         sys.exit(report(e))
+
+
+# ------------------------------------------------------------------------------ signals
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while `raise_on_signals` was active. A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` in the work swallows it; a command
+    stopped so exits with `exit_status` (128 + the signal's number)."""
+
+    def __init__(self, signum: int):
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(self.name)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def raise_on_signals() -> Iterator[None]:
+    """While active (in the main thread), SIGINT and SIGTERM raise `Interrupted` where the
+    main thread is, so context managers and ``finally`` blocks clean up; the previous handlers
+    come back on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # ------------------------------------------------------------------------------ outputs
