@@ -16,13 +16,15 @@ raise `UserError`.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import os
 import signal
 import sys
 import tempfile
 import threading
-from typing import Iterator
+from typing import Iterable, Iterator
 
 EXIT_USER_ERROR = 2
 
@@ -66,6 +68,53 @@ def exit_on_user_error(errors: tuple = USER_ERRORS) -> Iterator[None]:
         yield
     except errors as e:
         sys.exit(report(e))
+
+
+# ------------------------------------------------------------------------------ input files
+def read_text(path: str, what: str) -> str:
+    """A user's text file (``what``: "jobs file", "--prompts", ...) as UTF-8 text, a leading
+    byte-order mark dropped. Refuses a folder, a missing file and bytes that are not UTF-8
+    (naming the line)."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a folder, expected a file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}, "
+                        "e.g. a latin-1 file): save it as UTF-8, e.g. with `iconv -f latin1 "
+                        "-t utf-8`") from None
+
+
+def read_csv(path: str, what: str, columns: Iterable[str], required: Iterable[str] = ()
+             ) -> list[dict]:
+    """The rows of a user's CSV file (`read_text`) as {header field: value}, blank lines
+    skipped. Refuses a file whose first line names none of ``columns`` (no header line), a
+    header without the ``required`` columns, and a row with more or fewer fields than the
+    header (naming its line)."""
+    columns = list(columns)
+    reader = csv.reader(io.StringIO(read_text(path, what), newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    if not set(header) & set(columns):
+        raise UserError(f"{path}:1: the first line must be a header naming the columns (e.g. "
+                        f"{','.join(columns[:4])}), got {','.join(header)[:80]!r}")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UserError(f"{path} lacks the column(s) {missing}; expected {list(required)}")
+    rows = []
+    for fields in reader:
+        if not any(v.strip() for v in fields):
+            continue
+        if len(fields) != len(header):
+            raise UserError(f"{path}:{reader.line_num}: {len(fields)} fields, the header has "
+                            f"{len(header)} (a comma too many or too few? quote a field that "
+                            "holds commas)")
+        rows.append(dict(zip(header, fields)))
+    return rows
 
 
 # ------------------------------------------------------------------------------ signals

@@ -34,7 +34,6 @@ still written), 2 on a usage or setup error.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -167,14 +166,13 @@ def read_jobs(path: str) -> list[dict]:
     empty values dropped, relative paths made relative to the file). A UTF-8 byte-order mark
     is allowed; a CSV without a header line or with a row of more or fewer fields than its
     header is refused, naming the line."""
-    if os.path.isdir(path):
-        raise errors.UserError(f"--jobs {path} is a folder, expected a .csv or .jsonl file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"jobs file not found: {path}")
-    if not path.endswith((".csv", ".jsonl")):
+    if not path.endswith((".csv", ".jsonl")) and not os.path.isdir(path):
         raise ValueError(f"jobs file {path} must be .csv or .jsonl")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = _read_jsonl(f, path) if path.endswith(".jsonl") else _read_csv(f, path)
+    if path.endswith(".jsonl"):
+        rows = _read_jsonl(errors.read_text(path, "jobs file"), path)
+    else:
+        rows = errors.read_csv(path, "jobs file",
+                               _INPUTS + tuple(_OPTION_TYPES) + tuple(_ALIASES))
     base, jobs = os.path.dirname(os.path.abspath(path)), []
     for n, row in enumerate(rows, 1):
         job = {}
@@ -196,10 +194,10 @@ def read_jobs(path: str) -> list[dict]:
     return jobs
 
 
-def _read_jsonl(f, path: str) -> list[dict]:
+def _read_jsonl(text: str, path: str) -> list[dict]:
     """The objects of a .jsonl jobs file (blank lines skipped)."""
     rows = []
-    for n, line in enumerate(f, 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -207,27 +205,6 @@ def _read_jsonl(f, path: str) -> list[dict]:
                 raise ValueError(f"{path}:{n}: invalid JSON ({e})") from None
             if not isinstance(rows[-1], dict):
                 raise ValueError(f"{path}:{n}: expected a JSON object per line")
-    return rows
-
-
-def _read_csv(f, path: str) -> list[dict]:
-    """The rows of a .csv jobs file as dicts; refuses a file without a header line (no known
-    field in its first line) and rows of more or fewer fields than the header."""
-    reader = csv.reader(f)
-    header = next(reader, None)
-    known = set(_INPUTS) | set(_OPTION_TYPES) | set(_ALIASES)
-    if header is not None and not known & {h.strip() for h in header}:
-        raise ValueError(f"{path}:1: the first line must be a header naming the fields (e.g. "
-                         f"camera_ref,prompt,image,out), got {','.join(header)[:80]!r}")
-    rows = []
-    for fields in reader:
-        if not any(v.strip() for v in fields):
-            continue  # a blank line
-        if len(fields) != len(header):
-            raise ValueError(f"{path}:{reader.line_num}: {len(fields)} fields, the header has "
-                             f"{len(header)} (a comma too many or too few? quote fields that "
-                             "hold commas)")
-        rows.append(dict(zip(header, fields)))
     return rows
 
 
