@@ -22,9 +22,11 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import sys
+import time
 from typing import Iterator, Mapping
 
 import jax
@@ -270,11 +272,12 @@ class OrbaxErrors(logging.Filter):
 
     def __init__(self):
         super().__init__()
-        self.last = None
+        self.last, self.last_error = None, None
 
     def filter(self, record):
         if record.levelno >= logging.ERROR and "orbax" in record.pathname and record.exc_info:
-            self.last = one_line(record.exc_info[1])
+            self.last_error = record.exc_info[1]
+            self.last = one_line(self.last_error)
             return False
         return True
 
@@ -289,6 +292,13 @@ def _closed_loop_noise(unraisable) -> bool:
 _HOOKS = {"previous": sys.unraisablehook}
 
 
+def _orbax_futures_noise(record) -> bool:
+    """False (drop it) for asyncio's 'exception was never retrieved' of an orbax write that
+    failed after another one had (orbax reports the first; these are the same fault)."""
+    text = record.getMessage()
+    return not ("exception was never retrieved" in text and ("orbax" in text or "OCDBT" in text))
+
+
 def _unraisable_hook(unraisable):
     if not _closed_loop_noise(unraisable):
         _HOOKS["previous"](unraisable)
@@ -297,11 +307,13 @@ def _unraisable_hook(unraisable):
 @contextlib.contextmanager
 def quiet_orbax() -> Iterator[OrbaxErrors]:
     """While active, orbax's logged errors are dropped (the yielded filter keeps the last
-    one's cause in one line); from the first use on, the 'Event loop is closed' reports of
-    tensorstore operations that outlive a failed orbax call are dropped too (they come from
-    background threads, also after the call has returned)."""
+    one's cause in one line); from the first use on, the 'Event loop is closed' and 'exception
+    was never retrieved' reports of tensorstore operations that outlive a failed orbax call
+    are dropped too (they come from background threads and the garbage collector, also after
+    the call has returned)."""
     if sys.unraisablehook is not _unraisable_hook:
         _HOOKS["previous"], sys.unraisablehook = sys.unraisablehook, _unraisable_hook
+        logging.getLogger("asyncio").addFilter(_orbax_futures_noise)
     errors = OrbaxErrors()
     logger = logging.getLogger("absl")
     logger.addFilter(errors)
@@ -322,7 +334,8 @@ def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
                 checkpointer.save(os.path.join(tmp, "params"), dict(params))
                 checkpointer.wait_until_finished()
             except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise anything)
-                raise _write_error(path, orbax_errors.last or one_line(e)) from None
+                settle(tmp)  # then atomic_dir removes it for good
+                raise _write_error(path, orbax_errors.last_error or e) from None
         if jax.process_index() == 0:
             files = {"config.json": {"kind": kind, "config": dict(config), "source": source}}
             for name, obj in {**files, **(extra_files or {})}.items():
@@ -349,12 +362,33 @@ def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
     multihost_utils.sync_global_devices(f"save_converted:done:{path}")
 
 
-def _write_error(path: str, reason: str) -> OSError:
-    """The error of a failed orbax write of ``path``: an OSError naming it (ENOSPC when the
-    disk is full), so the command line reports it in one line."""
-    full = "No space left on device" in reason or "RESOURCE_EXHAUSTED" in reason
-    return OSError(errno.ENOSPC if full else errno.EIO,
-                   "No space left on device" if full else f"writing failed: {reason}", path)
+def _write_error(path: str, error: BaseException) -> OSError:
+    """The error of a failed orbax write of ``path``: an OSError naming it with the system's
+    reason (tensorstore's ``os_error_code``: a full disk, a file too large, ...), not the
+    temporary files it was writing."""
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    if code:
+        return OSError(int(code.group(1)), os.strerror(int(code.group(1))), path)
+    return OSError(errno.EIO, f"writing failed: {one_line(error)}", path)
+
+
+def settle(folder: str, quiet_s: float = 0.5, timeout_s: float = 10.0):
+    """Waits until nothing in ``folder`` has changed for ``quiet_s`` (at most ``timeout_s``):
+    when one write fails, orbax returns while tensorstore's other writes still run, and they
+    would recreate files in a temporary folder removed at once."""
+    def snapshot():
+        return sorted((os.path.join(d, n), os.path.getsize(os.path.join(d, n)))
+                      for d, _, names in os.walk(folder) for n in names
+                      if os.path.exists(os.path.join(d, n)))
+
+    start, last, since = time.monotonic(), None, time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        now = snapshot()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
 
 
 def load_converted(path: str) -> tuple[str, dict, dict]:

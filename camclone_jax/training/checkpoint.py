@@ -38,7 +38,8 @@ from jax.experimental import multihost_utils
 import grain
 
 from camclone_jax.convert import transformer as transformer_io
-from camclone_jax.convert.io import is_converted_dir, one_line, quiet_orbax, save_converted
+from camclone_jax.convert.io import (is_converted_dir, one_line, quiet_orbax, save_converted,
+                                     settle)
 from camclone_jax.errors import UserError
 from camclone_jax.models import params as params_lib
 from camclone_jax.utils import flatten_params, unflatten_params, write_atomic
@@ -190,6 +191,7 @@ class Checkpointer:
         self._failed, self._pending = True, None
         if jax.process_index() == 0:
             for tmp in glob.glob(glob.escape(self.path(step)) + ".orbax-checkpoint-tmp*"):
+                settle(tmp)  # the writes still in flight end first
                 shutil.rmtree(tmp, ignore_errors=True)
         return CheckpointSaveError(f"saving checkpoint step {step} to {self.directory} failed: "
                                    f"{reason}; the run stops here; the last good checkpoint "
