@@ -201,8 +201,8 @@ def main(argv=None) -> int:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     try:
         errors.check_output_dir(args.out, "--out")  # before the encoder loads
-        tokenizer = load_tokenizer(args.tokenizer)
         prompts = read_prompts(args.prompts)
+        tokenizer = load_tokenizer(args.tokenizer)
         config, params = load_t5(args.t5, dtype=args.dtype, param_dtype=args.dtype)
         stats = build_prompt_cache(args.out, prompts, tokenizer, config, params,
                                    negative_prompt=args.negative_prompt,

@@ -147,6 +147,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains as ``config`` says in ``workdir`` (resuming there); returns a summary dict with
     the status ("done" or "preempted"), steps, losses and timings. The workdir is locked for
     the whole job (``workdir_lock``: a second job on it raises ``WorkdirLockedError``)."""
+    _check_numbers(config)
     errors.check_output_dir(workdir, "--workdir")  # before anything is created or loaded
     workdir = os.path.abspath(workdir)
     created = not os.path.exists(workdir)
@@ -163,6 +164,33 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if created and jax.process_count() == 1:
             _remove_failed_start(workdir)
         raise
+
+
+# config numbers and their lowest value (a key a config lacks is not checked)
+_MINIMUMS = {"total_steps": 1, "batch_size": 1, "accum_steps": 1, "log_every": 1,
+             "checkpoint.every": 1, "checkpoint.keep": 1, "eval_every": 0, "eval_batches": 0,
+             "seed": 0, "mesh_devices": 0, "peak_flops": 0, "optim.lr": 0,
+             "optim.warmup_steps": 0, "optim.weight_decay": 0, "optim.clip_norm": 0,
+             "data.frames": 1, "data.height": 1, "data.width": 1, "data.frame_stride": 1,
+             "data.text_len": 1, "data.num_workers": 0, "data.max_bad_records": 0}
+_FRACTIONS = ("data.v2v_ratio", "objective.text_drop_prob", "optim.ema_decay", "optim.b1",
+              "optim.b2", "optim.end_factor")  # in [0, 1]
+
+
+def _check_numbers(config):
+    """Raises ValueError naming the ``--config.key`` of a negative or nonsensical number."""
+    def value(key):
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        return node
+
+    for key, low in _MINIMUMS.items():
+        if isinstance(value(key), (int, float)) and not value(key) >= low:
+            raise ValueError(f"--config.{key}={value(key)} must be >= {low}")
+    for key in _FRACTIONS:
+        if isinstance(value(key), (int, float)) and not 0 <= value(key) <= 1:
+            raise ValueError(f"--config.{key}={value(key)} must be in [0, 1]")
 
 
 def _remove_failed_start(workdir: str):
@@ -444,18 +472,15 @@ def main(argv=None):
     """The command line: ``--config`` (ml_collections, ``--config.key=value`` overrides; an
     unknown key is an error) and ``--workdir``; prints the summary as one JSON document. Flag
     and config errors, and the run's `CLI_ERRORS`, are one line and exit status 2."""
-    if "config" not in flags.FLAGS:  # main runs once per process; tests call it again
-        config_flags.DEFINE_config_file(
-            "config", None, "ml_collections config file (configs/*.py[:arg])", lock_config=True)
-        flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)")
-        flags.mark_flags_as_required(["config", "workdir"])
+    argv = list(sys.argv if argv is None else argv)
+    parsed = flags.FlagValues()  # this call's own flags: main can run again in one process
 
     def run(argv):
         del argv
         if not flags.FLAGS["verbosity"].present:  # orbax and grain log a lot at INFO
             absl_logging.set_verbosity(absl_logging.WARNING)
         with errors.exit_on_user_error(CLI_ERRORS):  # one clear line, no traceback
-            result = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+            result = train_and_evaluate(parsed.config, parsed.workdir)
         skip = ("losses", "batch_indices", "clone_check_lines")
         print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1,
                          default=str))
@@ -463,21 +488,33 @@ def main(argv=None):
         for line in result.get("clone_check_lines", []):
             print(line, file=sys.stderr)
 
-    app.run(run, argv=argv, flags_parser=_parse_flags)
+    app.run(run, argv=argv, flags_parser=lambda args: _parse_flags(parsed, args))
 
 
-def _parse_flags(argv):
-    """absl's flag parsing with its errors, and ml_collections' errors in a ``--config.key``
-    override or the config file, as one line and exit status 2 (absl: a usage text, status 1)."""
-    flags.FLAGS.unparse_flags()  # a second main() in one process parses afresh
+def _parse_flags(parsed: flags.FlagValues, argv):
+    """Defines ``--config`` and ``--workdir`` in ``parsed`` (next to absl's own flags) and
+    parses ``argv``; absl's flag errors, and ml_collections' errors in a ``--config.key``
+    override or the config file, are one line and exit status 2 (absl: a usage text, 1)."""
+    config_flags.DEFINE_config_file("config", None, "ml_collections config file "
+                                    "(configs/*.py[:arg])", flag_values=parsed,
+                                    lock_config=True, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)",
+                        flag_values=parsed)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=parsed)
+    parsed.append_flag_values(flags.FLAGS)  # --verbosity, --help, ...: absl's own
+    # ml_collections loads the file as module "config_config" with load_module, which runs it
+    # inside a module of that name left by an earlier main: an empty file would inherit its
+    # get_config
+    sys.modules.pop("config_config", None)
     try:
-        rest = flags.FLAGS(argv)
-        flags.FLAGS.config.get("seed")  # a config file that failed to load raises here
-        return rest
+        rest = parsed(argv)
+        parsed.config.get("seed")  # a config file that failed to load raises here
     except flags.Error as e:  # absl names the flag
         sys.exit(errors.report(e))
     except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
         sys.exit(errors.report(errors.UserError(_config_flag_error(argv, e))))
+    flags.FLAGS.mark_as_parsed()
+    return rest
 
 
 def _config_flag_error(argv, error: BaseException) -> str:
