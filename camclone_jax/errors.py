@@ -7,7 +7,10 @@ line on stderr, ``error: <the problem, naming the file or flag>``, and exit stat
 (`USER_ERRORS`, `report`, `exit_on_user_error`); any other exception is a bug and keeps its
 traceback. `check_output_file` and `check_output_dir` are the checks each command makes of what
 it will write before it loads a model or reads data, so a bad ``--out`` costs nothing and the
-message names the path as the user gave it (not a temporary file beside it).
+message names the path as the user gave it (not a temporary file beside it). Users' text and
+CSV files (jobs, prompts, dataset and pairing CSVs) are read strictly by `read_text` and
+`read_csv`; `raise_on_signals` lets a command stop on SIGINT / SIGTERM with one line and exit
+status 128 + the signal.
 
 This module is on the ground floor: it imports nothing of the package, and every layer may
 raise `UserError`.
@@ -46,8 +49,7 @@ def message(error: BaseException) -> str:
     if isinstance(error, KeyError) and error.args:
         text = str(error.args[0])
     elif isinstance(error, OSError) and error.strerror and len(error.args) > 1:
-        where = error.filename if error.filename is not None else ""
-        text = f"{where}: {error.strerror}" if where != "" else error.strerror
+        text = error.strerror if error.filename is None else f"{error.filename}: {error.strerror}"
     else:
         text = str(error)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
