@@ -36,6 +36,7 @@ import inspect
 import logging
 import os
 import re
+import sys
 from typing import Any, Mapping
 
 import jax
@@ -273,7 +274,11 @@ def initialize(config_or_kwargs=None) -> Plan:
 def main() -> None:
     """Connectivity check: every process reports, process 0 prints the gathered indices."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    plan = initialize()
+    try:
+        plan = initialize()
+    except ValueError as e:  # a bad environment: one line, exit status 2, as every command
+        print(f"error: {e}", file=sys.stderr)  # (errors.report; the ground floor imports
+        raise SystemExit(2) from None          # nothing of the package)
 
     indices = multihost_utils.process_allgather(np.int32(jax.process_index()))  # [processes]
     expected = list(range(jax.process_count()))

@@ -29,6 +29,7 @@ import dataclasses
 import os
 import sys
 
+from camclone_jax import errors
 from camclone_jax.convert.raft import require_raft_weights
 from camclone_jax.eval import colmap, consistency, pose_backends, poses, report
 
@@ -121,18 +122,27 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    """Entry point; returns the report dict."""
+    """Entry point; returns the report dict. User errors are one line, exit status 2; SIGINT
+    or SIGTERM stop it with one line, exit status 128 + the signal (the per-video results
+    finished so far are kept for --resume)."""
     args, options = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+    with errors.exit_on_user_error():
+        errors.check_output_file(args.out, "--out")  # before any video is scored
+        errors.check_output_dir(args.results_dir, "--results_dir")
+        if args.save_poses:
+            errors.check_output_dir(args.save_poses, "--save_poses")
         pairs = report.make_pairs(args.generated, args.camera_refs, args.content_refs)
         name = args.name or args.generated.rstrip("/").split("/")[-1]
-        result = report.evaluate(pairs, options, name=name, progress=not args.quiet,
-                                 workers=args.workers, results_dir=args.results_dir,
-                                 resume=args.resume)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    report.write_report(args.out, result)
+        try:
+            with errors.raise_on_signals():
+                result = report.evaluate(pairs, options, name=name, progress=not args.quiet,
+                                         workers=args.workers, results_dir=args.results_dir,
+                                         resume=args.resume)
+        except errors.Interrupted as e:
+            print(f"\nerror: interrupted by {e.name}: the videos finished so far are kept in "
+                  f"{args.results_dir}; rerun with --resume to continue", file=sys.stderr)
+            sys.exit(e.exit_status)
+        report.write_report(args.out, result)
     print(report.markdown_table([result]))
     if result["failed"]:
         print(f"\n{result['num_failed']} of {result['num_pairs']} video(s) failed:")

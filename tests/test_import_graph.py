@@ -34,6 +34,7 @@ FORBIDDEN = {
     "camclone_jax.utils": ("camclone_jax.",),
     "camclone_jax.sharding": ("camclone_jax.",),
     "camclone_jax.distributed": ("camclone_jax.",),
+    "camclone_jax.errors": ("camclone_jax.",),
 }
 
 

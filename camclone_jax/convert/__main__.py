@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from camclone_jax import utils
+from camclone_jax import errors, utils
 from camclone_jax.convert import io
 from camclone_jax.models.params import count_params
 
@@ -84,9 +84,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        overrides = _config_json(getattr(args, "config_json", None))
+        if args.command != "info":  # before anything is read
+            _check_out(args)
         kind = detect_kind(args.src) if args.kind == "auto" else args.kind
         load, save, export = _fns(kind)
-        overrides = json.loads(args.config_json) if getattr(args, "config_json", None) else {}
         config, params = load(args.src, **overrides)
 
         n = count_params(params)
@@ -106,14 +108,39 @@ def main(argv=None) -> int:
             print(f"exported {kind} ({n:,} params) -> {args.out} ({args.format})")
         else:
             print(json.dumps({"kind": kind, "params": n, "config": _as_dict(config)}, indent=2))
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except OSError as e:  # a read-only or full --out, an unreadable --src: nothing is left at --out
+        if e.strerror is None or isinstance(e, (FileNotFoundError, FileExistsError)):
+            return errors.report(e)  # a message of ours, naming the path
         where = e.filename or getattr(args, "out", None) or args.src
-        print(f"error: {args.command} failed at {where}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        print(f"error: {args.command} failed at {where}: {e.strerror}", file=sys.stderr)
+        return errors.EXIT_USER_ERROR
+    except errors.USER_ERRORS + (KeyError,) as e:
+        return errors.report(e)
     return 0
+
+
+def _config_json(text: str | None) -> dict:
+    """--config_json's fields (a JSON object)."""
+    if not text:
+        return {}
+    try:
+        fields = json.loads(text)
+    except ValueError as e:
+        raise errors.UserError(f"--config_json is not valid JSON ({e}): {text[:80]!r}") from None
+    if not isinstance(fields, dict):
+        raise errors.UserError(f"--config_json must be a JSON object of config fields, got "
+                               f"{text[:80]!r}")
+    return fields
+
+
+def _check_out(args):
+    """--out can be written and is free (or --overwrite): checked before the source is read."""
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"--out {args.out} already exists; pass --overwrite to replace it")
+    if getattr(args, "format", None) == "original":  # one file
+        errors.check_output_file(args.out, "--out")
+    else:
+        errors.check_output_dir(args.out, "--out")
 
 
 def _warn_nonfinite(src: str, params):

@@ -17,11 +17,17 @@ leaves a half-written result.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
+import re
 import shutil
 import struct
-from typing import Mapping
+import sys
+import time
+from typing import Iterator, Mapping
 
 import jax
 import ml_dtypes
@@ -250,15 +256,86 @@ def write_pytorch_weights(path: str, state: Mapping[str, np.ndarray], *,
 
 
 # --------------------------------------------------------------------- our converted directory
+# ------------------------------------------------------------------------------ orbax's errors
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """The innermost cause of ``error`` in one line (tensorstore's own message, not the
+    150-line spec orbax wraps around it)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class OrbaxErrors(logging.Filter):
+    """Keeps the one-line cause of orbax's logged errors (each a long traceback) in ``last``
+    and drops those records: the caller reports the failure once, itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.last, self.last_error = None, None
+
+    def filter(self, record):
+        if record.levelno >= logging.ERROR and "orbax" in record.pathname and record.exc_info:
+            self.last_error = record.exc_info[1]
+            self.last = one_line(self.last_error)
+            return False
+        return True
+
+
+def _closed_loop_noise(unraisable) -> bool:
+    """A tensorstore write or read that finished after orbax closed the event loop it was
+    started from (orbax closes it as soon as one operation fails): nothing to report."""
+    return isinstance(unraisable.exc_value, RuntimeError) and \
+        str(unraisable.exc_value) == "Event loop is closed"
+
+
+_HOOKS = {"previous": sys.unraisablehook}
+
+
+def _orbax_futures_noise(record) -> bool:
+    """False (drop it) for asyncio's 'exception was never retrieved' of an orbax write that
+    failed after another one had (orbax reports the first; these are the same fault)."""
+    text = record.getMessage()
+    return not ("exception was never retrieved" in text and ("orbax" in text or "OCDBT" in text))
+
+
+def _unraisable_hook(unraisable):
+    if not _closed_loop_noise(unraisable):
+        _HOOKS["previous"](unraisable)
+
+
+@contextlib.contextmanager
+def quiet_orbax() -> Iterator[OrbaxErrors]:
+    """While active, orbax's logged errors are dropped (the yielded filter keeps the last
+    one's cause in one line); from the first use on, the 'Event loop is closed' and 'exception
+    was never retrieved' reports of tensorstore operations that outlive a failed orbax call
+    are dropped too (they come from background threads and the garbage collector, also after
+    the call has returned)."""
+    if sys.unraisablehook is not _unraisable_hook:
+        _HOOKS["previous"], sys.unraisablehook = sys.unraisablehook, _unraisable_hook
+        logging.getLogger("asyncio").addFilter(_orbax_futures_noise)
+    errors = OrbaxErrors()
+    logger = logging.getLogger("absl")
+    logger.addFilter(errors)
+    try:
+        yield errors
+    finally:
+        logger.removeFilter(errors)
+
+
 def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
                    source: str = "", overwrite: bool = False, extra_files: Mapping | None = None):
     """Writes ``path/config.json``, ``path/params`` (orbax) and ``extra_files`` ({name: JSON
     object}) atomically. In a multi-process job every process calls it with the same global
     arrays (orbax writes each process's shards); process 0 writes the rest and renames."""
     def write(tmp):
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(tmp, "params"), dict(params))
-        checkpointer.wait_until_finished()
+        with quiet_orbax() as orbax_errors, ocp.StandardCheckpointer() as checkpointer:
+            try:
+                checkpointer.save(os.path.join(tmp, "params"), dict(params))
+                checkpointer.wait_until_finished()
+            except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise anything)
+                settle(tmp)  # then atomic_dir removes it for good
+                raise _write_error(path, orbax_errors.last_error or e) from None
         if jax.process_index() == 0:
             files = {"config.json": {"kind": kind, "config": dict(config), "source": source}}
             for name, obj in {**files, **(extra_files or {})}.items():
@@ -285,6 +362,35 @@ def save_converted(path: str, kind: str, config: Mapping, params: Mapping, *,
     multihost_utils.sync_global_devices(f"save_converted:done:{path}")
 
 
+def _write_error(path: str, error: BaseException) -> OSError:
+    """The error of a failed orbax write of ``path``: an OSError naming it with the system's
+    reason (tensorstore's ``os_error_code``: a full disk, a file too large, ...), not the
+    temporary files it was writing."""
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    if code:
+        return OSError(int(code.group(1)), os.strerror(int(code.group(1))), path)
+    return OSError(errno.EIO, f"writing failed: {one_line(error)}", path)
+
+
+def settle(folder: str, quiet_s: float = 0.5, timeout_s: float = 10.0):
+    """Waits until nothing in ``folder`` has changed for ``quiet_s`` (at most ``timeout_s``):
+    when one write fails, orbax returns while tensorstore's other writes still run, and they
+    would recreate files in a temporary folder removed at once."""
+    def snapshot():
+        return sorted((os.path.join(d, n), os.path.getsize(os.path.join(d, n)))
+                      for d, _, names in os.walk(folder) for n in names
+                      if os.path.exists(os.path.join(d, n)))
+
+    start, last, since = time.monotonic(), None, time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        now = snapshot()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
+
+
 def load_converted(path: str) -> tuple[str, dict, dict]:
     """Reads a directory written by ``save_converted``: (kind, config dict, params as numpy)."""
     meta = read_json(os.path.join(path, "config.json"))
@@ -294,11 +400,12 @@ def load_converted(path: str) -> tuple[str, dict, dict]:
     if not os.path.isdir(params_dir):
         raise FileNotFoundError(f"{path}: missing params/ (an interrupted or foreign directory?)")
     try:
-        params = ocp.StandardCheckpointer().restore(params_dir)
+        with quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
+            params = checkpointer.restore(params_dir)
     except Exception as e:  # orbax / tensorstore raise many types for damaged files
-        cause = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise WeightFileError(f"{path}: the converted model's params/ is truncated or corrupt "
-                              f"({type(e).__name__}: {cause}); convert or export it again") from None
+                              f"({type(e).__name__}: {one_line(e)}); convert or export it "
+                              "again") from None
     return meta["kind"], meta["config"], params
 
 

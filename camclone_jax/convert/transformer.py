@@ -230,7 +230,10 @@ def load_transformer(path: str, config: DiTConfig | None = None, **overrides):
         kind, cfg_dict, params = io.load_converted(path)
         if kind != KIND:
             raise io.WeightFileError(f"{path} holds a converted {kind!r}, not a transformer")
-        cfg = DiTConfig.from_dict({**cfg_dict, **overrides}) if config is None else config
+        if config is not None:
+            return config, params  # the caller checks its architecture against the params
+        cfg = DiTConfig.from_dict({**cfg_dict, **overrides})
+        _check_converted_shapes(path, cfg, params)
         return cfg, params
     if os.path.isdir(path):
         diff_cfg = utils.read_json(os.path.join(path, "config.json"))
@@ -243,6 +246,22 @@ def load_transformer(path: str, config: DiTConfig | None = None, **overrides):
     fmt = detect_format(state)
     cfg = config or infer_config(state, fmt, **overrides)
     return cfg, params_from_torch(state, cfg, fmt)
+
+
+def _check_converted_shapes(path: str, cfg: DiTConfig, params):
+    """Raises WeightFileError when a converted directory's config.json does not describe its
+    params (an edited or mismatched config: the model would fail deep inside flax)."""
+    want = utils.flatten_params(param_shapes(cfg))
+    got = utils.flatten_params(params)
+    bad = [f"{k} {tuple(got[k].shape)} vs {tuple(want[k].shape)}" for k in want
+           if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if bad or missing or extra:
+        parts = [f"{what} {names[:4]}{' ...' if len(names) > 4 else ''}" for what, names in (
+            ("shapes (params vs config):", bad), ("missing:", missing), ("unexpected:", extra))
+            if names]
+        raise io.WeightFileError(f"{path}/config.json does not describe its params: "
+                                 + "; ".join(parts))
 
 
 def save_transformer(path: str, config: DiTConfig, params, *, source: str = "",

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from camclone_jax import tasks
+from camclone_jax import errors, tasks
 from camclone_jax.convert.encoders import load_t5
 from camclone_jax.convert.vae import load_vae
 from camclone_jax.data import records, transforms, video
@@ -239,13 +239,15 @@ def main(argv=None):
     p.add_argument("--t5", default=None, help="umT5 weights (anything convert.load_t5 reads)")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json / sentencepiece model")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    for flag in ("batch_size", "frames", "height", "width", "frame_stride"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag} must be >= 1, got {getattr(a, flag)}")
     cfg = transforms.ClipConfig(num_frames=a.frames, height=a.height, width=a.width,
                                 frame_stride=a.frame_stride, short_video=a.short_video)
-    try:
+    with errors.exit_on_user_error():
+        errors.check_output_dir(a.out, "--out")  # before the VAE loads
         markers = encode_records(a.records, a.vae, a.out, cfg, a.batch_size, a.i2v, a.dtype,
                                  t5_path=a.t5, tokenizer_path=a.tokenizer)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
     print(f"{a.out}: {sum(m['written'] for m in markers.values())} latent records from "
           f"{len(markers)} file(s), {sum(len(m['bad']) for m in markers.values())} bad")
     return markers

@@ -21,15 +21,13 @@ they are (no re-encoding); every video is fully decoded once per shard to check 
 """
 import argparse
 import concurrent.futures
-import csv
 import hashlib
-import io
 import json
 import multiprocessing
 import os
 import sys
 
-
+from camclone_jax import errors
 from camclone_jax.data import records, video
 from camclone_jax.utils import write_atomic
 
@@ -54,22 +52,9 @@ def shard_name(shard, num_shards, ext):
 
 
 def read_csv(path):
-    """Rows of a CamCloneDataset.csv as dicts; raises ValueError if a column is missing or the
-    file is not UTF-8 text."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ValueError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}, "
-                         "e.g. a latin-1 file): save it as UTF-8, e.g. with `iconv -f latin1 "
-                         "-t utf-8`") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ValueError(f"{path} lacks the column(s) {missing}; expected {list(CSV_COLUMNS)}")
-    return list(reader)
+    """Rows of a CamCloneDataset.csv as dicts (``errors.read_csv``: a missing column, a
+    ragged row, a file that is not UTF-8 text are refused, naming the file and line)."""
+    return errors.read_csv(path, "--csv", CSV_COLUMNS, required=CSV_COLUMNS)
 
 
 def _probe(path, cache):
@@ -180,8 +165,6 @@ def prepare(csv_path, out, num_shards, workers=1, frames=81, min_frames=None, ma
     min_frames = frames if min_frames is None else min_frames
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
-    if not os.path.isfile(csv_path):
-        raise FileNotFoundError(f"CSV file not found: {csv_path}")
     rows = read_csv(csv_path)
     settings = {"layout_version": LAYOUT_VERSION, "csv": os.path.abspath(csv_path),
                 "csv_sha256": _sha256(csv_path), "num_shards": num_shards, "min_frames": min_frames,
@@ -237,12 +220,13 @@ def main(argv=None):
                    help="reject rows with a shorter video (default: --frames)")
     p.add_argument("--max_shards", type=int, default=None, help="stop after this many shards")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+    for flag in ("num_shards", "workers", "frames", "min_frames", "max_shards"):
+        if getattr(a, flag) is not None and getattr(a, flag) < 1:
+            p.error(f"--{flag} must be >= 1, got {getattr(a, flag)}")
+    with errors.exit_on_user_error():
+        errors.check_output_dir(a.out, "--out")
         report = prepare(a.csv, a.out, a.num_shards, a.workers, a.frames, a.min_frames,
                          a.max_shards, progress=True)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(f"{a.out}: {report['records_written']} records in {report['shards_done']}/{a.num_shards} "
           f"shards, {report['rows_rejected']} rows rejected {report['rejected_by_reason']}"
           + ("" if report["complete"] else " (incomplete: rerun to resume)"))

@@ -7,9 +7,11 @@ that is renamed into place only when encoding succeeded, so an interrupted run n
 truncated mp4 under the final name. yuv420p needs even heights and widths. The ffmpeg binary
 is the one that imageio-ffmpeg ships; PNG coding goes through imageio (Pillow).
 """
+import errno
 import io
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 
@@ -82,6 +84,9 @@ def write_mp4(path, frames, fps, crf=17):
              "-crf", str(crf), "-preset", "medium", "-threads", "1", "-movflags", "+faststart", tmp],
             stdin_bytes=np.ascontiguousarray(frames).tobytes())
         if code != 0:
+            if shutil.disk_usage(folder).free < 1 << 20:  # ffmpeg misreports a full disk
+                raise OSError(errno.ENOSPC, f"No space left on device (ffmpeg: "
+                              f"{_last_line(err)})", path)
             raise OSError(f"ffmpeg could not encode {path}: {_last_line(err)}")
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)

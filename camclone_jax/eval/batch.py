@@ -13,6 +13,7 @@
 * progress: a bar on stderr after each video, with the count, failures and the time left
   (the wall time per video of this run so far, workers included, times the videos left).
 """
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -20,7 +21,9 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -163,8 +166,24 @@ def run_pairs(pairs, options, evaluator_class, workers=1, results_dir=None, resu
             finish(index, evaluator.run(pair))
         return results
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(todo)), initializer=_init_worker,
-                      initargs=(evaluator_class, options)) as pool:
+    with _ignoring_sigint():  # the workers start ignoring Ctrl-C: it stops the parent, which
+        pool = context.Pool(min(workers, len(todo)), initializer=_init_worker,  # ends them
+                            initargs=(evaluator_class, options))
+    with pool:
         for index, result in pool.imap_unordered(_run_in_worker, todo):
             finish(index, result)
     return results
+
+
+@contextlib.contextmanager
+def _ignoring_sigint():
+    """SIGINT ignored while worker processes start (they inherit it, so a Ctrl-C in the
+    terminal reaches only the parent, which ends the pool: no traceback per worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -20,7 +20,6 @@ Dynamic Degree is still measured (a black or frozen output that defeats the pose
 non-dynamic video, not a missing one). Running many videos (parallel workers, resuming from
 per-video results, the progress bar) is `batch.py`'s.
 """
-import csv
 import dataclasses
 import hashlib
 import json
@@ -28,6 +27,7 @@ import os
 
 import numpy as np
 
+from camclone_jax import errors
 from camclone_jax.data import video as video_lib
 from camclone_jax.eval import (batch, camera, colmap, consistency, fvd, motion, pose_backends,
                                poses)
@@ -149,13 +149,18 @@ def pairs_by_name(generated_dir, camera_dir, content_dir=None):
 
 def pairs_from_csv(csv_path, generated_dir):
     """Pairs from a CSV with columns generated, camera_ref[, content_ref] (see module docstring)."""
-    if not os.path.isfile(csv_path):
-        raise FileNotFoundError(f"pairing CSV not found: {csv_path}")
     base = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"generated", "camera_ref"} <= set(rows[0]):
-        raise ValueError(f"{csv_path}: needs a header with columns generated,camera_ref[,content_ref]")
+    rows = errors.read_csv(csv_path, "pairing CSV", ("generated", "camera_ref", "content_ref"),
+                           required=("generated", "camera_ref"))
+    if not rows:
+        raise ValueError(f"{csv_path}: no pairs below its header")
+    lines = {}
+    for line, row in enumerate(rows, start=2):
+        lines.setdefault(row["generated"], []).append(line)
+    twice = {name: ns for name, ns in lines.items() if len(ns) > 1}
+    if twice:
+        raise ValueError(f"{csv_path}: a generated video is listed more than once: " + "; ".join(
+            f"{name} on lines {', '.join(map(str, ns))}" for name, ns in twice.items()))
     pairs = []
     for line, row in enumerate(rows, start=2):
         gen = os.path.join(generated_dir, row["generated"])

@@ -34,7 +34,6 @@ still written), 2 on a usage or setup error.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -43,7 +42,7 @@ import threading
 
 import jax
 
-from camclone_jax import sharding
+from camclone_jax import errors, sharding
 from camclone_jax.data import reference
 from camclone_jax.diffusion import sampler
 from camclone_jax.inference import camera_reference, options, pipeline
@@ -69,7 +68,7 @@ _PATHS = ("camera_ref", "image", "content_ref")
 _ALIASES = {"ref_video_path": "camera_ref", "content_video_path": "content_ref",
             "caption": "prompt", "first_frame_path": "image",
             "video_path": None}  # the release's target video is unused
-ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError, OSError)
+ERRORS = errors.USER_ERRORS + (KeyError,)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,24 +166,16 @@ def parse_mesh(spec: str | None):
 
 def read_jobs(path: str) -> list[dict]:
     """Rows of a .csv (header) or .jsonl file as dicts with our field names (aliases mapped,
-    empty values dropped, relative paths made relative to the file)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"jobs file not found: {path}")
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.endswith(".jsonl"):
-            rows = []
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError as e:
-                        raise ValueError(f"{path}:{n}: invalid JSON ({e})") from None
-                    if not isinstance(rows[-1], dict):
-                        raise ValueError(f"{path}:{n}: expected a JSON object per line")
-        elif path.endswith(".csv"):
-            rows = list(csv.DictReader(f))
-        else:
-            raise ValueError(f"jobs file {path} must be .csv or .jsonl")
+    empty values dropped, relative paths made relative to the file). A UTF-8 byte-order mark
+    is allowed; a CSV without a header line or with a row of more or fewer fields than its
+    header is refused, naming the line."""
+    if not path.endswith((".csv", ".jsonl")) and not os.path.isdir(path):
+        raise ValueError(f"jobs file {path} must be .csv or .jsonl")
+    if path.endswith(".jsonl"):
+        rows = _read_jsonl(errors.read_text(path, "jobs file"), path)
+    else:
+        rows = errors.read_csv(path, "jobs file",
+                               _INPUTS + tuple(_OPTION_TYPES) + tuple(_ALIASES))
     base, jobs = os.path.dirname(os.path.abspath(path)), []
     for n, row in enumerate(rows, 1):
         job = {}
@@ -204,6 +195,20 @@ def read_jobs(path: str) -> list[dict]:
     if not jobs:
         raise ValueError(f"jobs file {path} has no jobs")
     return jobs
+
+
+def _read_jsonl(text: str, path: str) -> list[dict]:
+    """The objects of a .jsonl jobs file (blank lines skipped)."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise ValueError(f"{path}:{n}: invalid JSON ({e})") from None
+            if not isinstance(rows[-1], dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object per line")
+    return rows
 
 
 def resolve_input(value: str, base: str) -> str:
@@ -235,7 +240,7 @@ def make_jobs(args) -> list[dict]:
         raw = [{k: getattr(args, k) for k in _INPUTS if getattr(args, k) is not None}]
     jobs = []
     for n, row in enumerate(raw, 1):
-        where = f"job {n}" if args.jobs else "arguments"
+        where = f"{args.jobs}: job {n}" if args.jobs else "arguments"
         opts = dict(defaults)
         for key, cast in _OPTION_TYPES.items():
             if key in row:
@@ -246,6 +251,11 @@ def make_jobs(args) -> list[dict]:
                     raise ValueError(f"{where}: {key}={row[key]!r} is not a {kind}") from None
         if "camera_ref" not in row:
             raise ValueError(f"{where}: no camera_ref")
+        problems = options.SampleOptions(**opts).problems()
+        if problems:
+            flag = "" if args.jobs else "--"  # name the flags on a command line
+            raise ValueError(f"{where}: invalid sample options: "
+                             + "; ".join(flag + p for p in problems))
         try:
             opts["task"] = pipeline.CamClonePipeline.task_of(
                 options.SampleOptions(**opts), row.get("image"), row.get("content_ref"))
@@ -260,12 +270,20 @@ def make_jobs(args) -> list[dict]:
         for key in ("camera_ref", "image", "content_ref"):
             if key in row and not os.path.exists(row[key]):
                 raise FileNotFoundError(f"{where}: {key} not found: {row[key]}")
+        if "out" in row:  # --out_dir is checked once below
+            errors.check_output_file(out, "--out" if not args.jobs else f"{where}: out")
         jobs.append({"camera_ref": row["camera_ref"], "image": row.get("image"),
                      "content_ref": row.get("content_ref"), "prompt": row.get("prompt", ""),
                      "out": out, "options": opts})
-    outs = [j["out"] for j in jobs]
-    if len(set(outs)) != len(outs):
-        raise ValueError("two jobs write the same output file")
+    if args.out_dir:
+        errors.check_output_dir(args.out_dir, "--out_dir")
+    writers = {}
+    for n, job in enumerate(jobs, 1):
+        writers.setdefault(os.path.abspath(job["out"]), []).append(n)
+    shared = {out: ns for out, ns in writers.items() if len(ns) > 1}
+    if shared:
+        raise ValueError(f"{args.jobs}: jobs write the same output file: " + "; ".join(
+            f"jobs {', '.join(map(str, ns))} write {out}" for out, ns in shared.items()))
     return jobs
 
 
@@ -319,9 +337,12 @@ def run(args, stop: "StopOnSignals | None" = None) -> int:
     if stop is not None:
         pipe.stop = stop.event
     prompts = []
-    for job in jobs:
+    for n, job in enumerate(jobs, 1):
         opts = options.SampleOptions(**job["options"])
-        pipe.check_options(opts)
+        try:
+            pipe.check_options(opts)
+        except ValueError as e:
+            raise ValueError(f"{args.jobs}: job {n}: {e}" if args.jobs else e) from None
         prompts.append(job["prompt"])
         if pipe.guidance(opts) != 1.0:
             prompts.append(opts.negative_prompt)
@@ -386,9 +407,7 @@ def _run_reporting(args, stop) -> int:
               "unfinished sample was not written", file=sys.stderr)
         return 128 + stop.signal_number
     except ERRORS as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return errors.report(e)
 
 
 class StopOnSignals:

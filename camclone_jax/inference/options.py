@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from camclone_jax import tasks
 from camclone_jax.data import reference
 from camclone_jax.data.video import write_mp4
+from camclone_jax.diffusion import sampler
 from camclone_jax.inference.prompts import WAN_NEGATIVE_PROMPT
 
 # ------------------------------------------------------------------------------ options, result
@@ -56,6 +58,29 @@ class SampleOptions:
     no_camera: bool = False
     task: str | None = None
     v2v_first_frame: str = "content"
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options whatever the model: negative or nonsensical
+        numbers and unknown names (``CamClonePipeline.check_options`` adds the model's rules)."""
+        out = [f"{name}={getattr(self, name)} must be >= {low}" for name, low in (
+            ("frames", 1), ("height", 1), ("width", 1), ("steps", 1), ("seed", 0))
+            if getattr(self, name) < low]
+        out += [f"{name}={getattr(self, name)} must be positive" for name in ("shift", "fps")
+                if not getattr(self, name) > 0]
+        if self.cfg is not None and not self.cfg >= 0:
+            out.append(f"cfg={self.cfg} must be >= 0")
+        if self.order not in (1, 2, 3):
+            out.append(f"order={self.order} must be 1, 2 or 3")
+        if not 0 <= self.max_crop < 1:
+            out.append(f"max_crop={self.max_crop} must be in [0, 1)")
+        for name, allowed in (("solver", sampler.SOLVERS), ("sampling", reference.SAMPLING),
+                              ("short", reference.SHORT), ("fit", reference.FIT),
+                              ("v2v_first_frame", tasks.V2V_FIRST_FRAME)):
+            if getattr(self, name) not in allowed:
+                out.append(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.schedule is not None and self.schedule not in sampler.SPACINGS:
+            out.append(f"schedule={self.schedule!r} is not one of {sampler.SPACINGS}")
+        return out
 
     def replace(self, **changes) -> "SampleOptions":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})

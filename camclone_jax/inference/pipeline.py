@@ -178,25 +178,14 @@ class CamClonePipeline:
         """Raises ValueError naming every option the model/codec cannot take."""
         c, (pt, ph, pw) = self.codec, self.config.patch_size
         tf, sf = c.temporal_factor, c.spatial_factor
-        problems = []
-        if opts.frames < 1 or (opts.frames - 1) % tf or ((opts.frames - 1) // tf + 1) % pt:
+        problems = opts.problems()
+        if opts.frames >= 1 and ((opts.frames - 1) % tf or ((opts.frames - 1) // tf + 1) % pt):
             k = max(0, (opts.frames - 1) // tf)
             problems.append(f"frames={opts.frames} must be 1 + {tf}k (e.g. {1 + tf * k} or "
                             f"{1 + tf * (k + 1)})")
         for name, size, p in (("height", opts.height, ph), ("width", opts.width, pw)):
-            if size < 1 or size % (sf * p):
+            if size >= 1 and size % (sf * p):
                 problems.append(f"{name}={size} must be a positive multiple of {sf * p}")
-        if opts.steps < 1:
-            problems.append(f"steps={opts.steps} must be >= 1")
-        if not opts.fps > 0:
-            problems.append(f"fps={opts.fps} must be positive")
-        for name, allowed in (("solver", sampler.SOLVERS), ("sampling", reference.SAMPLING),
-                              ("short", reference.SHORT), ("fit", reference.FIT),
-                              ("v2v_first_frame", tasks.V2V_FIRST_FRAME)):
-            if getattr(opts, name) not in allowed:
-                problems.append(f"{name}={getattr(opts, name)!r} is not one of {allowed}")
-        if opts.schedule is not None and opts.schedule not in sampler.SPACINGS:
-            problems.append(f"schedule={opts.schedule!r} is not one of {sampler.SPACINGS}")
         if problems:
             raise ValueError("invalid sample options: " + "; ".join(problems))
 

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from camclone_jax import utils
+from camclone_jax import errors, utils
 from camclone_jax.convert.encoders import load_t5
 from camclone_jax.models.t5 import encode_prompts, prepare_params
 from camclone_jax.models.tokenizer import load_tokenizer
@@ -48,31 +48,31 @@ def prompt_key(prompt: str) -> str:
 
 
 def read_prompts(path: str) -> list[str]:
-    """Prompts of a .txt (one a line) or .jsonl file, in order, duplicates kept."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"prompt file not found: {path}")
+    """Prompts of a .txt (one a line) or .jsonl file, in order, duplicates kept (a UTF-8
+    byte-order mark is allowed; other encodings and a file without prompts are refused)."""
     prompts = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if not path.endswith(".jsonl"):
-                prompts.append(line)
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{path}:{n}: invalid JSON ({e})") from None
-            if isinstance(item, dict):
-                field = next((k for k in _JSON_FIELDS if isinstance(item.get(k), str)), None)
-                if field is None:
-                    raise ValueError(f"{path}:{n}: object has none of the fields {_JSON_FIELDS}")
-                item = item[field]
-            if not isinstance(item, str):
-                raise ValueError(f"{path}:{n}: expected a string or an object, got "
-                                 f"{type(item).__name__}")
-            prompts.append(item)
+    for n, line in enumerate(errors.read_text(path, "prompt file").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not path.endswith(".jsonl"):
+            prompts.append(line)
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: invalid JSON ({e})") from None
+        if isinstance(item, dict):
+            field = next((k for k in _JSON_FIELDS if isinstance(item.get(k), str)), None)
+            if field is None:
+                raise ValueError(f"{path}:{n}: object has none of the fields {_JSON_FIELDS}")
+            item = item[field]
+        if not isinstance(item, str):
+            raise ValueError(f"{path}:{n}: expected a string or an object, got "
+                             f"{type(item).__name__}")
+        prompts.append(item)
+    if not prompts:
+        raise ValueError(f"prompt file {path} holds no prompts")
     return prompts
 
 
@@ -196,17 +196,20 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="compute dtype of the encoder (stored embeddings are float32)")
     args = parser.parse_args(argv)
+    for flag in ("max_length", "batch_size"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     try:
-        tokenizer = load_tokenizer(args.tokenizer)
+        errors.check_output_dir(args.out, "--out")  # before the encoder loads
         prompts = read_prompts(args.prompts)
+        tokenizer = load_tokenizer(args.tokenizer)
         config, params = load_t5(args.t5, dtype=args.dtype, param_dtype=args.dtype)
         stats = build_prompt_cache(args.out, prompts, tokenizer, config, params,
                                    negative_prompt=args.negative_prompt,
                                    max_length=args.max_length, batch_size=args.batch_size,
                                    source=os.path.abspath(args.t5))
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except errors.USER_ERRORS as e:
+        return errors.report(e)
     print(f"{stats['encoded']} encoded, {stats['skipped']} already cached, "
           f"{stats['total']} prompts in {args.out}")
     return 0

@@ -22,6 +22,7 @@ and moved to <step>.corrupt; one that does not fit the run names the differing e
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -37,7 +38,9 @@ from jax.experimental import multihost_utils
 import grain
 
 from camclone_jax.convert import transformer as transformer_io
-from camclone_jax.convert.io import is_converted_dir, save_converted
+from camclone_jax.convert.io import (is_converted_dir, one_line, quiet_orbax, save_converted,
+                                     settle)
+from camclone_jax.errors import UserError
 from camclone_jax.models import params as params_lib
 from camclone_jax.utils import flatten_params, unflatten_params, write_atomic
 
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint or base model that does not fit the run (names what and how to fix it)."""
 
 
@@ -65,15 +68,6 @@ def _without_none(state: dict) -> dict:
     return {k: v for k, v in state.items() if v is not None}
 
 
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """The innermost cause of ``error`` in one line (tensorstore's own message, not the
-    150-line spec orbax wraps around it)."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _leaf_name(path) -> str:
     """A key path as orbax names the leaf: 'opt_state.1.mu.blocks.self_attn.q.kernel'."""
     parts = []
@@ -87,21 +81,6 @@ def _agree(ok: bool) -> bool:
     if jax.process_count() == 1:
         return ok
     return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
-
-
-class _OrbaxErrors(logging.Filter):
-    """Keeps the one-line cause of orbax's logged save errors (each a long traceback) and
-    drops those records: the checkpointer reports the failure once, itself."""
-
-    def __init__(self):
-        super().__init__()
-        self.last = None
-
-    def filter(self, record):
-        if record.levelno >= logging.ERROR and "orbax" in record.pathname and record.exc_info:
-            self.last = one_line(record.exc_info[1])
-            return False
-        return True
 
 
 class Checkpointer:
@@ -122,8 +101,8 @@ class Checkpointer:
             enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._pending, self._failed = None, False  # the step being saved; a save failed
-        self._errors = _OrbaxErrors()
-        logging.getLogger("absl").addFilter(self._errors)
+        self._quiet = contextlib.ExitStack()  # orbax's errors: kept in one line, not logged
+        self._errors = self._quiet.enter_context(quiet_orbax())
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step (temporary, unfinished saves are ignored)."""
@@ -212,6 +191,7 @@ class Checkpointer:
         self._failed, self._pending = True, None
         if jax.process_index() == 0:
             for tmp in glob.glob(glob.escape(self.path(step)) + ".orbax-checkpoint-tmp*"):
+                settle(tmp)  # the writes still in flight end first
                 shutil.rmtree(tmp, ignore_errors=True)
         return CheckpointSaveError(f"saving checkpoint step {step} to {self.directory} failed: "
                                    f"{reason}; the run stops here; the last good checkpoint "
@@ -231,6 +211,19 @@ class Checkpointer:
         checkpoint was written by a different number of processes)."""
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         return os.path.exists(os.path.join(self.directory, str(step), "data", name))
+
+    def why_no_data_state(self, step: int) -> str:
+        """Why ``step`` lacks this process's data iterator position (see ``has_data_state``),
+        as the warning of a resume without it says: another process count, or none saved."""
+        folder = os.path.join(self.directory, str(step), "data")
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        counts = sorted({n.rsplit("-of-", 1)[-1][:-len(".json")] for n in
+                         (os.listdir(folder) if os.path.isdir(folder) else [])
+                         if n.startswith("process_") and n.endswith(".json")})
+        if counts:
+            return (f"it was written by {' or '.join(counts)} process(es), this run has "
+                    f"{jax.process_count()}")
+        return f"{os.path.join(folder, name)} is missing"
 
     def restore(self, abstract_state: dict, loader=None, step: int | None = None) -> dict:
         """The state at ``step`` (default: latest), placed as ``abstract_state`` says (shapes,
@@ -344,7 +337,7 @@ class Checkpointer:
                 if not self._failed:
                     raise
                 log.debug("closing the checkpoint manager after a failed save: %s", one_line(e))
-            logging.getLogger("absl").removeFilter(self._errors)
+            self._quiet.close()
 
 
 # ------------------------------------------------------------------------------ run record

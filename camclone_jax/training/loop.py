@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -32,7 +33,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from camclone_jax import distributed, inference, sharding, tasks
+from camclone_jax import distributed, errors, inference, sharding, tasks
 from camclone_jax.data import pipeline, records, transforms
 from camclone_jax.data.transforms import ClipConfig
 from camclone_jax.eval import clone as clone_eval
@@ -56,8 +57,9 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf (the update was not applied)."""
 
 
-# faults the command line reports as one line and exit status 2
-CLI_ERRORS = (workdir_lock.WorkdirLockedError, ckpt_lib.CheckpointError, pipeline.BadDataError)
+# faults the command line reports as one line and exit status 2 (checkpoint and lock errors
+# are `errors.UserError`s)
+CLI_ERRORS = errors.USER_ERRORS + (pipeline.BadDataError, NonFiniteLossError)
 
 
 # ------------------------------------------------------------------------------ the job
@@ -148,15 +150,59 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains as ``config`` says in ``workdir`` (resuming there); returns a summary dict with
     the status ("done" or "preempted"), steps, losses and timings. The workdir is locked for
     the whole job (``workdir_lock``: a second job on it raises ``WorkdirLockedError``)."""
+    _check_numbers(config)
+    errors.check_output_dir(workdir, "--workdir")  # before anything is created or loaded
     workdir = os.path.abspath(workdir)
+    created = not os.path.exists(workdir)
     distributed.initialize()  # multi-process setup from the environment, if any
     os.makedirs(workdir, exist_ok=True)
-    lock = workdir_lock.acquire_for_run(workdir)
     try:
-        return _train(config, workdir)
-    finally:
-        if lock is not None:
-            lock.release()
+        lock = workdir_lock.acquire_for_run(workdir)
+        try:
+            return _train(config, workdir)
+        finally:
+            if lock is not None:
+                lock.release()
+    except BaseException:
+        if created and jax.process_count() == 1:
+            _remove_failed_start(workdir)
+        raise
+
+
+# config numbers and their lowest value (a key a config lacks is not checked)
+_MINIMUMS = {"total_steps": 1, "batch_size": 1, "accum_steps": 1, "log_every": 1,
+             "checkpoint.every": 1, "checkpoint.keep": 1, "eval_every": 0, "eval_batches": 0,
+             "seed": 0, "mesh_devices": 0, "peak_flops": 0, "optim.lr": 0,
+             "optim.warmup_steps": 0, "optim.weight_decay": 0, "optim.clip_norm": 0,
+             "data.frames": 1, "data.height": 1, "data.width": 1, "data.frame_stride": 1,
+             "data.text_len": 1, "data.num_workers": 0, "data.max_bad_records": 0}
+_FRACTIONS = ("data.v2v_ratio", "objective.text_drop_prob", "optim.ema_decay", "optim.b1",
+              "optim.b2", "optim.end_factor")  # in [0, 1]
+
+
+def _check_numbers(config):
+    """Raises ValueError naming the ``--config.key`` of a negative or nonsensical number."""
+    def value(key):
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        return node
+
+    for key, low in _MINIMUMS.items():
+        if isinstance(value(key), (int, float)) and not value(key) >= low:
+            raise ValueError(f"--config.{key}={value(key)} must be >= {low}")
+    for key in _FRACTIONS:
+        if isinstance(value(key), (int, float)) and not 0 <= value(key) <= 1:
+            raise ValueError(f"--config.{key}={value(key)} must be in [0, 1]")
+
+
+def _remove_failed_start(workdir: str):
+    """Removes the workdir a failed start created, unless it holds a checkpoint (then the run
+    got far enough that its files are worth keeping)."""
+    ckpts = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)):
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _train(config, workdir: str) -> dict:
@@ -254,13 +300,13 @@ def _train(config, workdir: str) -> dict:
     state, start, data_restored = checkpointer.restore_newest_intact(abstract_state, loader)
     if start is not None and data_restored:
         log.info("resumed from step %d", start)
-    elif start is not None:  # saved by another process count: the global order is the same
+    elif start is not None:  # no position for this process count: the global order is the same
         loader.close()
         loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host,
                                                                    config.seed), skip_batches=start)
-        log.warning("resumed from step %d written by another number of processes: the data "
+        log.warning("resumed from step %d without its data-iterator position (%s): the data "
                     "restarts at global batch %d (exact unless bad records were skipped)",
-                    start, start)
+                    start, checkpointer.why_no_data_state(start), start)
     else:  # no checkpoint (a corrupt one is skipped above, and none intact is an error)
         state, start = init_fn(trainable), 0
     del trainable
@@ -460,23 +506,19 @@ def _wallpaper_videos(workdir, config) -> dict | None:
             for task in ("i2v", "v2v")}
 
 
-def main():
+def main(argv=None):
     """The command line: ``--config`` (ml_collections, ``--config.key=value`` overrides; an
-    unknown key is an error) and ``--workdir``; prints the summary as one JSON document."""
-    config = config_flags.DEFINE_config_file(
-        "config", None, "ml_collections config file (configs/*.py[:arg])", lock_config=True)
-    workdir = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)")
-    flags.mark_flags_as_required(["config", "workdir"])
+    unknown key is an error) and ``--workdir``; prints the summary as one JSON document. Flag
+    and config errors, and the run's `CLI_ERRORS`, are one line and exit status 2."""
+    argv = list(sys.argv if argv is None else argv)
+    parsed = flags.FlagValues()  # this call's own flags: main can run again in one process
 
     def run(argv):
         del argv
         if not flags.FLAGS["verbosity"].present:  # orbax and grain log a lot at INFO
             absl_logging.set_verbosity(absl_logging.WARNING)
-        try:
-            result = train_and_evaluate(config.value, workdir.value)
-        except CLI_ERRORS as e:  # one clear line, no traceback
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        with errors.exit_on_user_error(CLI_ERRORS):  # one clear line, no traceback
+            result = train_and_evaluate(parsed.config, parsed.workdir)
         skip = ("losses", "batch_indices", "clone_check_lines")
         print(json.dumps({k: v for k, v in result.items() if k not in skip}, indent=1,
                          default=str))
@@ -484,4 +526,46 @@ def main():
         for line in result.get("clone_check_lines", []):
             print(line, file=sys.stderr)
 
-    app.run(run)
+    app.run(run, argv=argv, flags_parser=lambda args: _parse_flags(parsed, args))
+
+
+def _parse_flags(parsed: flags.FlagValues, argv):
+    """Defines ``--config`` and ``--workdir`` in ``parsed`` (next to absl's own flags) and
+    parses ``argv``; absl's flag errors, and ml_collections' errors in a ``--config.key``
+    override or the config file, are one line and exit status 2 (absl: a usage text, 1)."""
+    config_flags.DEFINE_config_file("config", None, "ml_collections config file "
+                                    "(configs/*.py[:arg])", flag_values=parsed,
+                                    lock_config=True, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs, export)",
+                        flag_values=parsed)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=parsed)
+    parsed.append_flag_values(flags.FLAGS)  # --verbosity, --help, ...: absl's own
+    # ml_collections loads the file as module "config_config" with load_module, which runs it
+    # inside a module of that name left by an earlier main: an empty file would inherit its
+    # get_config
+    sys.modules.pop("config_config", None)
+    try:
+        rest = parsed(argv)
+        parsed.config.get("seed")  # a config file that failed to load raises here
+    except flags.Error as e:  # absl names the flag
+        sys.exit(errors.report(e))
+    except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
+        sys.exit(errors.report(errors.UserError(_config_flag_error(argv, e))))
+    flags.FLAGS.mark_as_parsed()
+    return rest
+
+
+def _config_flag_error(argv, error: BaseException) -> str:
+    """The message of an error ml_collections raised while applying ``--config`` or a
+    ``--config.key=value`` override; an unknown key names its flag and the suggestion."""
+    cause = error
+    while not isinstance(cause, KeyError) and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(cause, KeyError):  # the file: missing, a syntax error, ... (innermost)
+        path = next((a.split("=", 1)[-1] for a in argv[1:] if a.startswith("--config=")), "")
+        return f"--config {path}: {errors.message(cause)}".replace(" :", ":")
+    first, _, hint = errors.message(cause).partition("; ")  # "'lrr'; Did you mean "lr"...?"
+    key = first.strip("'\"")
+    names = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    name = next((n for n in names if key in n.split(".")[1:]), "--config")
+    return f"{name}: the config has no key {key!r}" + (f" ({hint})" if hint else "")

@@ -27,11 +27,13 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from camclone_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 LOCK_FILE = "train.lock"
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(UserError, RuntimeError):
     """Another job holds the workdir (the message names it and the lock file)."""
 
 

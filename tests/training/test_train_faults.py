@@ -93,6 +93,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(records, tmp_pa
     assert out.returncode == 0, out.stderr[-3000:]
     skipped = [line for line in out.stderr.splitlines() if "skipping checkpoint" in line]
     assert len(skipped) == 1 and f"{ckpts}/4: corrupt" in skipped[0]
+    assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr
     assert json.loads(out.stdout[out.stdout.index("{"):])["start_step"] == 2
     assert os.path.isdir(ckpts / "4.corrupt") and sorted(os.listdir(ckpts / "6"))  # kept, redone
     # a missing _METADATA is a damaged checkpoint too; with none intact: one line, status 2

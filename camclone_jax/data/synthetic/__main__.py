@@ -9,6 +9,7 @@ See camclone_jax/data/synthetic/writer.py for the folder layout.
 import argparse
 import sys
 
+from camclone_jax import errors
 from camclone_jax.data.synthetic import writer
 
 
@@ -45,10 +46,9 @@ def parse_args(argv):
 def main(argv=None):
     """Entry point; returns the dataset's metadata dict."""
     out, config, progress = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+    with errors.exit_on_user_error():
+        errors.check_output_dir(out, "--out")
         meta = writer.generate_dataset(out, config, progress=progress)
-    except (ValueError, FileExistsError) as e:
-        sys.exit(f"error: {e}")
     if progress:
         c = meta["counts"]
         print(f"{out}: {c['triplets']} triplets, {c['videos']} videos in {c['shards']} shard(s)")
