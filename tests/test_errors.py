@@ -161,7 +161,9 @@ def test_train(files, monkeypatch):
     d, work = files["dir"], os.path.join(files["dir"], "work")
     base = ["train", "--config=configs/demo.py", f"--workdir={work}",
             "--config.total_steps=1"]  # were a case to start training, it would be short
-    data = base + ["--config.data.val_path="]
+    # records configs (the demo's clone world reads no files: a data.path there is an error)
+    data = ["train", "--config=configs/synthetic_tiny.py", f"--workdir={work}",
+            "--config.total_steps=1", "--config.data.val_path="]
     check_cases(loop.main, [
         (base + ["--config.optim.lrr=1"], "--config.optim.lrr: the config has no key 'lrr' "
                                           "(Did you mean \"lr\""),
@@ -179,6 +181,8 @@ def test_train(files, monkeypatch):
         (data + [f"--config.data.path={d}/no_data"], "does not exist"),
         (data + [f"--config.data.path={files['empty_dir']}"], "no ArrayRecord files"),
         (data + [f"--config.data.path={files['random.array_record']}"], "corrupt or truncated"),
+        (base + [f"--config.data.path={files['empty_dir']}"],
+         "data.kind is 'wallpaper' (the procedural clone world reads no files)"),
     ])
     assert not os.path.exists(work)  # each failed start removed the workdir it created
 

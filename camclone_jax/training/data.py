@@ -78,6 +78,11 @@ def wallpaper_sources(config) -> dict:
     ``config.seed``, constant camera velocities, the same-scene curriculum counted in global
     batches) and the held-out one (``val_seed``, ``val_paths``, no aid, ``eval_batches``
     global batches); no pixel records."""
+    if config.data.get("path") or config.data.get("val_path"):
+        raise ValueError(
+            f"config.data.path={config.data.path!r} / val_path={config.data.val_path!r} are set "
+            "but data.kind is 'wallpaper' (the procedural clone world reads no files): set "
+            "--config.data.kind=latent or mp4 to train on records, or leave them empty")
     wp, world = config.data.wallpaper, wallpaper_world(config.data)
     curriculum = Curriculum(wp.same_scene, wp.same_scene_steps, config.batch_size)
     train = WallpaperSource(world, seed=config.seed, length=2 ** 40,

@@ -4,12 +4,16 @@ Experiment files (configs/demo.py, wan1_3b_camclone.py, paper.py, wan14b_camclon
 need; with ``lock_config=True`` a command-line override of a key that is not here is an error.
 """
 
+import dataclasses
 import importlib.util
 import os
 
 import ml_collections
 
 from camclone_jax.data.wallpaper import WallpaperWorld
+from camclone_jax.models.config import DiTConfig
+
+DIT_FIELDS = frozenset(f.name for f in dataclasses.fields(DiTConfig))
 
 
 def sibling_config(config_file: str, name: str, arg: str = "") -> ml_collections.ConfigDict:
@@ -103,13 +107,15 @@ def base_config() -> ml_collections.ConfigDict:
 
 def override(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
     """Sets each dotted key of ``values`` ("optim.lr": 3e-4) in ``config`` (as
-    ``--config.optim.lr=3e-4`` would); a key the config does not have is a KeyError naming it."""
+    ``--config.optim.lr=3e-4`` would); a key the config does not have is a KeyError naming it,
+    except a DiTConfig field under ``model`` (the model block holds the fields it changes)."""
     for key, value in values.items():
         *parents, leaf = key.split(".")
         node = config
         for parent in parents:
             node = node[parent]
-        if leaf not in node:
+        model_field = parents == ["model"] and leaf in DIT_FIELDS
+        if leaf not in node and not model_field:
             raise KeyError(f"{key} is not a config key")
         node[leaf] = value
     return config
