@@ -27,7 +27,7 @@ from camclone_jax.training.run_config import sibling_config
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     del arg
     config = sibling_config(os.path.abspath(__file__), "clone_tiny")
-    config.total_steps = 1000
+    config.total_steps = 700
     config.log_every = 50
     config.eval_every = 250
     config.checkpoint.every = 250
