@@ -4,7 +4,7 @@ r"""CamClone training: `python -m camclone_jax.train --config=configs/X.py[:arg]
 only parses flags (``--config.key=value`` overrides; an unknown key is an error) and is what
 ``python -m camclone_jax.train`` runs. Phases, in order: processes and mesh; data; base model, parameter split and
 optimizer; shardings and the compiled step; checkpoint restore; the loop (checkpoints,
-metrics, validation, SIGTERM); export and the closing sample video.
+metrics, validation, SIGTERM); export, the closing sample videos and clone check (``outputs``).
 
 Re-running the same command resumes from the newest intact checkpoint in WORKDIR/checkpoints
 with the same data order, noise and RNG, so N + N steps equal 2N uninterrupted steps. One job
@@ -33,22 +33,17 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from camclone_jax import distributed, errors, inference, sharding, tasks
-from camclone_jax.data import pipeline, records, transforms
-from camclone_jax.data.transforms import ClipConfig
-from camclone_jax.eval import clone as clone_eval
-from camclone_jax.eval.psnr import psnr
-from camclone_jax.inference import clone as clone_lib
+from camclone_jax import distributed, errors, sharding, tasks
+from camclone_jax.data import pipeline
 from camclone_jax.models import params as params_lib
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.dit import DiT, sequence_lengths
 from camclone_jax.training import checkpoint as ckpt_lib
 from camclone_jax.training import observe, optim
 from camclone_jax.training import step as step_lib
-from camclone_jax.training import workdir_lock
+from camclone_jax.training import outputs, workdir_lock
 from camclone_jax.training.data import (ImageEncoder, clip_geometry, data_codec, device_batch_of,
-                                        ensure_dataset, pipeline_config, wallpaper_sources,
-                                        wallpaper_world)
+                                        ensure_dataset, pipeline_config, wallpaper_sources)
 
 log = logging.getLogger(__name__)
 
@@ -378,25 +373,14 @@ def _train(config, workdir: str) -> dict:
             summary["step"] = step
             checkpointer.wait()
             if summary["status"] == "done" and config.export:
-                _export(workdir, config, dit_cfg, state, frozen, codec, step)
+                outputs.export(workdir, config, dit_cfg, state, frozen, codec, step)
                 summary["export"] = os.path.join(workdir, "export")
     finally:
         checkpointer.close()
         writer.close()
         loader.close()
-    # a base model (conditioning "base") has no reference inputs to sample a camera clone with
-    sampled = summary["status"] == "done" and config.objective.conditioning != "base"
-    if sampled and config.sample.enabled and wallpaper:
-        summary["sample"] = _wallpaper_videos(workdir, config)
-    elif sampled and config.sample.enabled and paths["pixels"]:
-        summary["sample"] = _sample_video(workdir, config, paths["pixels"])
-    # single-process runs only: the check loads the export outside the run's mesh
-    if sampled and wallpaper and config.clone_check.enabled and jax.process_count() == 1:
-        check, lines = config.clone_check, []
-        summary["clone_check"] = clone_lib.clone_check(
-            os.path.join(workdir, "export"), check.no_camera_model, check.clips, check.steps,
-            log=lines.append)
-        summary["clone_check_lines"] = lines
+    if summary["status"] == "done":
+        summary.update(outputs.closing(workdir, config, paths["pixels"]))
     return summary
 
 
@@ -441,69 +425,6 @@ def _validate(step, evaluate, state, frozen, val_batches, device_batch, config, 
                  f"{gaps['val_camera_gap_i2v']:+.4f}, V2V {gaps['val_camera_gap_v2v']:+.4f}), "
                  f"content gap {gaps['val_content_gap']:+.4f}")
     progress.message(line)
-
-
-def _export(workdir, config, dit_cfg, state, frozen, codec, step):
-    """WORKDIR/export: the full trained param set (EMA if kept) + codec.json + text.json."""
-    trained = state["ema"] if state["ema"] is not None else state["params"]
-    full = step_lib.merge_params(trained, jax.tree_util.tree_map(
-        lambda x: x.astype(jnp.float32), frozen))
-    extra = {"text.json": {"kind": config.data.text, "text_len": config.data.text_len,
-                           "text_dim": dit_cfg.text_dim}}
-    if codec is not None:
-        extra["codec.json"] = codec.to_dict()
-    if config.data.kind == "wallpaper":  # the world it was trained on, for its clone scores
-        extra[clone_lib.WORLD_FILE] = wallpaper_world(config.data).to_dict()
-    out = os.path.join(workdir, "export")
-    ckpt_lib.export_model(out, dit_cfg, full, extra_files=extra, overwrite=True,
-                          source=f"camclone_jax.train step {step}")
-
-
-def _sample_video(workdir, config, records_path) -> dict | None:
-    """Samples the exported model on the first held-out triplet, I2V and V2V, and writes
-    WORKDIR/sample_{i2v,v2v}.mp4: camera ref | first frame or content ref | result | ground
-    truth. Returns {task: {"path", "psnr"}} (PSNR of the result against the true target) or
-    None for latent records (no pixels to condition on). Process 0 only."""
-    if jax.process_index() != 0:
-        return None
-    rec = records.decode_triplet(next(records.read_records(pipeline.record_files(records_path)[0])))
-    if rec["kind"] != "mp4":
-        return None
-    clip = ClipConfig(num_frames=config.data.frames, height=config.data.height,
-                      width=config.data.width, frame_stride=config.data.frame_stride,
-                      short_video="repeat_last")
-    cam, content, target = (transforms.load_clip(rec[k]["video"], clip)
-                            for k in ("camera_ref", "content_ref", "target"))  # [F, H, W, 3]
-    pipe = inference.CamClonePipeline.from_checkpoint(os.path.join(workdir, "export"))
-    opts = dict(frames=clip.num_frames, height=clip.height, width=clip.width,
-                steps=config.sample.steps, shift=config.sample.shift, cfg=config.sample.cfg,
-                seed=config.sample.seed, fps=float(rec["fps"]), progress=False,
-                no_camera=config.objective.conditioning == "no_camera",
-                v2v_first_frame=config.objective.v2v_first_frame)
-    out = {}
-    for task, cond in (("i2v", {"image": target[0]}), ("v2v", {"content_ref": content})):
-        result = pipe.generate(cam, rec["caption"], **cond, **opts)
-        path = os.path.join(workdir, f"sample_{task}.mp4")
-        inference.write_video(path, np.concatenate([result.side_by_side(), target], axis=2),
-                              float(rec["fps"]))
-        out[task] = {"path": path, "psnr": psnr(result.video, target)}
-    return out
-
-
-def _wallpaper_videos(workdir, config) -> dict | None:
-    """WORKDIR/sample_{i2v,v2v}.mp4 of a wallpaper run: the export clones the first held-out
-    clip on a never-trained camera path (camera ref | first frame or content | result | ground
-    truth, labelled, 8x nearest-neighbour). Returns {task: {"path", "psnr", "rot_err"}}.
-    Process 0 only."""
-    if jax.process_index() != 0:
-        return None
-    export = os.path.join(workdir, "export")
-    world = wallpaper_world(config.data)
-    clip = clone_eval.held_out_clips(world, 1, "path")[0]
-    pipe = inference.CamClonePipeline.from_checkpoint(export)
-    return {task: clone_lib.demo_video(os.path.join(workdir, f"sample_{task}.mp4"), pipe, clip,
-                                       task, world, steps=config.sample.steps)
-            for task in ("i2v", "v2v")}
 
 
 def main(argv=None):
