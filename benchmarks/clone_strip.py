@@ -52,7 +52,7 @@ def main(argv=None) -> str:
     r = world.temporal_factor
     rows = []
     for task in ("i2v", "v2v"):
-        videos = clone_lib.generate_all(pipe, clips, task, world, steps=args.steps)
+        videos = clone_lib.generate_all(pipe, clips, task, steps=args.steps)
         for clip, video in zip(clips, videos):
             given = clip.first_frame[None] if task == "i2v" else clip.content[::r]
             rows.append([panel(clip.camera_ref[::r]), panel(given), panel(video[::r]),

@@ -20,7 +20,9 @@ ids, poses and source of the input and add latent_info (clip size, VAE config). 
 stored as `text_embedding`: only the rows up to each prompt's length, since Wan zeroes the rest.
 """
 import argparse
+import collections
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -44,9 +46,34 @@ from camclone_jax.utils import write_atomic
 log = logging.getLogger(__name__)
 
 
-def _clips(rec, clip_cfg):
-    """The three uint8 clips [F, H, W, 3] of an mp4 record (raises BadExample)."""
-    return {k: transforms.load_clip(rec[k]["video"], clip_cfg) for k in records.VIDEO_KEYS}
+class ClipCache:
+    """Decoded clips by the mp4's bytes, least recently used first out beyond ``max_bytes``:
+    a generated dataset's videos recur in many triplets (each synthetic video is in 9), and a
+    decode is an ffmpeg process, the encoder's cost at small sizes."""
+
+    def __init__(self, clip_cfg, max_bytes=512 << 20):
+        self.clip_cfg, self.max_bytes, self.size = clip_cfg, max_bytes, 0
+        self._clips = collections.OrderedDict()
+
+    def __call__(self, mp4: bytes) -> np.ndarray:
+        """The clip uint8 [F, H, W, 3] of mp4 bytes (raises BadExample); read-only."""
+        key = hashlib.blake2b(mp4, digest_size=16).digest()
+        if key in self._clips:
+            self._clips.move_to_end(key)
+            return self._clips[key]
+        clip = transforms.load_clip(mp4, self.clip_cfg)  # [F, H, W, 3]
+        clip.flags.writeable = False
+        self._clips[key] = clip
+        self.size += clip.nbytes
+        while self.size > self.max_bytes and len(self._clips) > 1:
+            self.size -= self._clips.popitem(last=False)[1].nbytes
+        return clip
+
+
+def _clips(rec, load):
+    """The three uint8 clips [F, H, W, 3] of an mp4 record (raises BadExample); ``load`` maps
+    mp4 bytes to a clip (a ``ClipCache``)."""
+    return {k: load(rec[k]["video"]) for k in records.VIDEO_KEYS}
 
 
 def latent_record(rec, latents, clip_cfg, vae_config, i2v=None, dtype=np.float16):
@@ -118,13 +145,13 @@ class CodecEncoder:
 
 def _good_batches(src, clip_cfg, batch_size, bad):
     """Yields lists of up to batch_size (mp4 record, clips); bad records go to `bad`."""
-    chunk = []
+    chunk, load = [], ClipCache(clip_cfg)
     for i, raw in enumerate(records.read_records(src)):
         try:
             rec = records.decode_triplet(raw)
             if rec["kind"] != "mp4":
                 raise ValueError(f"record kind is {rec['kind']!r}, not 'mp4'")
-            chunk.append((rec, _clips(rec, clip_cfg)))
+            chunk.append((rec, _clips(rec, load)))
         except (ValueError, transforms.BadExample) as e:
             bad.append({"record": i, "reason": f"{type(e).__name__}: {e}"})
             log.warning("%s record %d: %s", src, i, e)

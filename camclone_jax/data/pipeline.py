@@ -9,7 +9,8 @@
 Order of operations (`make_dataset`): records (a grain `MapDataset` over ArrayRecord files)
 -> paired with their global index -> seeded shuffle (reshuffled each epoch) -> repeat
 (num_epochs; None: forever) -> decode, frame sampling, resize + crop, task draw (transforms.py,
-seeded per position in this global stream) -> this host's part of every global batch: with
+seeded per position in this global stream) -> the same-scene curriculum (curriculum.py: by
+position, so by step) -> this host's part of every global batch: with
 B = batch_size * process_count, host p takes positions [j B + p b, j B + (p + 1) b) of global
 batch j (lazily: only its own examples are read and decoded) -> bad examples skipped and
 counted -> batch -> `mp_prefetch` over `num_workers` processes.
@@ -51,6 +52,7 @@ import grain
 import numpy as np
 
 from camclone_jax.data import records
+from camclone_jax.data.curriculum import Curriculum, SameSceneStage
 from camclone_jax.data.guarded_source import GuardedSource, tfds_files, unreadable_example
 from camclone_jax.data.transforms import BAD_KEY, ClipConfig, TripletTransform
 
@@ -80,6 +82,7 @@ class PipelineConfig:
     max_bad_records: int = 100  # skipped examples allowed (per host) before BadDataError
     process_index: int | None = None  # None: jax.process_index()
     process_count: int | None = None  # None: jax.process_count()
+    same_scene: Curriculum = Curriculum()  # records: camera references that are the target
 
 
 def record_files(paths):
@@ -225,6 +228,8 @@ def make_dataset(source, cfg, skip_batches=0):
     ds = ds.repeat(cfg.num_epochs)
     if not procedural:
         ds = ds.random_map(_GuardedTransform(cfg.clip), seed=cfg.seed)
+        if cfg.same_scene.same_scene:  # by global position: the step an example belongs to
+            ds = ds.map_with_index(SameSceneStage(cfg.same_scene, cfg.seed))
     ds = _HostSlice(ds, cfg.batch_size, index, count)[skip_batches * cfg.batch_size:]
     read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
     it = _SkipBadDataset(ds.to_iter_dataset(read), cfg.max_bad_records)

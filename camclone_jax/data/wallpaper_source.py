@@ -25,28 +25,13 @@ to 0 over ``same_scene_steps`` (0: constant).
 """
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
+from camclone_jax.data.curriculum import Curriculum
 from camclone_jax.data.wallpaper import WallpaperWorld
 
 PATHS = ("constant", "path", "mixed")
-
-
-@dataclasses.dataclass(frozen=True)
-class Curriculum:
-    """The same-scene aid of the training split (see the module docstring)."""
-
-    same_scene: float = 0.0
-    same_scene_steps: int = 0
-    examples_per_step: int = 1  # the global batch: example i belongs to step i // this
-
-    def at(self, step: int) -> float:
-        """The probability that a camera reference of ``step`` films the target's own scene."""
-        if not self.same_scene_steps:
-            return self.same_scene
-        return self.same_scene * max(0.0, 1.0 - step / self.same_scene_steps)
 
 
 def wallpaper_np(rng: np.random.Generator, world: WallpaperWorld) -> np.ndarray:

@@ -45,19 +45,21 @@ def load_world(model_dir: str) -> wallpaper.WallpaperWorld:
     return wallpaper.WallpaperWorld(**{**world, "cells": tuple(world["cells"])})
 
 
-def generate_all(pipe, clips: list[clone_eval.Clip], task: str,
-                 world: wallpaper.WallpaperWorld, *, steps: int = 20,
+def generate_all(pipe, clips: list, task: str, *, steps: int = 20,
                  no_camera: bool = False) -> list[np.ndarray]:
-    """Samples every clip with the pipeline (I2V: the first frame; V2V: the content video);
-    uint8 videos [F, H, W, 3]."""
-    h, w = world.size
-    opts = SampleOptions(frames=world.frames, height=h, width=w, steps=steps,
-                         no_camera=no_camera)
+    """Samples every clip with the pipeline at the clip's own size (I2V: the first frame; V2V:
+    the content video, with the target's first frame as the given image, the release's
+    ``first_frame_path``); uint8 videos [F, H, W, 3]. ``clips``: ``eval.clone`` or
+    ``eval.clone_3d`` clips."""
     out = []
     for i, clip in enumerate(clips):
-        inputs = {"image": clip.first_frame} if task == "i2v" else {"content_ref": clip.content}
-        res = pipe.generate(clip.camera_ref, options=opts.replace(seed=i), progress=False,
-                            **inputs)
+        frames, h, w = clip.target.shape[:3]
+        opts = SampleOptions(frames=frames, height=h, width=w, steps=steps, no_camera=no_camera,
+                             seed=i)
+        inputs = {"image": clip.first_frame}
+        if task == "v2v":
+            inputs["content_ref"] = clip.content
+        res = pipe.generate(clip.camera_ref, options=opts, progress=False, **inputs)
         out.append(res.video)
     return out
 
@@ -73,13 +75,13 @@ def evaluate(models: dict, clips: list[clone_eval.Clip], world: wallpaper.Wallpa
         rows += clone_eval.reference_rows(clips, world, task)
         for name, pipe in models.items():
             for zeroed in (False, True):
-                videos = generate_all(pipe, clips, task, world, steps=steps, no_camera=zeroed)
+                videos = generate_all(pipe, clips, task, steps=steps, no_camera=zeroed)
                 label = f"{name}, camera reference zeroed" if zeroed else name
                 rows.append({"row": label, "task": task,
                              **clone_eval.score_videos(videos, clips, world)})
                 log(rows[-1])
         for name, pipe in (no_camera_models or {}).items():
-            videos = generate_all(pipe, clips, task, world, steps=steps, no_camera=True)
+            videos = generate_all(pipe, clips, task, steps=steps, no_camera=True)
             rows.append({"row": name, "task": task,
                          **clone_eval.score_videos(videos, clips, world)})
             log(rows[-1])
@@ -125,7 +127,7 @@ def demo_video(path: str, pipe, clip: clone_eval.Clip, task: str,
                fps: float = 8.0) -> dict:
     """Writes ``path``: camera reference | first frame (I2V) or content (V2V) | result | ground
     truth, labelled and upscaled; returns {"path", "psnr", "rot_err"} of the result."""
-    video = generate_all(pipe, [clip], task, world, steps=steps)[0]  # [F, H, W, 3]
+    video = generate_all(pipe, [clip], task, steps=steps)[0]  # [F, H, W, 3]
     middle = np.repeat(clip.first_frame[None], len(video), 0) if task == "i2v" else clip.content
     labels = ["camera ref", "first frame" if task == "i2v" else "content", "result", "truth"]
     write_video(path, label_strip([clip.camera_ref, middle, video, clip.target], labels, scale),

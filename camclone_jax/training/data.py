@@ -23,12 +23,14 @@ from camclone_jax.data.codec import codec_from_dict
 from camclone_jax.data.encode import encode_records
 from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
 from camclone_jax.data.wallpaper import WallpaperWorld
-from camclone_jax.data.wallpaper_source import Curriculum, WallpaperSource
+from camclone_jax.data.curriculum import Curriculum
+from camclone_jax.data.wallpaper_source import WallpaperSource
 from camclone_jax.data.transforms import ClipConfig
 from camclone_jax.models import clip
 from camclone_jax.training import checkpoint as ckpt_lib
 
 DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
+WORLD_KEYS = ("moves", "max_angle", "max_roll", "constant_speed", "scenes")  # data.synthetic
 
 
 def ensure_dataset(data_cfg, workdir: str) -> dict:
@@ -115,9 +117,10 @@ def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
     """Renders one synthetic split (process 0; skipped when complete) and, for latent-kind
     configs, pre-encodes it with the configured codec; returns the records folder to read."""
     if jax.process_index() == 0:
+        world = {k: v for k, v in dict(data_cfg.synthetic).items() if k in WORLD_KEYS}
         generate_dataset(out, GeneratorConfig(
             num_groups=groups, frames=data_cfg.frames, height=data_cfg.height,
-            width=data_cfg.width, seed=seed, preview_triplets=0), progress=False)
+            width=data_cfg.width, seed=seed, preview_triplets=0, **world), progress=False)
     if data_cfg.kind == "mp4":
         return os.path.join(out, "records")
     codec = dict(data_cfg.get("codec") or {})
@@ -137,7 +140,8 @@ def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
 
 
 def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
-    """The Grain pipeline's config from the run config's ``data`` block."""
+    """The Grain pipeline's config from the run config's ``data`` block (the training split's:
+    held-out loaders override shuffle, epochs and the curriculum)."""
     frames, height, width = clip_geometry(data_cfg)
     kind = "latent" if data_cfg.kind == "wallpaper" else data_cfg.kind  # procedural latents
     clip = ClipConfig(kind=kind, num_frames=frames, height=height,
@@ -146,7 +150,10 @@ def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
                       pixel_dtype="uint8" if data_cfg.kind == "mp4" else "float32",
                       text_len=data_cfg.text_len if data_cfg.text == "cached" else 0)
     kwargs = dict(clip=clip, batch_size=per_host_batch, seed=seed,
-                  num_workers=data_cfg.num_workers, max_bad_records=data_cfg.max_bad_records)
+                  num_workers=data_cfg.num_workers, max_bad_records=data_cfg.max_bad_records,
+                  same_scene=Curriculum(data_cfg.get("same_scene", 0.0),
+                                        data_cfg.get("same_scene_steps", 0),
+                                        per_host_batch * jax.process_count()))
     kwargs.update(overrides)
     return pipeline.PipelineConfig(**kwargs)
 

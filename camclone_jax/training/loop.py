@@ -35,6 +35,7 @@ from ml_collections import config_flags
 
 from camclone_jax import distributed, errors, sharding, tasks
 from camclone_jax.data import pipeline
+from camclone_jax.data.curriculum import Curriculum
 from camclone_jax.models import params as params_lib
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.dit import DiT, sequence_lengths
@@ -233,7 +234,7 @@ def _train(config, workdir: str) -> dict:
     if val_path and config.eval_every:
         val_loader = pipeline.make_loader(val_path, pipeline_config(
             config.data, per_host, config.seed, shuffle=False, num_epochs=1, num_workers=0,
-            drop_remainder=True))
+            drop_remainder=True, same_scene=Curriculum()))
         for _, batch in zip(range(config.eval_batches), val_loader):
             val_batches.append(batch)
         val_loader.close()

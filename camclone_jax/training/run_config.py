@@ -47,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
         num_workers=2, max_bad_records=100,
         codec=ml_collections.FieldReference(None, field_type=dict),  # e.g. {"kind": "pixel"}
         synthetic=ml_collections.FieldReference(None, field_type=dict),  # generate if no path
+        # ({num_groups, seed, val_groups, val_seed} and optionally the generator's world:
+        # moves, max_angle, max_roll, constant_speed, scenes; data/synthetic/writer.py)
+        # record runs' curriculum (data/curriculum.py): this fraction of training camera
+        # references are the target itself, decaying linearly to 0 over same_scene_steps
+        same_scene=0.0, same_scene_steps=0,
         synthetic_dir="",  # where the synthetic splits go ("": WORKDIR/data; shared by runs)
         wallpaper=ml_collections.ConfigDict(dict(  # kind "wallpaper" only
             world=ml_collections.ConfigDict(WallpaperWorld().to_dict()),  # its geometry

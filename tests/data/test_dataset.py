@@ -159,6 +159,27 @@ def test_bad_arguments_are_rejected(tmp_path, capsys):
     assert writer.GeneratorConfig(num_groups=10, num_shards=3).shards() == [(0, 3), (3, 6), (6, 10)]
 
 
+def test_textured_rotation_world_from_the_cli(tmp_path):
+    """The clone_3d world's options: textured daylight scenes without a subject, only the
+    named moves at constant speed, recorded in the metadata; a bad move is a one-line error."""
+    out = str(tmp_path / "world")
+    meta = cli.main(["--out", out, "--num_groups", "1", "--frames", "5", "--height", "16",
+                     "--width", "16", "--moves", "pan,roll", "--max_angle", "20",
+                     "--max_roll", "30", "--constant_speed", "--scenes", "textured", "--quiet",
+                     "--preview_triplets", "0"])
+    assert meta["complete"] and meta["config"]["scenes"] == "textured"
+    with open(os.path.join(out, "videos.json")) as f:
+        entries = json.load(f)
+    assert {e["trajectory_name"] for e in entries} <= {"pan", "roll"}
+    assert all(e["animation"] == "none" and e["palette"] == "day" for e in entries)
+    assert all(e["trajectory_params"]["ease_a"] == 0.0 for e in entries)
+    frames, _ = video.read_video(os.path.join(out, entries[0]["video_path"]))
+    assert frames.shape == (5, 16, 16, 3) and frames.std() > 10  # textured, not flat
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--out", str(tmp_path / "bad"), "--moves", "spin"] + ARGS)
+    assert stop.value.code == 2
+
+
 def _record(**overrides):
     v = lambda: {"video": b"mp4", "poses": np.zeros((2, 4, 4), np.float32),  # noqa: E731
                  "intrinsics": np.zeros((2, 4), np.float32), "scene_id": 0, "location_id": 0,

@@ -153,3 +153,30 @@ def test_global_batch_on_a_mesh(latent_dir):
     full = pipeline.global_batch(batch, sharding.make_mesh({"data": 2, "fsdp": 4}))
     assert tuple(full["target"].sharding.spec)[0] == ("data", "fsdp")
     assert len(full["target"].sharding.device_set) == 8
+
+
+def test_same_scene_curriculum_on_records(latent_dir):
+    """data/curriculum.py on records: early camera references are the target itself, decaying
+    by step; the draw follows the global position, so two hosts see what one host sees, and a
+    loader resumed with skip_batches continues the same draws."""
+    from camclone_jax.data.curriculum import Curriculum
+    aid = Curriculum(1.0, 10, 8)  # all at step 0, none from step 10
+    cfg = _cfg(clip=dict(kind="latent"), batch_size=8, num_epochs=2, same_scene=aid)
+    batches = _take(pipeline.make_loader(latent_dir, cfg), 14)
+    same = np.array([[np.array_equal(b["camera_ref"][i], b["target"][i]) for i in range(8)]
+                     for b in batches])  # [step, example]
+    assert same[0].all() and not same[10:].any()
+    assert 0 < same[3:8].mean() < 1  # the decay draws per example
+    plain = next(pipeline.make_loader(latent_dir, _cfg(clip=dict(kind="latent"), batch_size=8,
+                                                       num_epochs=2)))
+    np.testing.assert_array_equal(plain["target"], batches[0]["target"])  # order unchanged
+    later = _take(pipeline.make_loader(latent_dir, cfg, skip_batches=5), 2)
+    for x, y in zip(batches[5:7], later):
+        np.testing.assert_array_equal(x["camera_ref"], y["camera_ref"])
+    halves = [next(pipeline.make_loader(latent_dir, _cfg(
+        clip=dict(kind="latent"), batch_size=4, num_epochs=2, same_scene=aid, process_index=p,
+        process_count=2))) for p in range(2)]
+    np.testing.assert_array_equal(np.concatenate([h["camera_ref"] for h in halves]),
+                                  batches[0]["camera_ref"])
+    with pytest.raises(ValueError, match="same_scene"):
+        Curriculum(1.5, 10)

@@ -121,6 +121,27 @@ def test_sampled_trajectories_follow_the_rules_and_rebuild_from_name_and_params(
     assert {"pan", "orbit", "spline"} <= names
 
 
+def test_a_restricted_world_draws_only_its_moves_at_constant_speed():
+    """configs/clone_3d.py's world: pans, tilts and rolls only, capped angles, no easing; the
+    default config's draws are unchanged by the option's existence."""
+    config = T.TrajectoryConfig(moves=("pan", "tilt", "roll"), angle_deg=(5.0, 40.0),
+                                roll_deg=(10.0, 45.0), constant_speed=True)
+    rng, names = np.random.default_rng(2), set()
+    for _ in range(30):
+        traj = T.sample_trajectory(rng, 9, 1.0, config)
+        names.add(traj.name)
+        top = 45.0 if traj.name == "roll" else 40.0
+        assert traj.params["ease_a"] == 0.0 and abs(traj.params["angle_deg"]) <= top
+        np.testing.assert_allclose(traj.c2w[:, :3, 3], traj.c2w[:1, :3, 3].repeat(9, 0),
+                                   atol=1e-6)  # rotations about the centre: no travel
+    assert names == {"pan", "tilt", "roll"}
+    a = T.sample_trajectory(np.random.default_rng(5), 9, 1.75)
+    b = T.sample_trajectory(np.random.default_rng(5), 9, 1.75, T.TrajectoryConfig(moves=()))
+    np.testing.assert_array_equal(a.c2w, b.c2w)
+    with pytest.raises(ValueError, match="unknown moves"):
+        T.TrajectoryConfig(moves=("spin",))
+
+
 def test_intrinsics_from_focal_length():
     intr = T.intrinsics_from_focal(36.0, 2.0)
     np.testing.assert_allclose(intr, [1.0, 2.0, 0.5, 0.5])

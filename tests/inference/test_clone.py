@@ -93,7 +93,7 @@ def test_the_shipped_model_samples_and_scores_as_the_committed_table():
     world = clone_lib.load_world(clone_lib.SHIPPED)
     n = 6
     clips = clone_eval.held_out_clips(world, committed["clips"], "path")[:n]
-    videos = clone_lib.generate_all(pipe, clips, "i2v", world, steps=committed["steps"])
+    videos = clone_lib.generate_all(pipe, clips, "i2v", steps=committed["steps"])
     assert videos[0].shape == (17, 16, 16, 3) and videos[0].dtype == np.uint8
     scores = clone_eval.score_videos(videos, clips, world)
     expect = [e for e in row["per_clip"][:n] if e is not None]

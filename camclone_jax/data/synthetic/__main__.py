@@ -2,6 +2,7 @@
 
   python -m camclone_jax.data.synthetic --out DIR --num_groups 3 --frames 17 --height 64 \
       --width 112 --seed 0 [--fps 15] [--triplets_per_target 3] [--num_shards 0]
+      [--moves pan,tilt,roll --max_angle 30 --max_roll 40 --constant_speed --scenes textured]
 
 Each group is 4 locations x 10 synchronized cameras = 40 videos and (by default) 120 triplets.
 See camclone_jax/data/synthetic/writer.py for the folder layout.
@@ -32,6 +33,16 @@ def parse_args(argv):
     p.add_argument("--supersample", type=int, default=d.supersample, help="rays per pixel per axis")
     p.add_argument("--crf", type=int, default=d.crf, help="x264 constant rate factor")
     p.add_argument("--preview_triplets", type=int, default=d.preview_triplets)
+    p.add_argument("--moves", default=d.moves,
+                   help="comma-separated basic moves to draw, e.g. pan,tilt,roll (default: the "
+                        "paper's mix of moves, arcs, splines and static shots)")
+    p.add_argument("--max_angle", type=float, default=d.max_angle,
+                   help="pan / tilt cap in degrees (0: the paper's 75)")
+    p.add_argument("--max_roll", type=float, default=d.max_roll,
+                   help="roll cap in degrees (0: the paper's 340)")
+    p.add_argument("--constant_speed", action="store_true", help="no ease profiles")
+    p.add_argument("--scenes", default=d.scenes, choices=("paper", "textured"),
+                   help="paper: a subject, day or night; textured: strong textures, daylight")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}

@@ -116,15 +116,30 @@ class GroupPlan:
     scenes: list
 
 
-def plan_group(group, seed, num_frames, height, width, fps, config=traj_lib.TrajectoryConfig()):
-    """Draws a group's shared trajectories (location frame) and its four locations' scenes."""
+SCENE_STYLES = ("paper", "textured")
+
+
+def plan_group(group, seed, num_frames, height, width, fps, config=traj_lib.TrajectoryConfig(),
+               scenes="paper"):
+    """Draws a group's shared trajectories (location frame) and its four locations' scenes:
+    ``scenes="paper"`` the paper's locations (a subject, day or night, `scene.make_scene`),
+    "textured" strongly textured daylight locations without a subject, indoors or out
+    (`scene.make_reference_scene`: what a tiny model and a tiny camera measure can read)."""
+    if scenes not in SCENE_STYLES:
+        raise ValueError(f"scenes must be one of {SCENE_STYLES}, got {scenes!r}")
     trajs = traj_lib.sample_group_trajectories(np.random.default_rng([seed, group, 0]), num_frames,
                                                width / height, NUM_TRAJECTORIES, config)
     centres = np.concatenate([t.c2w[:, :3, 3] for t in trajs])  # [10 F, 3]
     starts = np.stack([t.c2w[0, :3, 3] for t in trajs])  # [10, 3]
-    scenes = [scene_lib.make_scene(np.random.default_rng([seed, group, 1, loc]), num_frames, fps,
-                                   centres, starts) for loc in range(NUM_LOCATIONS)]
-    return GroupPlan(group, trajs, scenes)
+    out = []
+    for loc in range(NUM_LOCATIONS):
+        rng = np.random.default_rng([seed, group, 1, loc])
+        if scenes == "paper":
+            out.append(scene_lib.make_scene(rng, num_frames, fps, centres, starts))
+        else:
+            kind = scene_lib.REFERENCE_KINDS[int(rng.integers(len(scene_lib.REFERENCE_KINDS)))]
+            out.append(scene_lib.make_reference_scene(rng, kind, centres))
+    return GroupPlan(group, trajs, out)
 
 
 def world_poses(plan, location):
@@ -138,7 +153,8 @@ def render_location(plan, location, height, width, supersample=2):
     c2w = world_poses(plan, location)  # [10, F, 4, 4]
     n, f = c2w.shape[:2]
     intr = np.stack([t.intrinsics for t in plan.trajectories])  # [10, F, 4]
-    times = np.tile(np.arange(f), n)  # [10 F]: the cameras are synchronized
+    still = len(plan.scenes[location].arrays["subject_center"]) == 1  # no subject: one time
+    times = np.tile(np.arange(f) * (not still), n)  # [10 F]: the cameras are synchronized
     frames, _ = render_lib.render(plan.scenes[location].arrays, c2w.reshape(n * f, 4, 4),
                                   intr.reshape(n * f, 4), times, height, width, supersample)
     return frames.reshape(n, f, height, width, 3)

@@ -263,6 +263,19 @@ class TrajectoryConfig:
     height_range: tuple = (0.4, 6.0)
     subject_clearance: float = 1.8
     kind_weights: tuple = (("basic", 0.45), ("arc", 0.2), ("spline", 0.3), ("static", 0.05))
+    # a restricted world (the rotation-only clone world of configs/clone_3d.py): when `moves`
+    # names basic moves, only those are drawn, uniformly, pans and tilts turning by
+    # `angle_deg`, rolls by `roll_deg` (ranges in degrees, either sign), at constant speed
+    # when `constant_speed`; empty `moves` is the paper's mix above
+    moves: tuple = ()
+    angle_deg: tuple = (5.0, 75.0)
+    roll_deg: tuple = (20.0, 340.0)
+    constant_speed: bool = False
+
+    def __post_init__(self):
+        unknown = [m for m in self.moves if m not in BASIC_MOVES + ("static",)]
+        if unknown:
+            raise ValueError(f"unknown moves {unknown}; choose from {BASIC_MOVES + ('static',)}")
 
 
 def check_trajectory(c2w, config):
@@ -288,17 +301,22 @@ def _sample_params(rng, config):
                         float(rng.uniform(-0.4, 0.4))]}
     params = {"start": start, "focal_mm": float(rng.choice(config.focal_mm)),
               "ease_a": 0.0 if rng.random() < 0.5 else float(rng.choice([-1, 1]) * rng.uniform(1, 5))}
-    names, weights = zip(*config.kind_weights)
-    kind = rng.choice(names, p=np.asarray(weights) / np.sum(weights))
     sgn = lambda: float(rng.choice([-1.0, 1.0]))  # noqa: E731
-    if kind == "static":
+    if config.moves:  # a restricted world: its own moves and ranges
+        kind, name = "basic", str(rng.choice(config.moves))
+        if config.constant_speed:
+            params["ease_a"] = 0.0
+    else:
+        names, weights = zip(*config.kind_weights)
+        kind = rng.choice(names, p=np.asarray(weights) / np.sum(weights))
+        name = str(rng.choice(BASIC_MOVES)) if kind == "basic" else str(kind)
+    if name == "static":
         return "static", params
     if kind == "basic":
-        name = str(rng.choice(BASIC_MOVES))
         if name in ("pan", "tilt"):
-            params["angle_deg"] = sgn() * float(rng.uniform(5, 75))
+            params["angle_deg"] = sgn() * float(rng.uniform(*config.angle_deg))
         elif name == "roll":
-            params["angle_deg"] = sgn() * float(rng.uniform(20, 340))
+            params["angle_deg"] = sgn() * float(rng.uniform(*config.roll_deg))
         else:
             params["distance_m"] = sgn() * float(rng.uniform(0.5, config.max_travel))
         return name, params

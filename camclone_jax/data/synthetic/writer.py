@@ -55,6 +55,22 @@ class GeneratorConfig:
     supersample: int = 2
     crf: int = 17
     preview_triplets: int = 4
+    # the world (defaults: the paper's); configs/clone_3d.py narrows it to what a tiny model
+    # learns on a CPU: "pan,tilt,roll" at constant speed in strongly textured scenes
+    moves: str = ""  # comma-separated basic moves to draw from ("": the paper's mix)
+    max_angle: float = 0.0  # pan / tilt angle cap, degrees (0: the paper's 75)
+    max_roll: float = 0.0  # roll angle cap, degrees (0: the paper's 340)
+    constant_speed: bool = False  # no ease profiles
+    scenes: str = "paper"  # or "textured" (dataset.SCENE_STYLES)
+
+    def trajectory_config(self) -> traj_lib.TrajectoryConfig:
+        """The trajectory rules of this world (a capped range starts at 5 deg, 10 for rolls)."""
+        default = traj_lib.TrajectoryConfig()
+        moves = tuple(m.strip() for m in self.moves.split(",") if m.strip())
+        angle = (min(5.0, self.max_angle), self.max_angle) if self.max_angle else default.angle_deg
+        roll = (min(10.0, self.max_roll), self.max_roll) if self.max_roll else default.roll_deg
+        return dataclasses.replace(default, moves=moves, constant_speed=self.constant_speed,
+                                   angle_deg=angle, roll_deg=roll)
 
     def validate(self):
         """Raises ValueError naming the first bad argument."""
@@ -74,10 +90,15 @@ class GeneratorConfig:
             (0 <= self.crf <= 51, f"crf must be in [0, 51], got {self.crf}"),
             (self.preview_triplets >= 0, f"preview_triplets must be >= 0, got {self.preview_triplets}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.max_angle >= 0 and self.max_roll >= 0,
+             f"max_angle and max_roll must be >= 0, got {self.max_angle}, {self.max_roll}"),
+            (self.scenes in ds.SCENE_STYLES,
+             f"scenes must be one of {ds.SCENE_STYLES}, got {self.scenes!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.trajectory_config()  # names an unknown move
 
     def shards(self):
         """[(first_group, end_group)] per shard."""
@@ -118,7 +139,8 @@ def _video_entry(plan, key, config):
     traj, scene = plan.trajectories[key.trajectory], plan.scenes[key.location]
     return dict(key.ids(), video_path=key.relpath("videos", "mp4"), pose_path=key.relpath("poses", "txt"),
                 caption=scene.caption, scene_kind=scene.description["kind"],
-                palette=scene.description["palette"], animation=scene.description["subject"]["animation"],
+                palette=scene.description["palette"],
+                animation=scene.description.get("subject", {}).get("animation", "none"),
                 trajectory_name=traj.name, trajectory_params=traj.params,
                 camera_description=traj.describe(), num_frames=config.frames, fps=config.fps)
 
@@ -189,7 +211,8 @@ def generate_dataset(out, config, progress=True):
     shards = config.shards()
     plans, all_triplets, entries = {}, [], []
     for g in range(config.num_groups):
-        plans[g] = ds.plan_group(g, config.seed, config.frames, config.height, config.width, config.fps)
+        plans[g] = ds.plan_group(g, config.seed, config.frames, config.height, config.width,
+                                 config.fps, config.trajectory_config(), config.scenes)
         all_triplets += ds.group_triplets(g, config.triplets_per_target, config.seed)
         entries += [_video_entry(plans[g], ds.VideoKey(g, loc, k), config)
                     for loc in range(ds.NUM_LOCATIONS) for k in range(ds.NUM_TRAJECTORIES)]
