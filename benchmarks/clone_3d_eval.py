@@ -6,12 +6,13 @@
 DATA is the run's data.synthetic_dir (default WORKDIR/data of a configs/clone_3d.py run); its
 held-out split (val/records) has unseen locations and trajectories. For each task (I2V, V2V)
 the table has: the ground truth (the camera measure read on the true targets: its validation,
->= 90% read and <= 1 deg/frame mean asked), a static camera (the first frame copied), each
---model with its camera reference and with it zeroed, and each --no_camera model (trained
-with a zero camera reference). Every sample comes from CamClonePipeline.generate, the sampler
-of `python -m camclone_jax.sample`; V2V gets the content video and, as the release's
-first_frame_path, the target's first frame. --validate_only scores the ground truth and the
-static camera alone (no model). Scores: camclone_jax/eval/clone_3d.py.
+>= 90% read and <= 1 deg/frame mean asked), a static camera (the first frame copied), the
+first frame moved by the true camera (what reading the camera alone gives), each --model with
+its camera reference and with it zeroed, and each --no_camera model (trained with a zero
+camera reference). Every sample comes from CamClonePipeline.generate, the sampler of `python -m
+camclone_jax.sample`; V2V gets the content video and, as the release's first_frame_path, the
+target's first frame. --validate_only scores those three rows alone (no model). Scores:
+camclone_jax/eval/clone_3d.py.
 """
 import argparse
 import json
@@ -42,7 +43,7 @@ def run(args) -> dict:
     rows, videos = [], {}
     for task in args.tasks.split(","):
         rows += clone_3d.reference_rows(clips, task)
-        for r in rows[-2:]:
+        for r in rows[-3:]:
             print(json.dumps({k: v for k, v in r.items() if k != "per_clip"}), flush=True)
         for name, pipe in list(models.items()) + list(nocam.items()):
             for zeroed in ((False, True) if name in models else (True,)):
@@ -81,7 +82,7 @@ def main(argv=None):
                    help="[NAME=]export dir of a no-camera model (repeat)")
     p.add_argument("--tasks", default="i2v,v2v")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
-    p.add_argument("--validate_only", action="store_true", help="ground truth and static only")
+    p.add_argument("--validate_only", action="store_true", help="the reference rows only (no model)")
     p.add_argument("--out", default=None, help="write the result here as JSON")
     p.add_argument("--md", default=None, help="write the table here as markdown")
     p.add_argument("--strip", default=None, help="write a picture of the first model's I2V")

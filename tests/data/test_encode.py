@@ -93,3 +93,25 @@ def test_encode_job_stores_caption_embeddings(prepared_dir, tiny_vae, tokenizer_
     for rec, w, n in zip(out, want, lengths):
         assert rec["text_embedding"].shape == (n, t5_cfg.dim) and rec["text_encoder"].startswith("umt5:")
         np.testing.assert_allclose(rec["text_embedding"], w[:n], atol=1e-5)
+
+
+def test_clip_cache_decodes_each_video_once_within_its_budget(synthetic_dir, monkeypatch):
+    """A generated video recurs in many triplets: the pre-encoder decodes it once (an ffmpeg
+    process per decode) and evicts the least recently used clips beyond its byte budget."""
+    calls = []
+    real = transforms.load_clip
+    monkeypatch.setattr(transforms, "load_clip", lambda b, c: calls.append(1) or real(b, c))
+    clip_cfg = transforms.ClipConfig(**CLIP)
+    cache = encode.ClipCache(clip_cfg)
+    rec = records.decode_triplet(next(iter(records.read_records(
+        pipeline.record_files(os.path.join(synthetic_dir, "records"))[0]))))
+    videos = [rec[k]["video"] for k in records.VIDEO_KEYS]
+    first = [cache(v) for v in videos]
+    again = [cache(v) for v in videos]
+    assert len(calls) == 3 and all(a is b for a, b in zip(first, again))
+    np.testing.assert_array_equal(first[0], real(videos[0], clip_cfg))
+    assert not first[0].flags.writeable
+    small = encode.ClipCache(clip_cfg, max_bytes=first[0].nbytes)
+    for v in videos + videos[:1]:
+        small(v)
+    assert len(calls) == 3 + 4 and small.size == first[0].nbytes  # evicted, then decoded again

@@ -34,10 +34,11 @@ def test_clips_are_one_per_target_with_true_relative_poses(clips):
 
 
 def test_the_measure_reads_the_ground_truth_and_not_a_static_camera(clips):
-    truth, static = clone_3d.reference_rows(clips, "i2v")
+    truth, static, warp = clone_3d.reference_rows(clips, "i2v")
     assert truth["read"] >= 7 and truth["rot_err"] < 1.5  # the validation, 8 clips
     assert truth["psnr"] == float("inf")
     assert static["rot_err"] > 4 * truth["rot_err"]
+    assert warp["psnr"] > static["psnr"] + 3 and warp["rot_err"] < static["rot_err"] / 2
     zero = clone_3d.score_videos([np.zeros_like(c.target) for c in clips], clips)
     assert zero["read"] < 8 or zero["rot_err"] > truth["rot_err"]
 
