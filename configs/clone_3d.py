@@ -20,7 +20,9 @@ sample; the clean-sample loss on the frames after the first; noise levels unifor
 with 25% anywhere; Adam 1e-3, batch 16, all parameters from random init; the same-scene
 curriculum on records (data.same_scene: 75% of the camera references are the target itself at
 first, decaying to none over 3,000 steps). Validation loss and reference-use gaps at t = 0.95 on
-64 held-out triplets every 250 steps. Re-running resumes.
+64 held-out triplets every 250 steps. Re-running resumes. At this size and a CPU budget it
+does NOT clone yet: the reference-use gap stayed at zero for 1,798 steps and the samples move
+no better than a static camera (docs/results.md, "Camera cloning in a world with depth").
 
 Variants (``:arg``):
   nocam      the no-camera baseline: the camera reference is always zero (no curriculum)

@@ -39,8 +39,8 @@ def test_the_measure_reads_the_ground_truth_and_not_a_static_camera(clips):
     assert truth["psnr"] == float("inf")
     assert static["rot_err"] > 4 * truth["rot_err"]
     assert warp["psnr"] > static["psnr"] + 3 and warp["rot_err"] < static["rot_err"] / 2
-    zero = clone_3d.score_videos([np.zeros_like(c.target) for c in clips], clips)
-    assert zero["read"] < 8 or zero["rot_err"] > truth["rot_err"]
+    zero = clone_3d.score_videos([np.zeros_like(c.target) for c in clips[:3]], clips[:3])
+    assert zero["read"] < 3 or zero["rot_err"] > truth["rot_err"]
 
 
 def test_too_few_clips_is_an_error(held_out):
