@@ -30,7 +30,8 @@ from camclone_jax.models import clip
 from camclone_jax.training import checkpoint as ckpt_lib
 
 DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
-WORLD_KEYS = ("moves", "max_angle", "max_roll", "constant_speed", "scenes")  # data.synthetic
+SPLIT_KEYS = ("num_groups", "seed", "val_groups", "val_seed")  # data.synthetic: the splits
+WORLD_KEYS = ("moves", "max_angle", "max_roll", "constant_speed", "scenes")  # and the world
 
 
 def ensure_dataset(data_cfg, workdir: str) -> dict:
@@ -44,6 +45,10 @@ def ensure_dataset(data_cfg, workdir: str) -> dict:
     pixels = None
     if not path and synth:
         synth = dict(synth)
+        unknown = sorted(set(synth) - set(SPLIT_KEYS + WORLD_KEYS))
+        if unknown:
+            raise ValueError(f"config.data.synthetic has unknown keys {unknown}; it takes "
+                             f"{SPLIT_KEYS + WORLD_KEYS}")
         root = data_cfg.get("synthetic_dir", "") or os.path.join(workdir, "data")
         splits = {}
         for split, groups, seed in (("train", synth["num_groups"], synth.get("seed", 0)),

@@ -221,6 +221,16 @@ def test_clone_3d_end_to_end_shortened(tmp_path):
         assert np.isfinite(result["sample"][task]["psnr"])
 
 
+def test_a_misspelt_synthetic_world_key_is_an_error(tmp_path):
+    from camclone_jax.training.data import ensure_dataset
+    from configs import clone_3d
+    data = clone_3d.get_config().data
+    data.synthetic = dict(num_groups=1, max_angel=20.0)
+    with pytest.raises(ValueError, match="unknown keys \\['max_angel'\\]"):
+        ensure_dataset(data, str(tmp_path))
+    assert not os.listdir(tmp_path)  # nothing rendered
+
+
 def test_base_stage_then_channel_concat_fine_tune(records, tmp_path):
     """The reproduction's chain in miniature: a reference-free base trained from scratch
     (conditioning "base", all params), then a channel-concat CamClone fine-tune from its export:
