@@ -33,13 +33,12 @@ Variants (``:arg``):
 
 import ml_collections
 
-from camclone_jax.training.run_config import base_config
+from camclone_jax.training.run_config import CLONE_RULES, base_config, clone_recipe
 
 SIZE = dict(frames=17, height=32, width=32)
 CODEC = dict(kind="pixel", spatial_factor=8, temporal_factor=4, scale=2.0)
 WORLD = dict(moves="pan,tilt,roll", max_angle=30.0, max_roll=30.0, constant_speed=True,
              scenes="textured")
-RULES = {"all": ((".*", "train"),), "self_attn": (("self_attn", "train"), (".*", None))}
 VARIANTS = ("", "nocam", "base", "self_attn")
 
 
@@ -55,18 +54,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.update(kind="latent", text="none", text_len=1, num_workers=0, v2v_ratio=0.5,
                        codec=CODEC, same_scene=0.75, same_scene_steps=3000, **SIZE)
     config.data.synthetic = dict(num_groups=96, seed=0, val_groups=2, val_seed=1000, **WORLD)
-    config.batch_size = 16
-    config.total_steps = 3000
-    config.optim.update(rules=RULES["all"], lr=1e-3, warmup_steps=0, schedule="constant",
-                        clip_norm=0.0, weight_decay=0.0)
-    config.objective.update(timestep_sampling="floor", t_min=0.5, t_full=0.25, loss="sample",
-                            loss_from_frame=1)
-    config.mesh_devices = 1  # a one-device toy, whatever the machine has
-    config.checkpoint.update(every=250, keep=2)
-    config.log_every = 50
-    config.eval_every = 250
-    config.eval_batches = 4  # 64 held-out triplets
-    config.eval_t = (0.95,)  # where the references matter most
+    clone_recipe(config, total_steps=3000)
     config.sample.update(enabled=True, steps=20, cfg=1.0)  # no text: nothing to guide
 
     if arg in ("nocam", "base"):
@@ -74,5 +62,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         config.data.same_scene = 0.0
     if arg == "self_attn":
         config.base_checkpoint = "/tmp/clone_3d_nocam/export"
-        config.optim.rules = RULES[arg]
+        config.optim.rules = CLONE_RULES[arg]
     return config

@@ -36,14 +36,9 @@ import ml_collections
 
 from camclone_jax.data.wallpaper import WallpaperWorld
 from camclone_jax.inference.clone import NO_CAMERA
-from camclone_jax.training.run_config import base_config
+from camclone_jax.training.run_config import CLONE_RULES, base_config, clone_recipe
 
-RULES = {
-    "all": ((".*", "train"),),
-    "self_attn": (("self_attn", "train"), (".*", None)),
-    "blocks": (("blocks/", "train"), (".*", None)),
-    "channel": (("self_attn", "train"), ("patch_embedding", "train"), (".*", None)),
-}
+RULES = CLONE_RULES  # the variants' parameter splits
 VARIANTS = ("", "nocam", "base", "self_attn", "blocks", "channel")
 
 
@@ -61,18 +56,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.data.update(kind="wallpaper", text="none", text_len=1, num_workers=0, v2v_ratio=0.5)
     config.data.wallpaper.world.update(world.to_dict())
     config.data.wallpaper.update(same_scene=0.75, same_scene_steps=5000)
-    config.batch_size = 16
-    config.total_steps = 2000
-    config.optim.update(rules=RULES["all"], lr=1e-3, warmup_steps=0, schedule="constant",
-                        clip_norm=0.0, weight_decay=0.0)
-    config.objective.update(timestep_sampling="floor", t_min=0.5, t_full=0.25, loss="sample",
-                            loss_from_frame=1)
-    config.mesh_devices = 1  # a one-device toy, whatever the machine has
-    config.checkpoint.update(every=250, keep=2)
-    config.log_every = 50
-    config.eval_every = 250
-    config.eval_batches = 4  # 64 held-out triplets
-    config.eval_t = (0.95,)  # where the references matter most
+    clone_recipe(config, total_steps=2000)
     config.sample.update(enabled=True, steps=20)
     config.clone_check.update(enabled=True, clips=16, steps=20)
 

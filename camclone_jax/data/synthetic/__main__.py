@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from camclone_jax import errors
-from camclone_jax.data.synthetic import writer
+from camclone_jax.data.synthetic import dataset, writer
 
 
 def parse_args(argv):
@@ -41,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--max_roll", type=float, default=d.max_roll,
                    help="roll cap in degrees (0: the paper's 340)")
     p.add_argument("--constant_speed", action="store_true", help="no ease profiles")
-    p.add_argument("--scenes", default=d.scenes, choices=("paper", "textured"),
+    p.add_argument("--scenes", default=d.scenes, choices=dataset.SCENE_STYLES,
                    help="paper: a subject, day or night; textured: strong textures, daylight")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
