@@ -11,9 +11,8 @@ latent frames (every ``stride``-th frame) and compared with the target's true po
 to its first frame: RotErr in degrees per frame (``camera_metrics``, mean over the frames,
 frame 0 included, as benchmarks/global_motion_check.py reports it), over the clips the
 reading succeeds on, with the count read. Frame 0 is the given first frame (both tasks get the
-target's): models trained with the loss from frame 1 (objective.loss_from_frame) return an
-untrained frame 0, so the camera is read from the given frame to the sample's frames 1... PSNR (dB) is to the ground-truth target on the same
-frames after the first (pooled squared error). The "ground truth" row is the measure's
+target's; the sampler pins it for models trained with the loss from frame 1). PSNR (dB) is to
+the ground-truth target on the frames after the first (pooled squared error). The "ground truth" row is the measure's
 validation: it must read >= 90% of the clips within 1 deg/frame on average.
 """
 from __future__ import annotations
@@ -87,8 +86,7 @@ def score_videos(videos, clips: list[Clip], stride: int = 4) -> dict:
     read)."""
     per_clip, sq = [], []
     for vid, clip in zip(videos, clips):
-        frames = np.array(vid)[::stride]  # [f, H, W, 3] the latent frames
-        frames[0] = clip.first_frame  # the given frame: a model's frame 0 is not trained
+        frames = np.asarray(vid)[::stride]  # [f, H, W, 3] the latent frames
         truth = clip.target[::stride]
         sq.append(np.mean((frames[1:].astype(np.float64) - truth[1:]) ** 2))
         est = read_camera(frames, clip.k)

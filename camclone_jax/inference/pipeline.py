@@ -73,6 +73,8 @@ from camclone_jax.models.params import logical_specs
 from camclone_jax.utils import read_json
 
 DEFAULT_CFG = 5.0
+# in an export: {"loss_from_frame": n}; n >= 1 means frame 0 was never scored in training
+OBJECTIVE_FILE = "objective.json"
 
 
 class SamplingInterrupted(Exception):
@@ -85,7 +87,8 @@ class CamClonePipeline:
 
     def __init__(self, config: DiTConfig, params, codec, text: TextSource, *,
                  clip: ClipImages | None = None, mesh=None, dtype: str = "auto",
-                 context_parallel: str | None = None, timestep_rounding: str | None = None):
+                 context_parallel: str | None = None, timestep_rounding: str | None = None,
+                 pin_first_frame: bool = False):
         dtype = resolve_dtype(dtype)
         changes = dict(dtype=dtype, param_dtype=dtype, remat="none")
         if context_parallel is not None:  # "none", "ulysses" or "ring" (see DiTConfig)
@@ -94,6 +97,9 @@ class CamClonePipeline:
             changes["timestep_rounding"] = timestep_rounding
         self.config = config.replace(**changes)
         self.codec, self.text, self.clip, self.mesh = codec, text, clip, mesh
+        # a model trained without loss on frame 0 (objective.loss_from_frame >= 1) is never
+        # taught to draw it: latent frame 0 follows the given first frame, as in training
+        self.pin_first_frame = pin_first_frame
         if codec.latent_channels != config.out_channels:
             raise ValueError(f"the codec makes {codec.latent_channels}-channel latents, the DiT "
                              f"predicts {config.out_channels}; wrong --vae for this checkpoint?")
@@ -119,7 +125,8 @@ class CamClonePipeline:
         if not os.path.exists(checkpoint):
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         base = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
-        extra = {name: read_json(os.path.join(base, f"{name}.json")) for name in ("codec", "text")
+        extra = {name: read_json(os.path.join(base, f"{name}.json"))
+                 for name in ("codec", "text", OBJECTIVE_FILE[:-len(".json")])
                  if os.path.isfile(os.path.join(base, f"{name}.json"))}
         config, params = load_transformer(checkpoint)
         if vae is not None:
@@ -151,8 +158,10 @@ class CamClonePipeline:
                              f"(image_dim={config.image_dim}): pass --clip PATH (Wan's CLIP "
                              "ViT-H/14 weights)")
         clip_enc = ClipImages(clip, resolve_dtype(dtype)) if config.image_dim is not None else None
+        pin = extra.get("objective", {}).get("loss_from_frame", 0) >= 1
         return cls(config, params, codec, text, clip=clip_enc, mesh=mesh, dtype=dtype,
-                   context_parallel=context_parallel, timestep_rounding=timestep_rounding)
+                   context_parallel=context_parallel, timestep_rounding=timestep_rounding,
+                   pin_first_frame=pin)
 
     # ------------------------------------------------------------------------------- helpers
     def params(self):
@@ -297,10 +306,13 @@ class CamClonePipeline:
                 cond[name] = inputs[key]
         noise = jax.random.normal(jax.random.key(opts.seed), shape, jnp.float32)  # [1, f, h, w, C]
         replacement = None
-        if not self.config.cond_channels and first is not None and (
-                task == "i2v" or given is not None):
+        if first is not None and ((not self.config.cond_channels and (
+                task == "i2v" or given is not None)) or (self.config.cond_channels
+                                                          and self.pin_first_frame)):
             # T2V-style base: frame replacement pins latent frame 0 to the image (I2V, or a V2V
-            # image given explicitly; such models never saw a first frame in training)
+            # image given explicitly; such models never saw a first frame in training). A
+            # first-frame-conditioned model trained without loss on frame 0 gets it too: in
+            # training its noisy frame 0 was always the true one, never its own drawing.
             known = jnp.zeros(shape, jnp.float32).at[:, :1].set(
                 encode_float(self.codec, to_float(first)[None]))  # [1, f, h, w, C]
             mask = jnp.zeros((1, shape[1], 1, 1, 1), jnp.float32).at[:, 0].set(1.0)

@@ -19,6 +19,7 @@ from camclone_jax.data.transforms import ClipConfig
 from camclone_jax.eval import clone as clone_eval
 from camclone_jax.eval.psnr import psnr
 from camclone_jax.inference import clone as clone_lib
+from camclone_jax.inference.pipeline import OBJECTIVE_FILE
 from camclone_jax.training import checkpoint as ckpt_lib
 from camclone_jax.training import step as step_lib
 from camclone_jax.training.data import wallpaper_world
@@ -48,12 +49,15 @@ def closing(workdir, config, pixels) -> dict:
 
 
 def export(workdir, config, dit_cfg, state, frozen, codec, step):
-    """WORKDIR/export: the full trained param set (EMA if kept) + codec.json + text.json."""
+    """WORKDIR/export: the full trained param set (EMA if kept) + codec.json + text.json +
+    objective.json (the frames the loss covered)."""
     trained = state["ema"] if state["ema"] is not None else state["params"]
     full = step_lib.merge_params(trained, jax.tree_util.tree_map(
         lambda x: x.astype(jnp.float32), frozen))
     extra = {"text.json": {"kind": config.data.text, "text_len": config.data.text_len,
-                           "text_dim": dit_cfg.text_dim}}
+                           "text_dim": dit_cfg.text_dim},
+             # the sampler pins frame 0 to the given first frame when training never scored it
+             OBJECTIVE_FILE: {"loss_from_frame": int(config.objective.loss_from_frame)}}
     if codec is not None:
         extra["codec.json"] = codec.to_dict()
     if config.data.kind == "wallpaper":  # the world it was trained on, for its clone scores

@@ -418,6 +418,33 @@ def test_i2v_base_model_uses_first_frame_channels(assets):
         inference.CamClonePipeline.from_checkpoint(clip_dir, prompt_cache=assets["cache"])
 
 
+def test_first_frame_pinned_for_models_trained_from_frame_1(tmp_path):
+    """An export whose objective.json says the loss began at frame 1 (configs/clone_3d.py):
+    its frame 0 was never scored, so the sampler pins latent frame 0 to the given first frame
+    (I2V and V2V alike); an export without it draws frame 0 itself."""
+    cfg = CFG.replace(in_channels=2 * C + 4)
+    for name, objective in (("pinned", {"loss_from_frame": 1}), ("drawn", None)):
+        save_transformer(str(tmp_path / name), cfg, random_params(cfg, 2))
+        extra = {"codec.json": PixelCodec().to_dict(),
+                 "text.json": {"kind": "none", "text_len": 1, "text_dim": CFG.text_dim}}
+        if objective:
+            extra[inference.pipeline.OBJECTIVE_FILE] = objective
+        for file, value in extra.items():
+            with open(tmp_path / name / file, "w") as f:
+                json.dump(value, f)
+    pinned = inference.CamClonePipeline.from_checkpoint(str(tmp_path / "pinned"))
+    drawn = inference.CamClonePipeline.from_checkpoint(str(tmp_path / "drawn"))
+    assert pinned.pin_first_frame and not drawn.pin_first_frame
+    cam, content = moving_video(9, 32, 48), moving_video(9, 32, 48, seed=3)
+    kw = dict(frames=5, height=32, width=48, steps=2, cfg=1.0, progress=False)
+    for extra in (dict(image=cam[0]), dict(content_ref=content)):  # I2V; V2V (content frame 0)
+        first = cam[0] if "image" in extra else content[0]
+        a, b = pinned.generate(cam, **extra, **kw), drawn.generate(cam, **extra, **kw)
+        np.testing.assert_array_equal(a.video[0], first)  # the pixel codec is exact
+        assert np.abs(b.video[0].astype(int) - first).mean() > 10  # random model: its own
+        assert not np.allclose(a.latents[1:], b.latents[1:])  # the pinned frame 0 conditions
+
+
 def test_wan_vae_and_umt5_encoder_path(assets, tmp_path, capsys):
     """--vae (Wan VAE codec) and --t5/--tokenizer (JAX umT5, freed after encoding), V2V."""
     torch = pytest.importorskip("torch")

@@ -90,6 +90,9 @@ def test_export_is_the_full_trained_model(records, straight):
     assert moved and all("self_attn" in k for k in moved)
     assert json.load(open(os.path.join(workdir, "export", "codec.json")))["kind"] == "pixel"
     assert json.load(open(os.path.join(workdir, "export", "text.json")))["kind"] == "none"
+    # the frames the loss covered, so the sampler knows whether frame 0 was trained
+    assert json.load(open(os.path.join(workdir, "export", "objective.json"))) == {
+        "loss_from_frame": 0}
     # TensorBoard events and the JSONL log hold the loss of every step.
     assert glob.glob(os.path.join(workdir, "tb", "events.out.tfevents.*"))
     logged = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
