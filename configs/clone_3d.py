@@ -4,8 +4,11 @@ r"""The tiny CamClone model of a world with depth: camera cloning on rendered 3D
   python -m camclone_jax.train --config=configs/clone_3d.py:nocam --workdir=/tmp/clone_3d_nocam
 
 The whole record path: on first use the synthetic generator (data/synthetic) renders the
-Camera Clone look-alike into data.synthetic_dir (default WORKDIR/data): 96 groups of 4
-locations x 10 synchronized cameras (11,520 triplets of 17 frames at 32x32) and 2 held-out
+Camera Clone look-alike into data.synthetic_dir (default WORKDIR/data; about 20 minutes on
+two CPU cores): 600 groups of 4 locations x 10 synchronized cameras (24,000 triplets of 17
+frames at 32x32, one per target video: 2,400 locations and 6,000 trajectories, so that a tiny
+model cannot learn the references by heart; 96 groups with three triplets per target were
+memorised: the reference helped on training triplets and not on held-out ones) and 2 held-out
 groups (unseen locations, unseen trajectories), as mp4 files and ArrayRecord triplets; the
 pixel codec (8x8 space-to-depth, every 4th frame) pre-encodes them to latents of 5 x 4 x 4 x
 192 that the Grain loader reads. The world is narrowed to what a tiny model and a tiny camera
@@ -53,7 +56,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                         freq_dim=64, patch_size=(1, 1, 1), prediction="sample")
     config.data.update(kind="latent", text="none", text_len=1, num_workers=0, v2v_ratio=0.5,
                        codec=CODEC, same_scene=0.75, same_scene_steps=3000, **SIZE)
-    config.data.synthetic = dict(num_groups=96, seed=0, val_groups=2, val_seed=1000, **WORLD)
+    config.data.synthetic = dict(num_groups=600, seed=0, val_groups=2, val_seed=1000,
+                                 triplets_per_target=1, **WORLD)
     clone_recipe(config, total_steps=3000)
     config.sample.update(enabled=True, steps=20, cfg=1.0)  # no text: nothing to guide
 

@@ -21,6 +21,8 @@ from camclone_jax.utils import flatten_params
 from configs import synthetic_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import reference_use  # noqa: E402  (benchmarks/reference_use.py)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +218,18 @@ def test_clone_3d_end_to_end_shortened(tmp_path):
     with open(tmp_path / "data" / "train" / "metadata.json") as f:
         meta = json.load(f)
     assert meta["config"]["moves"] == "pan,tilt,roll" and meta["config"]["scenes"] == "textured"
+    assert meta["counts"]["triplets"] == 40  # one triplet per target video
     assert glob.glob(str(tmp_path / "data" / "val" / "latents-pixel-*" / "*.array_record"))
+    # benchmarks/reference_use.py on the export: losses with the reference given, zeroed and
+    # replaced by the target, on both splits
+    dit_cfg, params = load_transformer(str(tmp_path / "export"))
+    losses = reference_use.make_losses(config, dit_cfg, (0.9,))
+    for split in ("train", "val"):
+        got = reference_use.split_losses(losses, params, config, glob.glob(
+            str(tmp_path / "data" / split / "latents-pixel-*"))[0], 1)
+        assert set(got) == {"given", "zeroed", "target"}
+        assert all(v.shape == (1, 4) and np.isfinite(v).all() for v in got.values())
+        assert not np.allclose(got["given"], got["target"])  # the reference enters the model
     from camclone_jax.data.video import read_video
     for task in ("i2v", "v2v"):
         frames, fps = read_video(result["sample"][task]["path"])
