@@ -322,6 +322,28 @@ def test_a_failed_orbax_write_is_one_line_and_leaves_no_temporary_folder(tmp_pat
     assert os.listdir(out.parent) == []
 
 
+def test_unstarted_orbax_writes_are_not_warned_of_at_exit():
+    """A failed orbax write can leave tensorstore coroutines unstarted, which Python warns of
+    when they are collected (at exit: 'sys:1: RuntimeWarning: coroutine ... never awaited');
+    once quiet_orbax has been used those are dropped, and other coroutines still warn."""
+    script = (
+        "import gc\n"
+        "from camclone_jax.convert.io import quiet_orbax\n"
+        "async def write_fragment(): pass\n"
+        "write_fragment.__qualname__ = 'async_serialize_from_host.<locals>.write_fragment'\n"
+        "async def ours(): pass\n"
+        "with quiet_orbax(): pass\n"
+        "orbax_left = write_fragment()\n"
+        "del orbax_left; gc.collect()\n"
+        "ours_left = ours()\n"
+        "del ours_left; gc.collect()\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "write_fragment" not in run.stderr, run.stderr
+    assert "coroutine 'ours' was never awaited" in run.stderr, run.stderr
+
+
 def test_evaluate_stops_on_ctrl_c_in_one_line(tmp_path):
     """Ctrl-C (SIGINT to the whole process group) while workers score: one line, exit status
     130, no worker's traceback; the finished videos stay for --resume."""

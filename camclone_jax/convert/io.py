@@ -27,6 +27,7 @@ import shutil
 import struct
 import sys
 import time
+import warnings
 from typing import Iterator, Mapping
 
 import jax
@@ -299,6 +300,12 @@ def _orbax_futures_noise(record) -> bool:
     return not ("exception was never retrieved" in text and ("orbax" in text or "OCDBT" in text))
 
 
+# tensorstore coroutines of orbax's serialization that a failed call left unstarted: Python
+# warns of each when it is collected (also at exit, as 'sys:1: RuntimeWarning: ...')
+_ORBAX_UNAWAITED = (r"coroutine '(async_serialize|async_deserialize|_read_shard|"
+                    r"_read_array_index_and_device_put|_read_and_create_array)[^']*' was never awaited")
+
+
 def _unraisable_hook(unraisable):
     if not _closed_loop_noise(unraisable):
         _HOOKS["previous"](unraisable)
@@ -310,10 +317,12 @@ def quiet_orbax() -> Iterator[OrbaxErrors]:
     one's cause in one line); from the first use on, the 'Event loop is closed' and 'exception
     was never retrieved' reports of tensorstore operations that outlive a failed orbax call
     are dropped too (they come from background threads and the garbage collector, also after
-    the call has returned)."""
+    the call has returned), and so are the 'coroutine ... was never awaited' warnings of its
+    writes that never started."""
     if sys.unraisablehook is not _unraisable_hook:
         _HOOKS["previous"], sys.unraisablehook = sys.unraisablehook, _unraisable_hook
         logging.getLogger("asyncio").addFilter(_orbax_futures_noise)
+        warnings.filterwarnings("ignore", message=_ORBAX_UNAWAITED, category=RuntimeWarning)
     errors = OrbaxErrors()
     logger = logging.getLogger("absl")
     logger.addFilter(errors)
