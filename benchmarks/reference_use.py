@@ -23,7 +23,6 @@ import numpy as np
 
 from camclone_jax.convert.transformer import load_transformer
 from camclone_jax.data import pipeline
-from camclone_jax.data.curriculum import Curriculum
 from camclone_jax.training import loop
 from camclone_jax.training import step as step_lib
 from camclone_jax.training.data import pipeline_config
@@ -65,8 +64,7 @@ def make_losses(config, dit_cfg, levels):
 def split_losses(losses, params, config, records: str, batches: int) -> dict:
     """{name: [levels, n]} over the first ``batches`` batches of ``records`` (in order)."""
     loader = pipeline.make_loader(records, pipeline_config(
-        config.data, config.batch_size, config.seed, shuffle=False, num_epochs=1, num_workers=0,
-        drop_remainder=True, same_scene=Curriculum()))
+        config.data, config.batch_size, config.seed, held_out=True))
     out = {}
     try:
         for i, raw in zip(range(batches), loader):

@@ -32,6 +32,8 @@ Variants (``:arg``):
   base       a plain I2V base on the same world: no reference tokens at all
   self_attn  the paper's rule: only the 3D self-attention trains, from a base
              (``--config.base_checkpoint=DIR``, default the `nocam` export under /tmp)
+  aug        camera-preserving augmentation (data/augment.py): flips and transposes of whole
+             triplets, the camera reference's colours reordered and inverted
 """
 
 import ml_collections
@@ -42,7 +44,7 @@ SIZE = dict(frames=17, height=32, width=32)
 CODEC = dict(kind="pixel", spatial_factor=8, temporal_factor=4, scale=2.0)
 WORLD = dict(moves="pan,tilt,roll", max_angle=30.0, max_roll=30.0, constant_speed=True,
              scenes="textured")
-VARIANTS = ("", "nocam", "base", "self_attn")
+VARIANTS = ("", "nocam", "base", "self_attn", "aug")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -64,6 +66,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if arg in ("nocam", "base"):
         config.objective.conditioning = "no_camera" if arg == "nocam" else "base"
         config.data.same_scene = 0.0
+    if arg == "aug":
+        config.data.augment = dict(geometry=True, ref_colour=True)
     if arg == "self_attn":
         config.base_checkpoint = "/tmp/clone_3d_nocam/export"
         config.optim.rules = CLONE_RULES[arg]

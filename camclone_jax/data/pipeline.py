@@ -9,7 +9,9 @@
 Order of operations (`make_dataset`): records (a grain `MapDataset` over ArrayRecord files)
 -> paired with their global index -> seeded shuffle (reshuffled each epoch) -> repeat
 (num_epochs; None: forever) -> decode, frame sampling, resize + crop, task draw (transforms.py,
-seeded per position in this global stream) -> the same-scene curriculum (curriculum.py: by
+seeded per position in this global stream) -> camera-preserving augmentation (augment.py:
+symmetries of the whole triplet, the camera reference's colours; by position) -> the
+same-scene curriculum (curriculum.py: by
 position, so by step) -> this host's part of every global batch: with
 B = batch_size * process_count, host p takes positions [j B + p b, j B + (p + 1) b) of global
 batch j (lazily: only its own examples are read and decoded) -> bad examples skipped and
@@ -52,6 +54,7 @@ import grain
 import numpy as np
 
 from camclone_jax.data import records
+from camclone_jax.data.augment import Augment, AugmentStage
 from camclone_jax.data.curriculum import Curriculum, SameSceneStage
 from camclone_jax.data.guarded_source import GuardedSource, tfds_files, unreadable_example
 from camclone_jax.data.transforms import BAD_KEY, ClipConfig, TripletTransform
@@ -83,6 +86,7 @@ class PipelineConfig:
     process_index: int | None = None  # None: jax.process_index()
     process_count: int | None = None  # None: jax.process_count()
     same_scene: Curriculum = Curriculum()  # records: camera references that are the target
+    augment: Augment = Augment()  # records: symmetries, the camera reference's colours
 
 
 def record_files(paths):
@@ -214,6 +218,10 @@ def make_dataset(source, cfg, skip_batches=0):
                          "max_bad_records >= 0")
     index, count = _host(cfg)
     procedural = getattr(source, "renders_examples", False)
+    if cfg.augment.active and (procedural or (cfg.clip.kind == "latent" and not cfg.augment.cell)):
+        raise ValueError("augmentation applies to records of pixels or of pixel-codec latents "
+                         "(data.codec={'kind': 'pixel'}), not to "
+                         + ("a procedural source" if procedural else "VAE latents"))
     if procedural:
         # a procedural source (data.wallpaper_source): element i is an example drawn from
         # (seed, i) already, so its order is its index (no shuffle, nothing to decode)
@@ -228,6 +236,8 @@ def make_dataset(source, cfg, skip_batches=0):
     ds = ds.repeat(cfg.num_epochs)
     if not procedural:
         ds = ds.random_map(_GuardedTransform(cfg.clip), seed=cfg.seed)
+        if cfg.augment.active:  # before the curriculum: a same-scene reference is the target
+            ds = ds.map_with_index(AugmentStage(cfg.augment, cfg.seed))
         if cfg.same_scene.same_scene:  # by global position: the step an example belongs to
             ds = ds.map_with_index(SameSceneStage(cfg.same_scene, cfg.seed))
     ds = _HostSlice(ds, cfg.batch_size, index, count)[skip_batches * cfg.batch_size:]

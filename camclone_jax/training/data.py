@@ -23,6 +23,7 @@ from camclone_jax.data.codec import codec_from_dict
 from camclone_jax.data.encode import encode_records
 from camclone_jax.data.synthetic.writer import GeneratorConfig, generate_dataset
 from camclone_jax.data.wallpaper import WallpaperWorld
+from camclone_jax.data.augment import Augment
 from camclone_jax.data.curriculum import Curriculum
 from camclone_jax.data.wallpaper_source import WallpaperSource
 from camclone_jax.data.transforms import ClipConfig
@@ -145,9 +146,25 @@ def _synthetic_split(data_cfg, out: str, groups: int, seed: int) -> str:
     return latents
 
 
-def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
-    """The Grain pipeline's config from the run config's ``data`` block (the training split's:
-    held-out loaders override shuffle, epochs and the curriculum)."""
+def augmentation(data_cfg) -> Augment:
+    """The run's camera-preserving augmentation (``data.augment``: geometry, ref_colour); for
+    latent records the pixel codec's cell size comes with it."""
+    spec = dict(data_cfg.get("augment") or {})
+    unknown = set(spec) - {"geometry", "ref_colour"}
+    if unknown:
+        raise ValueError(f"data.augment takes geometry and ref_colour, got {sorted(unknown)}")
+    codec = dict(data_cfg.get("codec") or {})
+    cell = codec_from_dict(codec).spatial_factor if data_cfg.kind == "latent" and \
+        codec.get("kind") == "pixel" else 0
+    return Augment(geometry=bool(spec.get("geometry", False)),
+                   ref_colour=bool(spec.get("ref_colour", False)), cell=cell)
+
+
+def pipeline_config(data_cfg, per_host_batch: int, seed: int, *, held_out: bool = False,
+                    **overrides):
+    """The Grain pipeline's config from the run config's ``data`` block: the training split's,
+    or (``held_out``) a held-out split's: in order, once, in this process, every batch full,
+    without the curriculum or augmentation."""
     frames, height, width = clip_geometry(data_cfg)
     kind = "latent" if data_cfg.kind == "wallpaper" else data_cfg.kind  # procedural latents
     clip = ClipConfig(kind=kind, num_frames=frames, height=height,
@@ -159,7 +176,11 @@ def pipeline_config(data_cfg, per_host_batch: int, seed: int, **overrides):
                   num_workers=data_cfg.num_workers, max_bad_records=data_cfg.max_bad_records,
                   same_scene=Curriculum(data_cfg.get("same_scene", 0.0),
                                         data_cfg.get("same_scene_steps", 0),
-                                        per_host_batch * jax.process_count()))
+                                        per_host_batch * jax.process_count()),
+                  augment=augmentation(data_cfg))
+    if held_out:
+        kwargs.update(shuffle=False, num_epochs=1, num_workers=0, drop_remainder=True,
+                      same_scene=Curriculum(), augment=Augment())
     kwargs.update(overrides)
     return pipeline.PipelineConfig(**kwargs)
 

@@ -35,7 +35,6 @@ from ml_collections import config_flags
 
 from camclone_jax import distributed, errors, sharding, tasks
 from camclone_jax.data import pipeline
-from camclone_jax.data.curriculum import Curriculum
 from camclone_jax.models import params as params_lib
 from camclone_jax.models.config import DiTConfig
 from camclone_jax.models.dit import DiT, sequence_lengths
@@ -233,8 +232,7 @@ def _train(config, workdir: str) -> dict:
     val_batches = []
     if val_path and config.eval_every:
         val_loader = pipeline.make_loader(val_path, pipeline_config(
-            config.data, per_host, config.seed, shuffle=False, num_epochs=1, num_workers=0,
-            drop_remainder=True, same_scene=Curriculum()))
+            config.data, per_host, config.seed, held_out=True))
         for _, batch in zip(range(config.eval_batches), val_loader):
             val_batches.append(batch)
         val_loader.close()

@@ -52,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
         # record runs' curriculum (data/curriculum.py): this fraction of training camera
         # references are the target itself, decaying linearly to 0 over same_scene_steps
         same_scene=0.0, same_scene_steps=0,
+        # record runs' camera-preserving augmentation (data/augment.py): {"geometry": flips
+        # and transposes of whole triplets, "ref_colour": the camera reference's RGB order and
+        # inversion}; pixel records or pixel-codec latents only
+        augment=ml_collections.FieldReference(None, field_type=dict),
         synthetic_dir="",  # where the synthetic splits go ("": WORKDIR/data; shared by runs)
         wallpaper=ml_collections.ConfigDict(dict(  # kind "wallpaper" only
             world=ml_collections.ConfigDict(WallpaperWorld().to_dict()),  # its geometry
