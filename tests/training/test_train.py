@@ -22,6 +22,7 @@ from configs import synthetic_tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import camera_readout  # noqa: E402  (benchmarks/camera_readout.py)
 import reference_use  # noqa: E402  (benchmarks/reference_use.py)
 
 
@@ -230,6 +231,16 @@ def test_clone_3d_end_to_end_shortened(tmp_path):
         assert set(got) == {"given", "zeroed", "target"}
         assert all(v.shape == (1, 4) and np.isfinite(v).all() for v in got.values())
         assert not np.allclose(got["given"], got["target"])  # the reference enters the model
+    # benchmarks/camera_readout.py: the supervised probe trains on the training references'
+    # image motion (from their poses) and scores the held-out ones against a static camera
+    out = tmp_path / "readout.json"
+    camera_readout.main([
+        "--train", glob.glob(str(tmp_path / "data" / "train" / "latents-pixel-*"))[0],
+        "--val", glob.glob(str(tmp_path / "data" / "val" / "latents-pixel-*"))[0],
+        "--steps", "2", "--batch", "2", "--dim", "32", "--layers", "1", "--out", str(out)])
+    rows = {(r["split"], r["row"]): r["error_px"] for r in json.loads(out.read_text())["rows"]}
+    assert len(rows) == 6 and all(np.isfinite(v) for v in rows.values())
+    assert rows[("held-out", "no motion (static camera)")] > 0.5  # the held-out cameras move
     from camclone_jax.data.video import read_video
     for task in ("i2v", "v2v"):
         frames, fps = read_video(result["sample"][task]["path"])
