@@ -21,10 +21,8 @@ network's size are (``--cell`` re-cuts the pixel-codec latents into smaller toke
 and ``--layers`` resize the network). Bad folders exit with status 2 and a one-line error.
 """
 import argparse
-import glob
 import json
 import os
-import sys
 import zlib
 
 import flax.linen as nn
@@ -34,13 +32,11 @@ import numpy as np
 import optax
 from einops import rearrange
 
+from camclone_jax import errors
 from camclone_jax.data import records
-
-
-def fail(message: str):
-    """One line on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+from camclone_jax.data.pipeline import record_files
+from camclone_jax.data.synthetic.trajectories import intrinsics_matrix
+from camclone_jax.utils import atomic_file, write_atomic
 
 
 def grid_motion(poses: np.ndarray, intrinsics: np.ndarray, stride: int, frames: int,
@@ -48,14 +44,13 @@ def grid_motion(poses: np.ndarray, intrinsics: np.ndarray, stride: int, frames: 
     """poses [F, 4, 4] camera-to-world, intrinsics [F, 4] normalised (fx, fy, cx, cy) ->
     [frames - 1, 9, 2] pixel displacements of a 3 x 3 grid of first-frame points in latent
     frames 1.. (a pure rotation: x_k ~ K_k R_k^T R_0 K_0^-1 x_0)."""
-    def k_matrix(fx, fy, cx, cy):
-        return np.array([[fx * width, 0, cx * width], [0, fy * height, cy * height], [0, 0, 1]])
+    k = intrinsics_matrix(intrinsics, height, width)  # [F, 3, 3]
     gx, gy = np.meshgrid(np.array([1, 3, 5]) * width / 6, np.array([1, 3, 5]) * height / 6)
     x0 = np.stack([gx.ravel(), gy.ravel(), np.ones(9)])  # [3, 9]
-    rays = poses[0, :3, :3] @ np.linalg.inv(k_matrix(*intrinsics[0])) @ x0  # world, [3, 9]
+    rays = poses[0, :3, :3] @ np.linalg.inv(k[0]) @ x0  # world, [3, 9]
     out = []
-    for k in range(1, frames):
-        xk = k_matrix(*intrinsics[k * stride]) @ poses[k * stride, :3, :3].T @ rays  # [3, 9]
+    for i in range(1, frames):
+        xk = k[i * stride] @ poses[i * stride, :3, :3].T @ rays  # [3, 9]
         out.append((xk[:2] / xk[2:] - x0[:2]).T)  # [9, 2]
     return np.stack(out).astype(np.float32)
 
@@ -70,19 +65,17 @@ def retile(latents: np.ndarray, cell: int, new_cell: int) -> np.ndarray:
 def load_split(path: str, limit: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """The camera references of a latent record folder: latents [n, f, h, w, c] (float16) and
     their image motion [n, f - 1, 9, 2] (pixels, ``grid_motion``)."""
-    files = sorted(glob.glob(os.path.join(path, "*.array_record")))
-    if not files:
-        fail(f"{path}: no .array_record files (expected a latent record folder)")
     lat, motion = [], []
-    for file in files:
+    for file in record_files(path):
         for data in records.read_records(file):
             record = records.decode_triplet(data)
             if record["kind"] != "latent":
-                fail(f"{file}: {record['kind']} records; the probe reads pre-encoded latent "
-                     "records (DATA/SPLIT/latents-...)")
+                raise errors.UserError(f"{file}: {record['kind']} records; the probe reads "
+                                       "pre-encoded latent records (DATA/SPLIT/latents-...)")
             ref = record["camera_ref"]
             if "poses" not in ref or "intrinsics" not in ref:
-                fail(f"{file}: camera references without poses or intrinsics")
+                raise errors.UserError(f"{file}: camera references without poses or "
+                                       "intrinsics")
             x = np.asarray(ref["latents"], np.float16)  # [f, h, w, c]
             lat.append(x)
             motion.append(grid_motion(np.asarray(ref["poses"]), np.asarray(ref["intrinsics"]),
@@ -103,9 +96,8 @@ def cached(folder: str, fn, path: str, limit: int, stride: int):
         with np.load(file) as data:
             return data["latents"], data["motion"]
     latents, motion = fn(path, limit, stride)
-    os.makedirs(folder, exist_ok=True)
-    np.savez(file + ".tmp.npz", latents=latents, motion=motion)
-    os.replace(file + ".tmp.npz", file)  # whole or absent
+    with atomic_file(file) as tmp, open(tmp, "wb") as f:  # whole or absent
+        np.savez(f, latents=latents, motion=motion)
     return latents, motion
 
 
@@ -152,6 +144,12 @@ def point_error(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 def main(argv=None):
+    """The command line; bad input is one line on stderr and exit status 2."""
+    with errors.exit_on_user_error():
+        run(argv)
+
+
+def run(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", required=True, help="training latent record folder")
     parser.add_argument("--val", required=True, help="held-out latent record folder")
@@ -221,9 +219,7 @@ def main(argv=None):
     for row in rows:
         print(f"| {row['split']} | {row['row']} | {row['error_px']:.2f} |")
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=1)
-        os.replace(args.out + ".tmp", args.out)  # whole or absent
+        write_atomic(args.out, json.dumps({"args": vars(args), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,22 +8,19 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
 import camera_readout  # noqa: E402  (benchmarks/camera_readout.py)
+from camclone_jax.data.synthetic.trajectories import make_pose, rot_y, rot_z  # noqa: E402
 
 
-def rotation_poses(axis: int, degrees_per_frame: float, frames: int) -> np.ndarray:
-    """[frames, 4, 4] camera-to-world poses turning about one camera axis at constant speed."""
-    poses = np.tile(np.eye(4), (frames, 1, 1))
-    for k in range(frames):
-        a = np.radians(degrees_per_frame * k)
-        c, s = np.cos(a), np.sin(a)
-        i, j = [(1, 2), (2, 0), (0, 1)][axis]
-        poses[k, i, i], poses[k, i, j], poses[k, j, i], poses[k, j, j] = c, -s, s, c
-    return poses
+def rotation_poses(rotation, degrees_per_frame: float, frames: int) -> np.ndarray:
+    """[frames, 4, 4] camera-to-world poses turning by ``rotation`` (rot_y, ...) at constant
+    speed, the camera centre fixed."""
+    return np.stack([make_pose(rotation(np.radians(degrees_per_frame * k)), np.zeros(3))
+                     for k in range(frames)])
 
 
 def test_a_pan_moves_the_centre_by_the_focal_length_times_the_tangent():
     intrinsics = np.tile([0.8, 0.8, 0.5, 0.5], (9, 1))  # fx = 0.8 * 32 = 25.6 px
-    motion = camera_readout.grid_motion(rotation_poses(1, 2.0, 9), intrinsics, stride=4,
+    motion = camera_readout.grid_motion(rotation_poses(rot_y, 2.0, 9), intrinsics, stride=4,
                                         frames=3, height=32, width=32)  # [2, 9, 2]
     for k, angle in ((0, 8.0), (1, 16.0)):  # latent frames 1 and 2: video frames 4 and 8
         np.testing.assert_allclose(motion[k, 4], [-25.6 * np.tan(np.radians(angle)), 0.0],
@@ -32,7 +29,7 @@ def test_a_pan_moves_the_centre_by_the_focal_length_times_the_tangent():
 
 def test_a_roll_keeps_the_centre_and_turns_the_corners():
     intrinsics = np.tile([0.8, 0.8, 0.5, 0.5], (5, 1))
-    motion = camera_readout.grid_motion(rotation_poses(2, 5.0, 5), intrinsics, stride=4,
+    motion = camera_readout.grid_motion(rotation_poses(rot_z, 5.0, 5), intrinsics, stride=4,
                                         frames=2, height=32, width=32)  # [1, 9, 2]
     np.testing.assert_allclose(motion[0, 4], [0.0, 0.0], atol=1e-4)
     corner = np.array([32 / 6 - 16, 32 / 6 - 16])  # the top-left point, from the centre
@@ -82,4 +79,4 @@ def test_a_folder_without_records_is_a_one_line_error_with_status_2(tmp_path, ca
         camera_readout.main(["--train", str(tmp_path), "--val", str(tmp_path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and str(tmp_path) in err and "no .array_record files" in err
+    assert err.count("\n") == 0 and str(tmp_path) in err and "no ArrayRecord files" in err
