@@ -46,7 +46,7 @@ from camclone_jax.training.run_config import CLONE_RULES, base_config, clone_rec
 SIZE = dict(frames=17, height=32, width=32)
 CODEC = dict(kind="pixel", spatial_factor=8, temporal_factor=4, scale=2.0)
 WORLD = dict(moves="pan,tilt,roll", max_angle=30.0, max_roll=30.0, constant_speed=True,
-             scenes="textured")
+             scenes="textured", lens_mm="")
 VARIANTS = ("", "nocam", "base", "self_attn", "aug")
 
 

@@ -33,7 +33,7 @@ from camclone_jax.training import checkpoint as ckpt_lib
 DROP_KEYS = ("caption", "index")  # host-side fields the step does not use
 SPLIT_KEYS = ("num_groups", "seed", "val_groups", "val_seed")  # data.synthetic: the splits
 WORLD_KEYS = ("moves", "max_angle", "max_roll", "constant_speed", "scenes",  # and the world
-              "triplets_per_target")
+              "lens_mm", "triplets_per_target")
 
 
 def ensure_dataset(data_cfg, workdir: str) -> dict:

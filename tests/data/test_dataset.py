@@ -161,23 +161,34 @@ def test_bad_arguments_are_rejected(tmp_path, capsys):
 
 def test_textured_rotation_world_from_the_cli(tmp_path):
     """The clone_3d world's options: textured daylight scenes without a subject, only the
-    named moves at constant speed, recorded in the metadata; a bad move is a one-line error."""
+    named moves at constant speed through the named lenses, recorded in the metadata; a bad
+    move or lens is a one-line error; a dataset made before lens_mm existed is still this
+    generator's dataset of the paper's lenses."""
     out = str(tmp_path / "world")
-    meta = cli.main(["--out", out, "--num_groups", "1", "--frames", "5", "--height", "16",
-                     "--width", "16", "--moves", "pan,roll", "--max_angle", "20",
-                     "--max_roll", "30", "--constant_speed", "--scenes", "textured", "--quiet",
-                     "--preview_triplets", "0"])
+    argv = ["--out", out, "--num_groups", "1", "--frames", "5", "--height", "16",
+            "--width", "16", "--moves", "pan,roll", "--max_angle", "20", "--max_roll", "30",
+            "--constant_speed", "--scenes", "textured", "--quiet", "--preview_triplets", "0"]
+    meta = cli.main(argv + ["--lens_mm", "50"])
     assert meta["complete"] and meta["config"]["scenes"] == "textured"
+    assert meta["config"]["lens_mm"] == "50"
     with open(os.path.join(out, "videos.json")) as f:
         entries = json.load(f)
     assert {e["trajectory_name"] for e in entries} <= {"pan", "roll"}
     assert all(e["animation"] == "none" and e["palette"] == "day" for e in entries)
     assert all(e["trajectory_params"]["ease_a"] == 0.0 for e in entries)
+    assert {e["trajectory_params"]["focal_mm"] for e in entries} == {50.0}
     frames, _ = video.read_video(os.path.join(out, entries[0]["video_path"]))
     assert frames.shape == (5, 16, 16, 3) and frames.std() > 10  # textured, not flat
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["--out", str(tmp_path / "bad"), "--moves", "spin"] + ARGS)
-    assert stop.value.code == 2
+    for bad in (["--moves", "spin"], ["--lens_mm", "50,wide"], ["--lens_mm", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["--out", str(tmp_path / "bad")] + bad + ARGS)
+        assert stop.value.code == 2
+    old = str(tmp_path / "old")  # the metadata of a dataset made before lens_mm existed
+    made = cli.main(argv[:1] + [old] + argv[2:])
+    del made["config"]["lens_mm"]
+    with open(os.path.join(old, "metadata.json"), "w") as f:
+        json.dump(made, f)
+    assert cli.main(argv[:1] + [old] + argv[2:])["complete"]
 
 
 def _record(**overrides):

@@ -43,6 +43,9 @@ def parse_args(argv):
     p.add_argument("--constant_speed", action="store_true", help="no ease profiles")
     p.add_argument("--scenes", default=d.scenes, choices=dataset.SCENE_STYLES,
                    help="paper: a subject, day or night; textured: strong textures, daylight")
+    p.add_argument("--lens_mm", default=d.lens_mm,
+                   help="comma-separated focal lengths in mm on a 36 mm sensor (default: the "
+                        "paper's 18,24,35,50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}

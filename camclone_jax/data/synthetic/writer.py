@@ -62,6 +62,19 @@ class GeneratorConfig:
     max_roll: float = 0.0  # roll angle cap, degrees (0: the paper's 340)
     constant_speed: bool = False  # no ease profiles
     scenes: str = "paper"  # or "textured" (dataset.SCENE_STYLES)
+    lens_mm: str = ""  # comma-separated focal lengths to draw from ("": the paper's 18,24,35,50)
+
+    def lenses(self) -> tuple:
+        """The focal lengths (mm, 36 mm sensor) cameras draw from; raises ValueError if unreadable."""
+        if not self.lens_mm.strip():
+            return traj_lib.TrajectoryConfig().focal_mm
+        try:
+            lenses = tuple(float(x) for x in self.lens_mm.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"lens_mm must be comma-separated numbers, got {self.lens_mm!r}") from None
+        if not lenses or min(lenses) <= 0:
+            raise ValueError(f"lens_mm must name positive focal lengths, got {self.lens_mm!r}")
+        return lenses
 
     def trajectory_config(self) -> traj_lib.TrajectoryConfig:
         """The trajectory rules of this world (a capped range starts at 5 deg, 10 for rolls)."""
@@ -70,7 +83,7 @@ class GeneratorConfig:
         angle = (min(5.0, self.max_angle), self.max_angle) if self.max_angle else default.angle_deg
         roll = (min(10.0, self.max_roll), self.max_roll) if self.max_roll else default.roll_deg
         return dataclasses.replace(default, moves=moves, constant_speed=self.constant_speed,
-                                   angle_deg=angle, roll_deg=roll)
+                                   angle_deg=angle, roll_deg=roll, focal_mm=self.lenses())
 
     def validate(self):
         """Raises ValueError naming the first bad argument."""
@@ -98,7 +111,7 @@ class GeneratorConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        self.trajectory_config()  # names an unknown move
+        self.trajectory_config()  # names an unknown move or an unreadable lens
 
     def shards(self):
         """[(first_group, end_group)] per shard."""
@@ -117,8 +130,10 @@ def _prepare_dir(out, config):
         with open(meta_path) as f:
             meta = json.load(f)
         wanted = dataclasses.asdict(config)
-        if meta.get("config") != wanted or meta.get("layout_version") != LAYOUT_VERSION:
-            diff = sorted(k for k in wanted if meta.get("config", {}).get(k) != wanted[k])
+        # a field added since the dataset was made reads as its default (lens_mm: the paper's)
+        have = {**dataclasses.asdict(GeneratorConfig()), **meta.get("config", {})}
+        if have != wanted or meta.get("layout_version") != LAYOUT_VERSION:
+            diff = sorted(k for k in wanted if have.get(k) != wanted[k])
             raise ValueError(f"{out} holds a dataset made with other arguments (differing: {diff}); "
                              "choose another --out or delete it")
         return meta if meta.get("complete") else None
