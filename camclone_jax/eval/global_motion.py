@@ -14,7 +14,10 @@ and reads R back from it:
      axes), composed as rot_y(pan) rot_x(tilt) rot_z(roll) ("euclidean");
   3. ("rotation", the default) R refined by aligning the frames directly under the rotation
      homography with a zoom, H = K diag(z, z, 1) R^T K^-1 (4 parameters: the zoom absorbs a
-     dolly's scale change), robust (Cauchy) least squares on the blurred grey pixels (scipy:
+     dolly's scale change), robust (Cauchy) least squares on the blurred grey pixels, the pair
+     rescaled together to a standard contrast (CONTRAST: the robust scale and the cost of a
+     pixel that leaves the frame are then the same for a dim frame as for a bright one; without
+     it a low-contrast pair matched best unmoved, its pixels all inside) (scipy:
      the moving subject is an outlier to the camera's motion; a pixel that leaves the frame
      costs a typical mismatch), starting from step 2's R, the identity, rolls of +-15, 30 and
      45 degrees and the previous pair's R, keeping the best fit; the pair fails when under
@@ -46,6 +49,8 @@ ROLL_INITS_DEG = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)  # extra starts: ECC mi
 MIN_AGREEMENT = 0.5  # a rotation fit fails when fewer of the frame's pixels match
 OUTSIDE = 0.1  # residual of a pixel that leaves the frame: a typical mismatch
 BOUNDS = ([-1.2, -1.2, -1.2, -0.5], [1.2, 1.2, 1.2, 0.5])  # axis-angle (rad) and log zoom
+CONTRAST, FLAT = 0.3, 0.01  # the pair's grey standard deviation after rescaling; at most
+# CONTRAST / FLAT times amplified (a flat pair stays flat instead of becoming noise)
 
 
 def _grey(frame) -> np.ndarray:
@@ -116,6 +121,14 @@ def refine_rotation(a, b, k: np.ndarray, inits) -> tuple[np.ndarray, float]:
     return rodrigues(best.x[:3]), agreement
 
 
+def standard_contrast(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Grey frames ``a``, ``b`` [H, W] shifted and scaled together (one gain for both, so the
+    pair's brightness relation holds) to a pooled standard deviation of CONTRAST."""
+    mean = 0.5 * (a.mean() + b.mean())
+    gain = CONTRAST / max(math.sqrt(0.5 * (a.var() + b.var())), FLAT)
+    return (a - mean) * gain, (b - mean) * gain
+
+
 def pair_rotation(prev, nxt, k: np.ndarray, model: str = "rotation",
                   guess: np.ndarray | None = None) -> np.ndarray | None:
     """The camera's relative rotation R [3, 3] between frames ``prev`` and ``nxt`` (RGB
@@ -135,6 +148,7 @@ def pair_rotation(prev, nxt, k: np.ndarray, model: str = "rotation",
         inits.insert(0, guess)
     blur = (0, 0)
     a, b = cv2.GaussianBlur(a, blur, 1.0), cv2.GaussianBlur(b, blur, 1.0)
+    a, b = standard_contrast(a, b)
     rot, agreement = refine_rotation(a, b, k, inits)
     return rot if agreement >= MIN_AGREEMENT else None
 

@@ -55,3 +55,17 @@ def test_unrelated_frames_fail():
     k = traj_lib.intrinsics_matrix(traj_lib.intrinsics_from_focal(35.0, W / H), H, W)
     a, b = (np.round(_texture(seed)[:H, :W] * 255).astype(np.uint8) for seed in (1, 2))
     assert global_motion.pair_rotation(a, b, k) is None
+
+
+def test_a_dim_pair_under_a_long_lens_pan_is_read_back():
+    """A long lens's big per-pair pan (a third of the frame leaves it) on a dim, low-contrast
+    view: read as the pan, not as "unmoved" (whose pixels all stay inside the frame)."""
+    k = traj_lib.intrinsics_matrix(traj_lib.intrinsics_from_focal(50.0, W / H), H, W)  # [3, 3]
+    rots = np.stack([np.eye(3), traj_lib.rot_y(math.radians(12.0))])  # [2, 3, 3]
+    bright = _video(rots, k).astype(np.float32)  # [2, H, W, 3]
+    dim = np.round(100 + 0.3 * (bright - bright.mean())).astype(np.uint8)  # [2, H, W, 3]
+    assert dim.std() < 10.0  # grey std under 0.04, as a dim rendered view
+    rot = global_motion.pair_rotation(dim[0], dim[1], k)
+    assert rot is not None
+    err = np.degrees(np.arccos(np.clip((np.trace(rot.T @ rots[1]) - 1) / 2, -1, 1)))
+    assert err < 0.5, err
