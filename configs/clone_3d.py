@@ -37,6 +37,10 @@ Variants (``:arg``):
              (``--config.base_checkpoint=DIR``, default the `nocam` export under /tmp)
   aug        camera-preserving augmentation (data/augment.py): flips and transposes of whole
              triplets, the camera reference's colours reordered and inverted
+and, alone or before one of those (``:tele``, ``:tele,nocam``), the world:
+  tele       a 50 mm lens for every camera and turns of up to 60 degrees (rolls too), so that
+             the image moves about a token (8 pixels) between latent frames instead of 1-3
+             pixels (data.synthetic_dir must then differ from the wide-lens world's)
 """
 
 import ml_collections
@@ -47,13 +51,18 @@ SIZE = dict(frames=17, height=32, width=32)
 CODEC = dict(kind="pixel", spatial_factor=8, temporal_factor=4, scale=2.0)
 WORLD = dict(moves="pan,tilt,roll", max_angle=30.0, max_roll=30.0, constant_speed=True,
              scenes="textured", lens_mm="")
+TELE = dict(lens_mm="50", max_angle=60.0, max_roll=60.0)  # the "tele" world's changes
 VARIANTS = ("", "nocam", "base", "self_attn", "aug")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in VARIANTS:
+    parts = arg.split(",") if arg else []
+    world = parts.pop(0) if parts[:1] == ["tele"] else ""
+    variant = parts[0] if len(parts) == 1 else ("" if not parts else None)
+    if variant not in VARIANTS:
         raise ValueError(f"configs/clone_3d.py takes one of {VARIANTS[1:]} (or nothing), "
-                         f"got {arg!r}")
+                         f"optionally after 'tele,' (or 'tele' alone), got {arg!r}")
+    arg = variant
     config = base_config()
     channels = 3 * CODEC["spatial_factor"] ** 2  # 192 latent channels
     config.model = dict(dim=128, ffn_dim=512, num_layers=4, num_heads=4,
@@ -63,6 +72,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                        codec=CODEC, same_scene=0.75, same_scene_steps=3000, **SIZE)
     config.data.synthetic = dict(num_groups=600, seed=0, val_groups=2, val_seed=1000,
                                  triplets_per_target=1, **WORLD)
+    if world:
+        config.data.synthetic.update(TELE)
     clone_recipe(config, total_steps=3000)
     config.sample.update(enabled=True, steps=20, cfg=1.0)  # no text: nothing to guide
 

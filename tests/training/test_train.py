@@ -248,6 +248,20 @@ def test_clone_3d_end_to_end_shortened(tmp_path):
         assert np.isfinite(result["sample"][task]["psnr"])
 
 
+def test_clone_3d_tele_world_combines_with_a_variant():
+    """configs/clone_3d.py:tele,nocam is the no-camera baseline of the 50 mm world; the world
+    only goes first, and an unknown part names the whole argument."""
+    from configs import clone_3d
+    wide, tele = clone_3d.get_config("nocam"), clone_3d.get_config("tele,nocam")
+    assert (wide.data.synthetic["lens_mm"], tele.data.synthetic["lens_mm"]) == ("", "50")
+    assert tele.data.synthetic["max_angle"] == tele.data.synthetic["max_roll"] == 60.0
+    assert tele.objective.conditioning == wide.objective.conditioning == "no_camera"
+    assert clone_3d.get_config("tele").data.same_scene == 0.75
+    for bad in ("nocam,tele", "tele,nocam,aug", "wide"):
+        with pytest.raises(ValueError, match=f"got '{bad}'"):
+            clone_3d.get_config(bad)
+
+
 def test_a_misspelt_synthetic_world_key_is_an_error(tmp_path):
     from camclone_jax.training.data import ensure_dataset
     from configs import clone_3d
