@@ -67,5 +67,5 @@ def test_a_dim_pair_under_a_long_lens_pan_is_read_back():
     assert dim.std() < 10.0  # grey std under 0.04, as a dim rendered view
     rot = global_motion.pair_rotation(dim[0], dim[1], k)
     assert rot is not None
-    err = np.degrees(np.arccos(np.clip((np.trace(rot.T @ rots[1]) - 1) / 2, -1, 1)))
+    err = np.degrees(camera.rotation_errors(rot[None], rots[1:]))[0]  # geodesic, degrees
     assert err < 0.5, err
