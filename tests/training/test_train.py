@@ -250,14 +250,18 @@ def test_clone_3d_end_to_end_shortened(tmp_path):
 
 def test_clone_3d_tele_world_combines_with_a_variant():
     """configs/clone_3d.py:tele,nocam is the no-camera baseline of the 50 mm world; the world
-    only goes first, and an unknown part names the whole argument."""
+    goes first, then the model's 'channel' (concatenation), then a variant; an unknown part
+    names the whole argument."""
     from configs import clone_3d
     wide, tele = clone_3d.get_config("nocam"), clone_3d.get_config("tele,nocam")
     assert (wide.data.synthetic["lens_mm"], tele.data.synthetic["lens_mm"]) == ("", "50")
     assert tele.data.synthetic["max_angle"] == tele.data.synthetic["max_roll"] == 60.0
     assert tele.objective.conditioning == wide.objective.conditioning == "no_camera"
     assert clone_3d.get_config("tele").data.same_scene == 0.75
-    for bad in ("nocam,tele", "tele,nocam,aug", "wide"):
+    chan = clone_3d.get_config("tele,channel,nocam")  # the channel-concatenation model's baseline
+    assert (chan.model["concat"], clone_3d.get_config("tele").model["concat"]) == ("channel", "frame")
+    assert chan.objective.conditioning == "no_camera" and chan.data.synthetic["lens_mm"] == "50"
+    for bad in ("nocam,tele", "tele,nocam,aug", "wide", "channel,tele", "tele,nocam,channel"):
         with pytest.raises(ValueError, match=f"got '{bad}'"):
             clone_3d.get_config(bad)
 
