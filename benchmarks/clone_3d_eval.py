@@ -11,8 +11,9 @@ first frame moved by the true camera (what reading the camera alone gives), each
 its camera reference and with it zeroed, and each --no_camera model (trained with a zero
 camera reference). Every sample comes from CamClonePipeline.generate, the sampler of `python -m
 camclone_jax.sample`; V2V gets the content video and, as the release's first_frame_path, the
-target's first frame. --validate_only scores those three rows alone (no model). Scores:
-camclone_jax/eval/clone_3d.py.
+target's first frame. --validate_only scores those three rows alone (no model). Also printed
+(and in --out as "world"): how much of each latent frame the first frame already showed, and
+how far the image moves between latent frames. Scores: camclone_jax/eval/clone_3d.py.
 """
 import argparse
 import json
@@ -38,6 +39,8 @@ def run(args) -> dict:
     """Scores everything; returns {"rows", "args", "seconds"}."""
     start = time.time()
     clips = clone_3d.held_out_clips(args.records, args.clips)
+    world = view_summary(clips)
+    print(json.dumps({"world": world}), flush=True)
     models = {n: CamClonePipeline.from_checkpoint(p) for n, p in map(named, args.model)}
     nocam = {n: CamClonePipeline.from_checkpoint(p) for n, p in map(named, args.no_camera)}
     rows, videos = [], {}
@@ -57,8 +60,20 @@ def run(args) -> dict:
                       flush=True)
     if args.strip and models:
         write_strip(args.strip, clips, videos, next(iter(models)), args.strip_clips)
-    return {"rows": rows, "clips": [c.describe for c in clips], "args": vars(args),
+    return {"rows": rows, "world": world, "clips": [c.describe for c in clips], "args": vars(args),
             "seconds": round(time.time() - start, 1)}
+
+
+def view_summary(clips) -> dict:
+    """The held-out targets' view travel (eval.clone_3d.view_overlap), averaged over clips:
+    the fraction of each latent frame already in the first frame's view, and the image motion
+    between latent frames in pixels (mean, median, max)."""
+    views = [clone_3d.view_overlap(c) for c in clips]
+    motion = np.concatenate([v["motion_px"] for v in views])  # [clips (f-1)]
+    return {"in_first_view": np.mean([v["in_first_view"] for v in views], 0).round(3).tolist(),
+            "motion_px": {"mean": round(float(motion.mean()), 2),
+                          "median": round(float(np.median(motion)), 2),
+                          "max": round(float(motion.max()), 2)}}
 
 
 def write_strip(path: str, clips, videos: dict, model: str, count: int):

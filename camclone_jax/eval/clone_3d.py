@@ -110,6 +110,33 @@ def true_camera_warp(clip: Clip) -> np.ndarray:
                      for pose in clip.c2w])  # [F, H, W, 3]
 
 
+def view_overlap(clip: Clip, stride: int = 4) -> dict:
+    """How far the target's view travels: {"in_first_view": [f-1] the fraction of each latent
+    frame after the first that frame 0 already showed (its pixels mapped by the rotation
+    homography K R_0^T R_i K^-1 land inside frame 0), "motion_px": [f-1] the image motion
+    from the previous latent frame, in pixels (the larger of the centre's and a corner's)}.
+    A first frame can predict at most ``in_first_view`` of a target frame; the rest is new."""
+    h, w = clip.first_frame.shape[:2]
+    k_inv = np.linalg.inv(clip.k)
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5  # pixel centres [H, W]
+    pixels = np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])  # [3, H W]
+    probes = np.array([[w / 2, 0.5], [h / 2, 0.5], [1.0, 1.0]])  # [3, 2] centre, corner
+    rots = clip.c2w[::stride, :3, :3]  # [f, 3, 3]
+    inside, motion = [], []
+    for prev, rot in zip(rots[:-1], rots[1:]):
+        q = _project(clip.k @ rots[0].T @ rot @ k_inv, pixels)  # [2, H W] in frame 0
+        inside.append(float(np.mean((q[0] >= 0) & (q[0] < w) & (q[1] >= 0) & (q[1] < h))))
+        moved = _project(clip.k @ prev.T @ rot @ k_inv, probes)  # [2, 2] in the previous frame
+        motion.append(float(np.max(np.linalg.norm(moved - probes[:2], axis=0))))
+    return {"in_first_view": inside, "motion_px": motion}
+
+
+def _project(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Homography [3, 3] applied to homogeneous points [3, n] -> [2, n]."""
+    q = h @ points  # [3, n]
+    return q[:2] / q[2:]
+
+
 def reference_rows(clips: list[Clip], task: str, stride: int = 4) -> list[dict]:
     """The rows every table starts with: the ground truth (the measure's validation), a static
     camera (the first frame copied) and the first frame moved by the true camera (the PSNR a
