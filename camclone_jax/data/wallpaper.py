@@ -13,6 +13,10 @@ fractional shift is a phase ramp on the smooth texture's spectrum); the pixel co
 frame k is the wallpaper rolled by k v step_px whole pixels, and one latent cell is one token of
 a patch-1 DiT.
 
+With ``scene_scale`` s > 1 (the training source only) the wallpaper is s views wide and high
+and the camera sees its top-left view, so content that frame 0 did not show enters the view
+as it moves, as in a rendered world.
+
 A CamClone triplet: the target films wallpaper B, the camera reference films another wallpaper
 A with the same velocity, the first frame is the target's frame 0 (I2V). The camera's pose in
 frame k is the rotation that moves the image by the target's cumulative shift (``shift_c2w``:
@@ -46,10 +50,13 @@ class WallpaperWorld:
     texture: str = "blocks"  # "blocks" or "smooth"
     blur_px: float = 2.0  # smoothness of the "smooth" texture
     step_px: int = 0  # pixels per latent frame per unit of velocity (0: cell_px)
+    scene_scale: int = 1  # the scene is this many views wide and high (1: the view wraps)
 
     def __post_init__(self):
         if self.texture not in ("blocks", "smooth"):
             raise ValueError(f"texture must be 'blocks' or 'smooth', got {self.texture!r}")
+        if self.scene_scale < 1:
+            raise ValueError(f"scene_scale must be >= 1, got {self.scene_scale}")
         if self.cell_px % self.sub:
             raise ValueError(f"cell_px {self.cell_px} is not a multiple of sub {self.sub}")
         if self.texture == "blocks" and self.step % self.temporal_factor:
@@ -74,6 +81,20 @@ class WallpaperWorld:
     def size(self) -> tuple[int, int]:
         """(height, width) in pixels."""
         return self.cells[0] * self.cell_px, self.cells[1] * self.cell_px
+
+    @property
+    def scene_size(self) -> tuple[int, int]:
+        """(height, width) in pixels of the whole wallpaper, of which the camera sees a view
+        of ``size``: with ``scene_scale`` > 1 content the first frame did not show enters the
+        view as the camera moves (the training source, ``wallpaper_source``, only)."""
+        return self.size[0] * self.scene_scale, self.size[1] * self.scene_scale
+
+    def check_wrapping(self, what: str):
+        """Raises for ``scene_scale`` > 1 in a part of the world that renders wrapping views."""
+        if self.scene_scale != 1:
+            raise ValueError(f"{what} renders views that wrap around (scene_scale 1); this "
+                             f"world has scene_scale {self.scene_scale}, which only the "
+                             "training source (data/wallpaper_source.py) renders")
 
     @property
     def focal_px(self) -> float:
@@ -102,6 +123,7 @@ def smooth_spectra(key, n: int, h: int, w: int, blur: float):
 
 def wallpapers(key, world: WallpaperWorld, n: int):
     """n random wallpapers [n, H, W, 3] in [-1, 1] (jax)."""
+    world.check_wrapping("wallpaper.wallpapers")
     if world.texture == "smooth":
         spec = smooth_spectra(key, n, *world.size, world.blur_px)  # [n, H, W, 3]
         field = jnp.fft.ifft2(spec, axes=(1, 2)).real  # [n, H, W, 3] unit std
@@ -162,6 +184,7 @@ def render_clip(wall: np.ndarray, world: WallpaperWorld, velocity) -> np.ndarray
     """Every pixel frame of one clip: uint8 [frames, H, W, 3] of wallpaper ``wall`` [H, W, 3]
     in [-1, 1] panned at ``velocity`` (dy, dx) cells per latent frame, or along a path of
     per-latent-step velocities [latent_frames - 1, 2]."""
+    world.check_wrapping("wallpaper.render_clip")
     velocity = np.asarray(velocity)
     steps = np.broadcast_to(velocity, (world.latent_frames - 1, 2)) if velocity.ndim == 1 \
         else velocity

@@ -35,8 +35,9 @@ PATHS = ("constant", "path", "mixed")
 
 
 def wallpaper_np(rng: np.random.Generator, world: WallpaperWorld) -> np.ndarray:
-    """One random wallpaper [H, W, 3] in [-1, 1] (numpy; the texture of ``world``)."""
-    h, w = world.size
+    """One random wallpaper [H, W, 3] in [-1, 1] (numpy; the texture of ``world``), H, W its
+    ``scene_size`` (the view's size unless ``scene_scale`` > 1)."""
+    h, w = world.scene_size
     if world.texture == "smooth":
         fy = np.fft.fftfreq(h)[:, None, None]  # [H, 1, 1] cycles per pixel
         fx = np.fft.fftfreq(w)[None, :, None]  # [1, W, 1]
@@ -44,20 +45,23 @@ def wallpaper_np(rng: np.random.Generator, world: WallpaperWorld) -> np.ndarray:
         field = np.fft.ifft2(np.fft.fft2(rng.standard_normal((h, w, 3)), axes=(0, 1)) * gain,
                              axes=(0, 1)).real  # [H, W, 3]
         return np.clip(0.5 * field / field.std(), -1.0, 1.0).astype(np.float32)
-    rows, cols = world.cells[0] * world.sub, world.cells[1] * world.sub
+    rows, cols = (world.cells[0] * world.sub * world.scene_scale,
+                  world.cells[1] * world.sub * world.scene_scale)
     blocks = rng.uniform(-1.0, 1.0, (rows, cols, 3)).astype(np.float32)  # [rows, cols, 3]
     rep = world.cell_px // world.sub
     return np.repeat(np.repeat(blocks, rep, axis=0), rep, axis=1)  # [H, W, 3]
 
 
 def latent_clip(wall: np.ndarray, world: WallpaperWorld, steps_cells: np.ndarray) -> np.ndarray:
-    """The latent frames [f, h, w, C] of wallpaper ``wall`` [H, W, 3] filmed along per-latent-step
-    velocities ``steps_cells`` [f - 1, 2] (cells, (dy, dx)): frame k is the wallpaper rolled by
-    the cumulative shift in whole pixels, then the pixel codec's space-to-depth and scale."""
+    """The latent frames [f, h, w, C] of wallpaper ``wall`` (the scene) filmed along
+    per-latent-step velocities ``steps_cells`` [f - 1, 2] (cells, (dy, dx)): frame k is the
+    top-left view of the wallpaper rolled by the cumulative shift in whole pixels, then the
+    pixel codec's space-to-depth and scale."""
     shifts = np.concatenate([np.zeros((1, 2), np.int64),
                              np.cumsum(steps_cells, axis=0) * world.step])  # [f, 2] pixels
-    frames = np.stack([np.roll(wall, tuple(s), axis=(0, 1)) for s in shifts])  # [f, H, W, 3]
-    f, (h, w), s = len(frames), world.size, world.cell_px
+    f, (h, w), s = len(shifts), world.size, world.cell_px
+    frames = np.stack([np.roll(wall, tuple(d), axis=(0, 1))[:h, :w]
+                       for d in shifts])  # [f, H, W, 3] the view of the moved scene
     z = frames.reshape(f, h // s, s, w // s, s, 3).transpose(0, 1, 3, 2, 4, 5)  # [f, h, w, s, s, 3]
     return z.reshape(f, h // s, w // s, 3 * s * s) * np.float32(world.codec.scale)  # [f, h, w, C]
 
@@ -107,5 +111,6 @@ class WallpaperSource:
         i2v = np.zeros_like(target)
         i2v[0] = target[0]
         return {"target": target, "camera_ref": latent_clip(wall_a, world, steps),
-                "content_ref": content, "i2v_latents": i2v, "first_frame": wall_b,
+                "content_ref": content, "i2v_latents": i2v,
+                "first_frame": wall_b[:world.size[0], :world.size[1]],
                 "task": task, "index": np.int64(index)}

@@ -85,3 +85,24 @@ def test_two_processes_slice_the_stream_as_one_and_the_state_resumes():
     restored, _ = _batches(dict(batch_size=4), 0)
     restored.set_state(state)
     np.testing.assert_array_equal(next(restored)["camera_ref"], after["camera_ref"])
+
+
+def test_a_scene_larger_than_the_view_brings_new_content_in():
+    """scene_scale 2: the camera sees the top-left 16x16 view of a 32x32 wallpaper, so a move
+    of one cell keeps the rest of the view (shifted) and brings in a row or column that frame 0
+    did not show; the other renderers, which wrap the view, refuse such a world."""
+    world = wallpaper.WallpaperWorld(scene_scale=2)
+    ex = WallpaperSource(world, seed=0, length=4)[0]
+    t = ex["target"]  # [5, 4, 4, 48]
+    assert t.shape == (5, 4, 4, 48) and ex["first_frame"].shape == (16, 16, 3)
+    np.testing.assert_allclose(WORLD.codec.encode(ex["first_frame"][None, None])[0, 0], t[0],
+                               atol=1e-6)
+    wall = wallpaper_np(np.random.default_rng(1), world)  # [32, 32, 3]
+    assert wall.shape == (32, 32, 3)
+    z = latent_clip(wall, world, np.array([[0, 1]] * 4))  # [5, 4, 4, 48] panning 1 cell a step
+    np.testing.assert_array_equal(z[1][:, 1:], z[0][:, :-1])  # the view moved by one cell
+    assert not any(np.array_equal(z[1][:, 0], z[0][:, j]) for j in range(4))  # a new column
+    with pytest.raises(ValueError, match="scene_scale 2"):
+        wallpaper.render_clip(wall, world, [0, 1])
+    with pytest.raises(ValueError, match="scene_scale must be >= 1"):
+        wallpaper.WallpaperWorld(scene_scale=0)
