@@ -119,22 +119,17 @@ def view_overlap(clip: Clip, stride: int = 4) -> dict:
     h, w = clip.first_frame.shape[:2]
     k_inv = np.linalg.inv(clip.k)
     ys, xs = np.mgrid[0:h, 0:w] + 0.5  # pixel centres [H, W]
-    pixels = np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])  # [3, H W]
-    probes = np.array([[w / 2, 0.5], [h / 2, 0.5], [1.0, 1.0]])  # [3, 2] centre, corner
+    pixels = np.stack([xs.ravel(), ys.ravel()], -1)[:, None]  # [H W, 1, 2] (x, y)
+    probes = np.array([[[w / 2, h / 2]], [[0.5, 0.5]]])  # [2, 1, 2] centre, corner
     rots = clip.c2w[::stride, :3, :3]  # [f, 3, 3]
     inside, motion = [], []
     for prev, rot in zip(rots[:-1], rots[1:]):
-        q = _project(clip.k @ rots[0].T @ rot @ k_inv, pixels)  # [2, H W] in frame 0
-        inside.append(float(np.mean((q[0] >= 0) & (q[0] < w) & (q[1] >= 0) & (q[1] < h))))
-        moved = _project(clip.k @ prev.T @ rot @ k_inv, probes)  # [2, 2] in the previous frame
-        motion.append(float(np.max(np.linalg.norm(moved - probes[:2], axis=0))))
+        q = cv2.perspectiveTransform(pixels, clip.k @ rots[0].T @ rot @ k_inv)[:, 0]  # [H W, 2]
+        inside.append(float(np.mean((q[:, 0] >= 0) & (q[:, 0] < w) & (q[:, 1] >= 0)
+                                    & (q[:, 1] < h))))
+        moved = cv2.perspectiveTransform(probes, clip.k @ prev.T @ rot @ k_inv)  # [2, 1, 2]
+        motion.append(float(np.max(np.linalg.norm(moved - probes, axis=-1))))
     return {"in_first_view": inside, "motion_px": motion}
-
-
-def _project(h: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Homography [3, 3] applied to homogeneous points [3, n] -> [2, n]."""
-    q = h @ points  # [3, n]
-    return q[:2] / q[2:]
 
 
 def reference_rows(clips: list[Clip], task: str, stride: int = 4) -> list[dict]:
