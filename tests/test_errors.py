@@ -183,6 +183,8 @@ def test_train(files, monkeypatch):
         (data + [f"--config.data.path={files['random.array_record']}"], "corrupt or truncated"),
         (base + [f"--config.data.path={files['empty_dir']}"],
          "data.kind is 'wallpaper' (the procedural clone world reads no files)"),
+        (base + ["--config.data.wallpaper.world.scene_scale=2"],
+         "scene_scale=2: the end-of-run sample and clone check render views that wrap"),
     ])
     assert not os.path.exists(work)  # each failed start removed the workdir it created
 

@@ -93,6 +93,11 @@ def wallpaper_sources(config) -> dict:
             "but data.kind is 'wallpaper' (the procedural clone world reads no files): set "
             "--config.data.kind=latent or mp4 to train on records, or leave them empty")
     wp, world = config.data.wallpaper, wallpaper_world(config.data)
+    if world.scene_scale != 1 and (config.sample.enabled or config.clone_check.enabled):
+        raise ValueError(
+            f"data.wallpaper.world.scene_scale={world.scene_scale}: the end-of-run sample and "
+            "clone check render views that wrap around (scene_scale 1); set "
+            "--config.sample.enabled=False --config.clone_check.enabled=False")
     curriculum = Curriculum(wp.same_scene, wp.same_scene_steps, config.batch_size)
     train = WallpaperSource(world, seed=config.seed, length=2 ** 40,
                             v2v_ratio=config.data.v2v_ratio, curriculum=curriculum)
