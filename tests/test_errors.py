@@ -185,6 +185,10 @@ def test_train(files, monkeypatch):
          "data.kind is 'wallpaper' (the procedural clone world reads no files)"),
         (base + ["--config.data.wallpaper.world.scene_scale=2"],
          "scene_scale=2: the end-of-run sample and clone check render views that wrap"),
+        (data + ["--config.objective.new_content_weight=0.5"],
+         "new_content_weight=0.5 weighs the content the first frame did not show"),
+        (base + ["--config.objective.new_content_weight=2.0"],
+         "new_content_weight must be in [0, 1], got 2.0"),
     ])
     assert not os.path.exists(work)  # each failed start removed the workdir it created
 

@@ -10,6 +10,9 @@ token of a patch-1 DiT):
   target, camera_ref, content_ref  float32 [f, h, w, C]  (f latent frames, C = 3 cell_px^2)
   i2v_latents                      float32 [f, h, w, C]  the target's frame 0, zeros after
   first_frame                      float32 [H, W, 3]     pixels in [-1, 1]
+  in_first_view                    float32 [f, h, w]     the fraction of each target token's
+                                                         pixels frame 0 showed (all ones when
+                                                         the view wraps)
   task                             int32                 0 I2V, 1 V2V (a fraction v2v_ratio)
   index                            int64                 i
 
@@ -52,13 +55,32 @@ def wallpaper_np(rng: np.random.Generator, world: WallpaperWorld) -> np.ndarray:
     return np.repeat(np.repeat(blocks, rep, axis=0), rep, axis=1)  # [H, W, 3]
 
 
+def pixel_shifts(world: WallpaperWorld, steps_cells: np.ndarray) -> np.ndarray:
+    """Cumulative shifts [f, 2] in pixels ((dy, dx), frame 0 unmoved) of per-latent-step
+    velocities ``steps_cells`` [f - 1, 2]."""
+    return np.concatenate([np.zeros((1, 2), np.int64),
+                           np.cumsum(steps_cells, axis=0) * world.step])  # [f, 2]
+
+
+def in_first_view(world: WallpaperWorld, steps_cells: np.ndarray) -> np.ndarray:
+    """Fraction [f, h, w] of each latent token's pixels that frame 0 showed, along velocities
+    ``steps_cells`` [f - 1, 2]: view pixel (y, x) of frame k shows scene pixel (y - dy, x - dx)
+    (mod the scene), which frame 0 showed iff it lies in the top-left view. All ones when the
+    view wraps (``scene_scale`` 1)."""
+    shifts = pixel_shifts(world, steps_cells)  # [f, 2]
+    (h, w), (sh, sw), s = world.size, world.scene_size, world.cell_px
+    rows = (np.arange(h)[None, :] - shifts[:, :1]) % sh < h  # [f, H]
+    cols = (np.arange(w)[None, :] - shifts[:, 1:]) % sw < w  # [f, W]
+    seen = (rows[:, :, None] & cols[:, None, :]).astype(np.float32)  # [f, H, W]
+    return seen.reshape(len(shifts), h // s, s, w // s, s).mean((2, 4))  # [f, h, w]
+
+
 def latent_clip(wall: np.ndarray, world: WallpaperWorld, steps_cells: np.ndarray) -> np.ndarray:
     """The latent frames [f, h, w, C] of wallpaper ``wall`` (the scene) filmed along
     per-latent-step velocities ``steps_cells`` [f - 1, 2] (cells, (dy, dx)): frame k is the
     top-left view of the wallpaper rolled by the cumulative shift in whole pixels, then the
     pixel codec's space-to-depth and scale."""
-    shifts = np.concatenate([np.zeros((1, 2), np.int64),
-                             np.cumsum(steps_cells, axis=0) * world.step])  # [f, 2] pixels
+    shifts = pixel_shifts(world, steps_cells)  # [f, 2] pixels
     f, (h, w), s = len(shifts), world.size, world.cell_px
     frames = np.stack([np.roll(wall, tuple(d), axis=(0, 1))[:h, :w]
                        for d in shifts])  # [f, H, W, 3] the view of the moved scene
@@ -113,4 +135,5 @@ class WallpaperSource:
         return {"target": target, "camera_ref": latent_clip(wall_a, world, steps),
                 "content_ref": content, "i2v_latents": i2v,
                 "first_frame": wall_b[:world.size[0], :world.size[1]],
+                "in_first_view": in_first_view(world, steps),
                 "task": task, "index": np.int64(index)}

@@ -99,9 +99,12 @@ def flow_loss(v_pred, x, noise, weights=None):
     return per_sample.mean()
 
 
-def example_losses(v_pred, x_t, x, noise, t, loss: str = "velocity", from_frame: int = 0):
+def example_losses(v_pred, x_t, x, noise, t, loss: str = "velocity", from_frame: int = 0,
+                   weight=None):
     """Per-example loss [b] on the target frames ``from_frame``..: the velocity error to z - x
-    ("velocity") or the clean-sample error of x_hat = x_t - max(t, 0.05) v ("sample").
+    ("velocity") or the clean-sample error of x_hat = x_t - max(t, 0.05) v ("sample"), each
+    token's error times ``weight`` [b, f, h, w] if given (then still divided by the token
+    count, so a weight of ones is the plain loss).
 
     v_pred, x_t, x, noise: [b, f, h, w, c] target latents; t: [b].
     """
@@ -112,5 +115,8 @@ def example_losses(v_pred, x_t, x, noise, t, loss: str = "velocity", from_frame:
         err = x_t.astype(jnp.float32) - floor * v_pred.astype(jnp.float32) - x  # [b, f, h, w, c]
     else:
         err = v_pred.astype(jnp.float32) - velocity_target(x, noise).astype(jnp.float32)
-    err = jnp.square(err[:, from_frame:])  # [b, f - from_frame, h, w, c]
+    err = jnp.square(err)  # [b, f, h, w, c]
+    if weight is not None:
+        err = err * weight[..., None].astype(jnp.float32)  # [b, f, h, w, c]
+    err = err[:, from_frame:]  # [b, f - from_frame, h, w, c]
     return err.reshape(err.shape[0], -1).mean(-1)  # [b]

@@ -225,6 +225,11 @@ def _train(config, workdir: str) -> dict:
 
     # ------------------------------------------------------------------ data
     wallpaper = config.data.kind == "wallpaper"
+    if step_cfg.new_content_weight != 1.0 and not wallpaper:
+        raise ValueError(
+            f"objective.new_content_weight={step_cfg.new_content_weight} weighs the content the "
+            "first frame did not show, which only the wallpaper source marks (data.kind="
+            f"'wallpaper'), not data.kind={config.data.kind!r}: leave it at 1.0")
     paths = wallpaper_sources(config) if wallpaper else ensure_dataset(config.data, workdir)
     train_path, val_path = paths["train"], paths["val"]
     per_host = config.batch_size // jax.process_count()

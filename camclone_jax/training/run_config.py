@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
         # V2V's first frame (camclone_jax.tasks): "content" (the release: training conditions
         # on the target's own first frame in both tasks) | "none" (zero, a black frame's CLIP)
         v2v_first_frame="content",
+        # weight in the training loss of target content the first frame did not show (a
+        # wallpaper with scene_scale > 1): 1 the plain loss, 0 only what could be copied counts
+        new_content_weight=1.0,
     ))
     c.nonfinite = "stop"  # NaN/inf loss: "stop" (raise; last good checkpoint kept) or "skip"
 

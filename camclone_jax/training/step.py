@@ -66,6 +66,9 @@ class StepConfig:
     nonfinite: str = "stop"  # "stop" (loop raises) or "skip" (drop the step, go on)
     conditioning: str = "camclone"  # camclone | base | no_camera (see CONDITIONING)
     v2v_first_frame: str = "content"  # content (release: target's frame 0) | none (zero)
+    # training loss weight of target content the first frame did not show (1: the plain
+    # loss); needs the batch's "in_first_view" [b, f, h, w] (the wallpaper source gives it)
+    new_content_weight: float = 1.0
 
     def validate(self):
         """Raises ValueError naming the first bad field."""
@@ -87,6 +90,9 @@ class StepConfig:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}")
         if not 0.0 <= self.text_drop_prob <= 1.0:
             raise ValueError(f"text_drop_prob must be in [0, 1], got {self.text_drop_prob}")
+        if not 0.0 <= self.new_content_weight <= 1.0:
+            raise ValueError(f"new_content_weight must be in [0, 1], got "
+                             f"{self.new_content_weight}")
 
 
 # ------------------------------------------------------------------------------ parameters
@@ -171,6 +177,8 @@ def model_inputs(batch: dict, dit_cfg, codec=None, text_len: int = 0,
                                       conditioning=conditioning,
                                       v2v_first_frame=v2v_first_frame, **refs)}
     b = x.shape[0]
+    if "in_first_view" in batch:
+        out["in_first_view"] = batch["in_first_view"].astype(jnp.float32)  # [b, f, h, w]
     if "text_embedding" in batch:
         out["text"] = batch["text_embedding"].astype(jnp.float32)  # [b, text_len, dim]
     else:
@@ -225,8 +233,11 @@ def make_loss_fn(model, cfg: StepConfig, train: bool = True):
 
 
 def make_example_losses(model, cfg: StepConfig, train: bool = True):
-    """losses(trainable, frozen, inputs, draws) -> [b]: each example's loss, unweighted."""
+    """losses(trainable, frozen, inputs, draws) -> [b]: each example's loss (in training, with
+    the tokens new since the first view weighted by ``new_content_weight``; evaluation scores
+    every token alike)."""
     drop = train and getattr(model.config, "cond_drop", 0.0) > 0
+    weigh_new = train and cfg.new_content_weight != 1.0
 
     def losses_fn(trainable, frozen, inputs, draws):
         params = merge_params(trainable, frozen)
@@ -238,7 +249,16 @@ def make_example_losses(model, cfg: StepConfig, train: bool = True):
         if drop:
             kwargs["cond_drop_key"] = draws["cond_keys"]
         v = model.apply({"params": params}, x_t, flow.model_timesteps(t), text, **kwargs)
-        return flow.example_losses(v, x_t, x, draws["z"], t, cfg.loss, cfg.loss_from_frame)
+        weight = None
+        if weigh_new:
+            if "in_first_view" not in inputs:
+                raise ValueError("objective.new_content_weight needs the batch's in_first_view "
+                                 "(what the first frame showed), which only the wallpaper "
+                                 "source (data.kind='wallpaper') gives")
+            seen = inputs["in_first_view"]  # [b, f, h, w] fraction of each token seen in frame 0
+            weight = seen + cfg.new_content_weight * (1.0 - seen)  # [b, f, h, w]
+        return flow.example_losses(v, x_t, x, draws["z"], t, cfg.loss, cfg.loss_from_frame,
+                                   weight)
     return losses_fn
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from camclone_jax.data import pipeline, wallpaper
 from camclone_jax.data.transforms import ClipConfig
-from camclone_jax.data.wallpaper_source import (Curriculum, WallpaperSource, latent_clip,
-                                                wallpaper_np)
+from camclone_jax.data.wallpaper_source import (Curriculum, WallpaperSource, in_first_view,
+                                                latent_clip, wallpaper_np)
 
 WORLD = wallpaper.WallpaperWorld()
 
@@ -106,3 +106,27 @@ def test_a_scene_larger_than_the_view_brings_new_content_in():
         wallpaper.render_clip(wall, world, [0, 1])
     with pytest.raises(ValueError, match="scene_scale must be >= 1"):
         wallpaper.WallpaperWorld(scene_scale=0)
+
+
+def test_in_first_view_marks_exactly_the_pixels_frame_0_showed():
+    """The source's in_first_view [f, h, w] is, per token, the fraction of its pixels whose
+    scene pixel frame 0 showed: checked against the rendered clip of a wallpaper whose every
+    pixel is distinct, for half-cell moves up, left and diagonally; ones when the view wraps."""
+    world = wallpaper.WallpaperWorld(cells=(4, 4), cell_px=8, step_px=4, scene_scale=2)
+    sh, sw = world.scene_size
+    ids = np.arange(sh * sw, dtype=np.float32).reshape(sh, sw)  # a distinct value a pixel
+    wall = np.repeat(ids[..., None], 3, axis=-1)  # [32 * 2, 32 * 2, 3]
+    s, (h, w) = world.cell_px, world.size
+    for v in ([1, 1], [-1, 0], [0, -1], [1, -1]):
+        steps = np.array([v] * 4)  # [4, 2] half a cell each latent frame
+        z = latent_clip(wall, world, steps) / world.codec.scale  # [5, 4, 4, 192]
+        px = z.reshape(5, h // s, w // s, s, s, 3).transpose(0, 1, 3, 2, 4, 5)
+        px = px.reshape(5, h, w, 3)[..., 0]  # [5, 32, 32] the scene pixel each view pixel shows
+        seen = np.isin(px, px[0]).reshape(5, h // s, s, w // s, s).mean((2, 4))  # [5, 4, 4]
+        got = in_first_view(world, steps)  # [5, 4, 4]
+        np.testing.assert_allclose(got, seen)
+        assert got[0].min() == 1.0 and got[-1].mean() < 0.8  # new content came in
+    ex = WallpaperSource(world, seed=0, length=2)[1]
+    assert ex["in_first_view"].shape == (5, 4, 4) and ex["in_first_view"].dtype == np.float32
+    np.testing.assert_array_equal(in_first_view(WORLD, np.array([[1, -1]] * 4)), 1.0)
+

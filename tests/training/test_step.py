@@ -225,3 +225,38 @@ def test_the_floor_sampler_and_the_clean_sample_loss():
     np.testing.assert_allclose(per, [1.0, 1.0], atol=1e-6)  # clean error of predicting 0 for 1
     exact = flow.example_losses(flow.velocity_target(x, z), x_t, x, z, tt, "velocity")
     np.testing.assert_allclose(exact, 0.0)
+
+
+def test_new_content_weight_scores_only_what_the_first_frame_showed_in_training():
+    """new_content_weight 0: the training loss is the error on the target tokens the batch's
+    in_first_view marks seen (counted over all tokens), 0.5 weighs the unseen ones half,
+    validation scores every token alike, and a batch without the mark is refused."""
+    from camclone_jax.diffusion import flow
+    model, batch = DiT(CFG), make_batch(2)
+    seen = np.ones((2,) + LAT[:3], np.float32)  # [b, f, h, w]
+    seen[:, 1:, :, :2] = 0.0  # the left columns of frames 1-2 are new content
+    batch["in_first_view"] = seen
+    params = params_lib.init_params(CFG, 0)
+    inputs = step_lib.model_inputs(batch, CFG, text_len=4)
+    draws = step_lib._draw(jax.random.PRNGKey(3), inputs["x"], step_lib.StepConfig(text_len=4))
+
+    def losses(weight, train=True, b=inputs):
+        cfg = step_lib.StepConfig(text_len=4, loss="sample", loss_from_frame=1,
+                                  new_content_weight=weight)
+        return np.asarray(step_lib.make_example_losses(model, cfg, train)(params, {}, b, draws))
+    plain, none = losses(1.0), losses(0.0)
+    x_t = flow.add_noise(inputs["x"], draws["z"], draws["t"])  # [b, f, h, w, c]
+    v = model.apply({"params": params}, x_t, flow.model_timesteps(draws["t"]), inputs["text"],
+                    cam_latents=inputs["cam_latents"], content_latents=inputs["content_latents"],
+                    first_frame=inputs["first_frame"])
+    floor = jnp.maximum(draws["t"], flow.SAMPLE_T_FLOOR)[:, None, None, None, None]
+    err = np.square(np.asarray(x_t - floor * v - inputs["x"]))[:, 1:]  # [b, f - 1, h, w, c]
+    np.testing.assert_allclose(none, (err * seen[:, 1:, ..., None]).mean((1, 2, 3, 4)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(plain, err.mean((1, 2, 3, 4)), rtol=1e-5)
+    np.testing.assert_allclose(losses(0.5), 0.5 * (plain + none), rtol=1e-5)
+    assert np.all(none < plain)
+    np.testing.assert_array_equal(losses(0.0, train=False), losses(1.0, train=False))
+    np.testing.assert_allclose(losses(0.0, train=False), plain, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the batch's in_first_view"):
+        losses(0.0, b={k: v for k, v in inputs.items() if k != "in_first_view"})
