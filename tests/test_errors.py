@@ -189,6 +189,13 @@ def test_train(files, monkeypatch):
          "new_content_weight=0.5 weighs the content the first frame did not show"),
         (base + ["--config.objective.new_content_weight=2.0"],
          "new_content_weight must be in [0, 1], got 2.0"),
+        (data + ["--config.data.wallpaper_mix=0.5", "--config.data.text=cached"],
+         "data.wallpaper_mix=0.5 mixes the wallpaper world's pixel-codec latents into latent "
+         "records of the pixel codec without cached text; this run has data.kind='latent'"),
+        (["train", "--config=configs/clone_3d.py", f"--workdir={work}",
+          "--config.data.wallpaper_mix=0.5"],
+         "data.wallpaper_mix: the wallpaper world makes clips (frames, height, width) "
+         "(17, 16, 16)"),
     ])
     assert not os.path.exists(work)  # each failed start removed the workdir it created
 

@@ -12,7 +12,8 @@ Order of operations (`make_dataset`): records (a grain `MapDataset` over ArrayRe
 seeded per position in this global stream) -> camera-preserving augmentation (augment.py:
 symmetries of the whole triplet, the camera reference's colours; by position) -> the
 same-scene curriculum (curriculum.py: by
-position, so by step) -> this host's part of every global batch: with
+position, so by step) -> the world mix (world_mix.py: with ``mix``, some positions take a
+procedural source's example instead, by position) -> this host's part of every global batch: with
 B = batch_size * process_count, host p takes positions [j B + p b, j B + (p + 1) b) of global
 batch j (lazily: only its own examples are read and decoded) -> bad examples skipped and
 counted -> batch -> `mp_prefetch` over `num_workers` processes.
@@ -58,6 +59,7 @@ from camclone_jax.data.augment import Augment, AugmentStage
 from camclone_jax.data.curriculum import Curriculum, SameSceneStage
 from camclone_jax.data.guarded_source import GuardedSource, tfds_files, unreadable_example
 from camclone_jax.data.transforms import BAD_KEY, ClipConfig, TripletTransform
+from camclone_jax.data.world_mix import WorldMix
 
 log = logging.getLogger(__name__)
 SKIPPED_KEY = "_skipped"
@@ -87,6 +89,9 @@ class PipelineConfig:
     process_count: int | None = None  # None: jax.process_count()
     same_scene: Curriculum = Curriculum()  # records: camera references that are the target
     augment: Augment = Augment()  # records: symmetries, the camera reference's colours
+    # records: the fraction (a decaying schedule) of examples taken from make_dataset's
+    # ``mix_source`` instead (data/world_mix.py)
+    mix: Curriculum = Curriculum()
 
 
 def record_files(paths):
@@ -209,9 +214,10 @@ class _HostSlice(grain.MapDataset):
         return f"HostSlice(batch={self._b}, host={self._index}/{self._count})"
 
 
-def make_dataset(source, cfg, skip_batches=0):
+def make_dataset(source, cfg, skip_batches=0, mix_source=None):
     """The grain IterDataset of batches (see the module docstring for the order of steps),
-    starting after the first ``skip_batches`` global batches."""
+    starting after the first ``skip_batches`` global batches; with ``cfg.mix`` a fraction of
+    the examples come from the procedural ``mix_source`` (data/world_mix.py)."""
     cfg.clip.validate()
     if cfg.batch_size < 1 or cfg.num_workers < 0 or cfg.max_bad_records < 0 or cfg.read_threads < 1:
         raise ValueError("batch_size and read_threads must be >= 1, num_workers and "
@@ -240,6 +246,11 @@ def make_dataset(source, cfg, skip_batches=0):
             ds = ds.map_with_index(AugmentStage(cfg.augment, cfg.seed))
         if cfg.same_scene.same_scene:  # by global position: the step an example belongs to
             ds = ds.map_with_index(SameSceneStage(cfg.same_scene, cfg.seed))
+    if cfg.mix.same_scene:
+        if procedural or mix_source is None:
+            raise ValueError("mixing (PipelineConfig.mix) takes records and a procedural "
+                             "mix_source")
+        ds = WorldMix(ds, mix_source, cfg.mix, cfg.seed)
     ds = _HostSlice(ds, cfg.batch_size, index, count)[skip_batches * cfg.batch_size:]
     read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer_size)
     it = _SkipBadDataset(ds.to_iter_dataset(read), cfg.max_bad_records)
@@ -297,10 +308,11 @@ class TripletLoader:
             self._it.close()
 
 
-def make_loader(source, cfg, skip_batches=0):
+def make_loader(source, cfg, skip_batches=0, mix_source=None):
     """A `TripletLoader` over `source` (see `make_source`) with config `cfg`, starting at global
-    batch ``skip_batches`` (how a run resumes under another process count)."""
-    return TripletLoader(make_dataset(source, cfg, skip_batches), cfg)
+    batch ``skip_batches`` (how a run resumes under another process count), mixing in
+    ``mix_source`` as ``cfg.mix`` says."""
+    return TripletLoader(make_dataset(source, cfg, skip_batches, mix_source), cfg)
 
 
 def global_batch(batch, mesh, data_axes=None):

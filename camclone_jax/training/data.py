@@ -3,7 +3,8 @@
 ``ensure_dataset`` finds the configured records or renders the synthetic dataset on first use
 (and pre-encodes it with the pixel codec for latent-kind configs); ``wallpaper_sources`` are the
 procedural clone world's splits (``data.kind="wallpaper"``: no files), ``data_codec`` and
-``clip_geometry`` the codec and pixel clip size of either;
+``clip_geometry`` the codec and pixel clip size of either; ``wallpaper_mix_source`` the
+clone world mixed into a records run;
 ``pipeline_config`` turns the run config's ``data`` block into the pipeline's; the image
 encoder adds CLIP tokens for models with image cross-attention; ``device_batch_of`` makes a
 host batch a global, sharded one.
@@ -109,6 +110,36 @@ def wallpaper_sources(config) -> dict:
     return {"train": train, "val": val, "pixels": None}
 
 
+def wallpaper_mix_source(config):
+    """The wallpaper source mixed into a records run (``data.wallpaper_mix`` > 0; None
+    otherwise): the training split of ``data.wallpaper`` (its world, same-scene curriculum,
+    seed ``config.seed``), checked to make latents of the records' shape and codec."""
+    data = config.data
+    if not data.get("wallpaper_mix", 0.0):
+        return None
+    if not 0.0 < data.wallpaper_mix <= 1.0 or data.wallpaper_mix_steps < 0:
+        raise ValueError(f"data.wallpaper_mix={data.wallpaper_mix} must be in [0, 1] and "
+                         f"data.wallpaper_mix_steps={data.wallpaper_mix_steps} >= 0")
+    world = wallpaper_world(data)
+    codec = dict(data.get("codec") or {})
+    if data.kind != "latent" or codec.get("kind") != "pixel" or data.text == "cached":
+        raise ValueError(
+            f"data.wallpaper_mix={data.wallpaper_mix} mixes the wallpaper world's pixel-codec "
+            "latents into latent records of the pixel codec without cached text; this run has "
+            f"data.kind={data.kind!r}, codec {codec or None}, text={data.text!r}")
+    mine = ((world.frames, *world.size), world.codec.to_dict())
+    theirs = ((data.frames, data.height, data.width), codec_from_dict(codec).to_dict())
+    if mine != theirs:
+        raise ValueError(
+            f"data.wallpaper_mix: the wallpaper world makes clips (frames, height, width) "
+            f"{mine[0]} with codec {mine[1]}, the records {theirs[0]} with {theirs[1]}; set "
+            "data.wallpaper.world (cells, cell_px, latent_frames, temporal_factor) to match")
+    wp = data.wallpaper
+    return WallpaperSource(world, seed=config.seed, length=2 ** 40, v2v_ratio=data.v2v_ratio,
+                           curriculum=Curriculum(wp.same_scene, wp.same_scene_steps,
+                                                 config.batch_size))
+
+
 def data_codec(data_cfg):
     """The pixel codec of the config (the world's for wallpaper runs), or None (Wan VAE
     latents)."""
@@ -182,10 +213,13 @@ def pipeline_config(data_cfg, per_host_batch: int, seed: int, *, held_out: bool 
                   same_scene=Curriculum(data_cfg.get("same_scene", 0.0),
                                         data_cfg.get("same_scene_steps", 0),
                                         per_host_batch * jax.process_count()),
-                  augment=augmentation(data_cfg))
+                  augment=augmentation(data_cfg),
+                  mix=Curriculum(data_cfg.get("wallpaper_mix", 0.0),
+                                 data_cfg.get("wallpaper_mix_steps", 0),
+                                 per_host_batch * jax.process_count()))
     if held_out:
         kwargs.update(shuffle=False, num_epochs=1, num_workers=0, drop_remainder=True,
-                      same_scene=Curriculum(), augment=Augment())
+                      same_scene=Curriculum(), augment=Augment(), mix=Curriculum())
     kwargs.update(overrides)
     return pipeline.PipelineConfig(**kwargs)
 

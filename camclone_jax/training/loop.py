@@ -43,7 +43,8 @@ from camclone_jax.training import observe, optim
 from camclone_jax.training import step as step_lib
 from camclone_jax.training import outputs, workdir_lock
 from camclone_jax.training.data import (ImageEncoder, clip_geometry, data_codec, device_batch_of,
-                                        ensure_dataset, pipeline_config, wallpaper_sources)
+                                        ensure_dataset, pipeline_config, wallpaper_mix_source,
+                                        wallpaper_sources)
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +231,12 @@ def _train(config, workdir: str) -> dict:
             f"objective.new_content_weight={step_cfg.new_content_weight} weighs the content the "
             "first frame did not show, which only the wallpaper source marks (data.kind="
             f"'wallpaper'), not data.kind={config.data.kind!r}: leave it at 1.0")
+    mix_source = None if wallpaper else wallpaper_mix_source(config)  # checked before rendering
     paths = wallpaper_sources(config) if wallpaper else ensure_dataset(config.data, workdir)
     train_path, val_path = paths["train"], paths["val"]
     per_host = config.batch_size // jax.process_count()
-    loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host, config.seed))
+    loader = pipeline.make_loader(train_path, pipeline_config(config.data, per_host, config.seed),
+                                  mix_source=mix_source)
     val_batches = []
     if val_path and config.eval_every:
         val_loader = pipeline.make_loader(val_path, pipeline_config(

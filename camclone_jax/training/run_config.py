@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
         # inversion}; pixel records or pixel-codec latents only
         augment=ml_collections.FieldReference(None, field_type=dict),
         synthetic_dir="",  # where the synthetic splits go ("": WORKDIR/data; shared by runs)
-        wallpaper=ml_collections.ConfigDict(dict(  # kind "wallpaper" only
+        wallpaper=ml_collections.ConfigDict(dict(  # kind "wallpaper", or wallpaper_mix > 0
             world=ml_collections.ConfigDict(WallpaperWorld().to_dict()),  # its geometry
             # curriculum: this fraction of training camera references film the target's own
             # scene (copying is learnt first), decaying linearly to 0 over same_scene_steps
@@ -65,6 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
             val_seed=10_000,  # the held-out split: other scenes (training's seed is `seed`)
             val_paths="mixed",  # constant velocities and never-trained varying paths
         )),
+        # kind "latent" (pixel codec) only: this fraction of training examples come from the
+        # wallpaper world above (its geometry must be the records'), decaying linearly to 0
+        # over wallpaper_mix_steps (0: constant); camera reading learnt there is kept
+        # exercised (data/world_mix.py); the held-out split stays the records'
+        wallpaper_mix=0.0, wallpaper_mix_steps=0,
     ))
     c.batch_size = 4  # global, per optimizer step
     c.accum_steps = 1  # micro-batches per step (gradient accumulation)

@@ -200,11 +200,13 @@ def test_clone_3d_end_to_end_shortened(tmp_path):
     """configs/clone_3d.py as docs/training.md runs it, shrunk: its world (textured scenes,
     rotations only) rendered by the generator on first use, pre-encoded with the pixel codec,
     read by the Grain loader with the same-scene curriculum; validation with the reference-use
-    gaps, export, and the I2V/V2V sample videos."""
+    gaps, export, and the I2V/V2V sample videos. Half the training examples come from the
+    wallpaper world of the same geometry (data.wallpaper_mix)."""
     from configs import clone_3d
     config = clone_3d.get_config()
     config.model.update(dim=32, ffn_dim=64, num_layers=2, num_heads=2)
-    config.data.update(frames=9, same_scene_steps=20)
+    config.data.update(frames=9, same_scene_steps=20, wallpaper_mix=0.5)
+    config.data.wallpaper.world.update(cell_px=8, step_px=4, latent_frames=3, scene_scale=2)
     config.data.synthetic.update(num_groups=1, val_groups=1)
     config.batch_size = 4
     config.total_steps = 30
