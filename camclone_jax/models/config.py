@@ -18,7 +18,7 @@ from camclone_jax.models.base import ConfigBase
 
 CONCAT_MODES = ("frame", "channel")
 COND_ATTENTION = ("full", "joint", "segment")
-PREDICTIONS = ("velocity", "sample")
+PREDICTIONS = ("velocity", "sample", "skip")
 TIMESTEP_ROUNDING = ("none", "bfloat16")
 ATTENTION_BACKENDS = ("auto", "xla", "flash", "cudnn")
 CONTEXT_PARALLEL = ("none", "ulysses", "ring")
@@ -63,6 +63,14 @@ class DiTConfig(ConfigBase):
         see a velocity). "sample" is for narrow models on high-dimensional tokens (pixel space):
         a velocity head must reproduce the noise through the model's width, a sample head only
         the image (as in Li & He, "Back to Basics: Let Denoising Generative Models Denoise").
+        "skip": a sample head on a skip connection, x = c_skip(t) x_t + F, where
+        c_skip = (1 - t) s^2 / ((1 - t)^2 s^2 + t^2) (s = ``skip_sigma``) is the best linear
+        guess of detail of std s from x_t = (1 - t) x + t z (EDM's c_skip, Karras et al.): x_t
+        passes through once the noise is below that detail (low t), and the head alone
+        predicts x at high t, as "sample" does. Set s to the error a sample head cannot get
+        below (the detail it cannot draw through its width): 0.2 for a 64-wide model on the
+        192-value tokens of configs/clone_3d.py (docs/results.md).
+      skip_sigma: s of prediction "skip".
       timestep_rounding: "none", or "bfloat16": timesteps are rounded to bfloat16 before the
         time embedding, as the public release's training and sampling cast them (up to 2.0
         off on the 0-1000 scale); for its checkpoints (``sample --timestep_rounding``).
@@ -123,6 +131,7 @@ class DiTConfig(ConfigBase):
     flash_block_kv: int = 8192
     context_parallel: str = "none"
     prediction: str = "velocity"
+    skip_sigma: float = 0.2
     scan_layers: bool = True
     remat: str = "none"
     cam_downsample: int = 1
@@ -141,6 +150,8 @@ class DiTConfig(ConfigBase):
             problems.append(f"patch_size must be three positive ints, got {self.patch_size}")
         if self.in_channels < self.out_channels:
             problems.append(f"in_channels {self.in_channels} < out_channels {self.out_channels}")
+        if not self.skip_sigma > 0:
+            problems.append(f"skip_sigma must be > 0, got {self.skip_sigma}")
         for name, value, allowed in (("concat", self.concat, CONCAT_MODES),
                                      ("attention", self.attention, ATTENTION_BACKENDS),
                                      ("prediction", self.prediction, PREDICTIONS),

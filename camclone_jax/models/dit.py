@@ -39,6 +39,13 @@ from camclone_jax.models.rope import Segment, segment_rope
 # t = 0 (the training loss reads x back with the same floor, diffusion.flow.example_losses)
 SAMPLE_T_FLOOR = 0.05
 
+
+def skip_weight(t, sigma: float):
+    """c_skip of prediction "skip" at flow time t (any shape): for x_t = (1 - t) x + t z with x
+    of std ``sigma``, c_skip x_t is the least-squares linear guess of x (EDM's c_skip)."""
+    s2 = sigma ** 2
+    return (1.0 - t) * s2 / ((1.0 - t) ** 2 * s2 + t ** 2)
+
 _REMAT_POLICIES = {
     "full": None,
     "dots": jax.checkpoint_policies.checkpoint_dots,
@@ -368,9 +375,13 @@ class DiT(nn.Module):
         out = Head(cfg, name="head")(x, temb)  # [b, L_target, pt*ph*pw*c_out]
         out = unpatchify(out.astype(jnp.float32), segments[0].grid, cfg.patch_size,
                          cfg.out_channels)  # [b, f, h, w, c_out]
-        if cfg.prediction == "sample":  # x-prediction -> velocity: v = (x_t - x) / t
-            t = jnp.maximum(timesteps / 1000.0, SAMPLE_T_FLOOR)[:, None, None, None, None]  # [b, 1, 1, 1, 1]
-            out = (latents.astype(jnp.float32) - out) / t  # [b, f, h, w, c_out]
+        if cfg.prediction in ("sample", "skip"):  # x-prediction -> velocity: v = (x_t - x) / t
+            x_t = latents.astype(jnp.float32)  # [b, f, h, w, c]
+            raw_t = (timesteps / 1000.0)[:, None, None, None, None]  # [b, 1, 1, 1, 1]
+            if cfg.prediction == "skip":  # x = c_skip x_t + F: x_t passes through at low t
+                out = skip_weight(raw_t, cfg.skip_sigma) * x_t + out  # [b, f, h, w, c_out]
+            t = jnp.maximum(raw_t, SAMPLE_T_FLOOR)  # [b, 1, 1, 1, 1]
+            out = (x_t - out) / t  # [b, f, h, w, c_out]
         return out
 
     def _groups(self, start: int, lengths) -> tuple[tuple[int, int], ...]:

@@ -223,3 +223,27 @@ def test_sample_prediction_is_turned_into_a_velocity(params):
     np.testing.assert_allclose(v0, (lat - x0) / 0.05, rtol=1e-5, atol=1e-4)  # t clamped
     with pytest.raises(ValueError, match="prediction"):
         cfg.to_diffusers()
+
+
+def test_skip_prediction_adds_the_head_to_the_best_linear_guess(params):
+    """prediction="skip": x = c_skip(t) x_t + F for the head's output F, returned as
+    v = (x_t - x) / max(t, 0.05); at t = 0 c_skip is 1 (x_t passes), at t = 1 it is 0 (the
+    head alone, as "sample"); c_skip x_t is the least-squares linear estimate of an x of std
+    skip_sigma."""
+    import dataclasses
+    from camclone_jax.models.dit import skip_weight
+    lat, cam, cont, txt = _inputs()
+    cfg = dataclasses.replace(CFG, prediction="skip", skip_sigma=0.3)
+    for t in (0.0, 0.02, 0.4, 1.0):
+        head = _apply(CFG, params, lat, txt, t=1000 * t, cam_latents=cam, content_latents=cont)
+        v = _apply(cfg, params, lat, txt, t=1000 * t, cam_latents=cam, content_latents=cont)
+        x = float(skip_weight(jnp.float32(t), 0.3)) * lat + head
+        np.testing.assert_allclose(v, (lat - x) / max(t, 0.05), rtol=1e-5, atol=1e-4)
+    assert (float(skip_weight(0.0, 0.3)), float(skip_weight(1.0, 0.3))) == (1.0, 0.0)
+    rng = np.random.default_rng(0)  # c_skip is the regression of x on x_t
+    x, z = 0.3 * rng.standard_normal(200_000), rng.standard_normal(200_000)
+    x_t = 0.9 * x + 0.1 * z
+    assert float(skip_weight(0.1, 0.3)) == pytest.approx(np.dot(x_t, x) / np.dot(x_t, x_t),
+                                                         rel=0.01)
+    with pytest.raises(ValueError, match="skip_sigma must be > 0"):
+        dataclasses.replace(CFG, prediction="skip", skip_sigma=0.0).validate()
