@@ -192,6 +192,9 @@ def test_train(files, monkeypatch):
         (data + ["--config.data.wallpaper_mix=0.5", "--config.data.text=cached"],
          "data.wallpaper_mix=0.5 mixes the wallpaper world's pixel-codec latents into latent "
          "records of the pixel codec without cached text; this run has data.kind='latent'"),
+        (base + ["--config.data.wallpaper_mix=0.5"],
+         "data.wallpaper_mix=0.5 mixes the wallpaper world's pixel-codec latents into latent "
+         "records of the pixel codec without cached text; this run has data.kind='wallpaper'"),
         (["train", "--config=configs/clone_3d.py", f"--workdir={work}",
           "--config.data.wallpaper_mix=0.5"],
          "data.wallpaper_mix: the wallpaper world makes clips (frames, height, width) "

@@ -231,7 +231,7 @@ def _train(config, workdir: str) -> dict:
             f"objective.new_content_weight={step_cfg.new_content_weight} weighs the content the "
             "first frame did not show, which only the wallpaper source marks (data.kind="
             f"'wallpaper'), not data.kind={config.data.kind!r}: leave it at 1.0")
-    mix_source = None if wallpaper else wallpaper_mix_source(config)  # checked before rendering
+    mix_source = wallpaper_mix_source(config)  # checked before any rendering
     paths = wallpaper_sources(config) if wallpaper else ensure_dataset(config.data, workdir)
     train_path, val_path = paths["train"], paths["val"]
     per_host = config.batch_size // jax.process_count()
