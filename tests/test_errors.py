@@ -352,12 +352,27 @@ def test_unstarted_orbax_writes_are_not_warned_of_at_exit():
         "orbax_left = write_fragment()\n"
         "del orbax_left; gc.collect()\n"
         "ours_left = ours()\n"
-        "del ours_left; gc.collect()\n")
+        "del ours_left; gc.collect()\n"
+        # a read of a corrupt checkpoint that fails again when collected, after the restore
+        # that started it has failed: orbax's is dropped, another coroutine's still reported
+        "class Pause:\n"
+        "    def __await__(self): yield\n"
+        "async def _read_array_index_and_device_put():\n"
+        "    try: await Pause()\n"
+        "    finally: raise Exception('Encountered error while reading array index')\n"
+        "async def ours_failing():\n"
+        "    try: await Pause()\n"
+        "    finally: raise Exception('ours failed')\n"
+        "for make in (_read_array_index_and_device_put, ours_failing):\n"
+        "    started = make(); started.send(None)\n"
+        "    del started; gc.collect()\n")
     run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "write_fragment" not in run.stderr, run.stderr
     assert "coroutine 'ours' was never awaited" in run.stderr, run.stderr
+    assert "reading array index" not in run.stderr, run.stderr
+    assert "ours failed" in run.stderr, run.stderr
 
 
 def test_evaluate_stops_on_ctrl_c_in_one_line(tmp_path):

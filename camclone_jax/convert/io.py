@@ -17,6 +17,7 @@ leaves a half-written result.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -285,9 +286,15 @@ class OrbaxErrors(logging.Filter):
 
 def _closed_loop_noise(unraisable) -> bool:
     """A tensorstore write or read that finished after orbax closed the event loop it was
-    started from (orbax closes it as soon as one operation fails): nothing to report."""
-    return isinstance(unraisable.exc_value, RuntimeError) and \
-        str(unraisable.exc_value) == "Event loop is closed"
+    started from (orbax closes it as soon as one operation fails), or one of orbax's
+    serialization coroutines that failed again as it was collected after the call that started
+    it had failed (a read of a corrupt checkpoint: the call reported that fault): nothing to
+    report."""
+    if isinstance(unraisable.exc_value, RuntimeError) and \
+            str(unraisable.exc_value) == "Event loop is closed":
+        return True
+    name = getattr(unraisable.object, "__qualname__", "")
+    return asyncio.iscoroutine(unraisable.object) and re.match(_ORBAX_COROUTINES, name) is not None
 
 
 _HOOKS = {"previous": sys.unraisablehook}
@@ -302,8 +309,9 @@ def _orbax_futures_noise(record) -> bool:
 
 # tensorstore coroutines of orbax's serialization that a failed call left unstarted: Python
 # warns of each when it is collected (also at exit, as 'sys:1: RuntimeWarning: ...')
-_ORBAX_UNAWAITED = (r"coroutine '(async_serialize|async_deserialize|_read_shard|"
-                    r"_read_array_index_and_device_put|_read_and_create_array)[^']*' was never awaited")
+_ORBAX_COROUTINES = (r"(async_serialize|async_deserialize|_read_shard|"
+                     r"_read_array_index_and_device_put|_read_and_create_array)")
+_ORBAX_UNAWAITED = rf"coroutine '{_ORBAX_COROUTINES}[^']*' was never awaited"
 
 
 def _unraisable_hook(unraisable):
