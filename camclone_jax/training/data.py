@@ -99,9 +99,7 @@ def wallpaper_sources(config) -> dict:
             f"data.wallpaper.world.scene_scale={world.scene_scale}: the end-of-run sample and "
             "clone check render views that wrap around (scene_scale 1); set "
             "--config.sample.enabled=False --config.clone_check.enabled=False")
-    curriculum = Curriculum(wp.same_scene, wp.same_scene_steps, config.batch_size)
-    train = WallpaperSource(world, seed=config.seed, length=2 ** 40,
-                            v2v_ratio=config.data.v2v_ratio, curriculum=curriculum)
+    train = _wallpaper_train_source(config, world)
     val = None
     if config.eval_every:
         val = WallpaperSource(world, seed=wp.val_seed, paths=wp.val_paths,
@@ -134,8 +132,15 @@ def wallpaper_mix_source(config):
             f"data.wallpaper_mix: the wallpaper world makes clips (frames, height, width) "
             f"{mine[0]} with codec {mine[1]}, the records {theirs[0]} with {theirs[1]}; set "
             "data.wallpaper.world (cells, cell_px, latent_frames, temporal_factor) to match")
-    wp = data.wallpaper
-    return WallpaperSource(world, seed=config.seed, length=2 ** 40, v2v_ratio=data.v2v_ratio,
+    return _wallpaper_train_source(config, world)
+
+
+def _wallpaper_train_source(config, world: WallpaperWorld) -> WallpaperSource:
+    """The wallpaper world's endless training split: seed ``config.seed``, constant camera
+    velocities, ``data.wallpaper``'s same-scene curriculum counted in global batches."""
+    wp = config.data.wallpaper
+    return WallpaperSource(world, seed=config.seed, length=2 ** 40,
+                           v2v_ratio=config.data.v2v_ratio,
                            curriculum=Curriculum(wp.same_scene, wp.same_scene_steps,
                                                  config.batch_size))
 
