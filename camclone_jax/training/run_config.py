@@ -93,6 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
         # weight in the training loss of target content the first frame did not show (a
         # wallpaper with scene_scale > 1): 1 the plain loss, 0 only what could be copied counts
         new_content_weight=1.0,
+        # the sampler's own states: this fraction of training examples gets the Euler step to
+        # t from the model's own velocity at t + self_state_dt (1: from pure noise), not
+        # fresh noise (loss "sample" only)
+        self_state=0.0, self_state_dt=0.1,
     ))
     c.nonfinite = "stop"  # NaN/inf loss: "stop" (raise; last good checkpoint kept) or "skip"
 

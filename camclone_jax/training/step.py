@@ -69,6 +69,12 @@ class StepConfig:
     # training loss weight of target content the first frame did not show (1: the plain
     # loss); needs the batch's "in_first_view" [b, f, h, w] (the wallpaper source gives it)
     new_content_weight: float = 1.0
+    # the sampler's own states: this fraction of training examples gets, instead of x_t, the
+    # Euler step to t from the model's own (gradient-stopped) velocity at t + self_state_dt
+    # (at most 1: from pure noise), so the model learns to correct what its earlier steps
+    # left, as its sampler asks of it (needs loss "sample": the target is the clean sample)
+    self_state: float = 0.0
+    self_state_dt: float = 0.1
 
     def validate(self):
         """Raises ValueError naming the first bad field."""
@@ -90,6 +96,12 @@ class StepConfig:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}")
         if not 0.0 <= self.text_drop_prob <= 1.0:
             raise ValueError(f"text_drop_prob must be in [0, 1], got {self.text_drop_prob}")
+        if not 0.0 <= self.self_state <= 1.0 or not 0.0 < self.self_state_dt <= 1.0:
+            raise ValueError(f"self_state must be in [0, 1] and self_state_dt in (0, 1], got "
+                             f"{self.self_state}, {self.self_state_dt}")
+        if self.self_state and self.loss != "sample":
+            raise ValueError(f"self_state needs loss 'sample' (the clean sample is the target of "
+                             f"a state the model made), got loss {self.loss!r}")
         if not 0.0 <= self.new_content_weight <= 1.0:
             raise ValueError(f"new_content_weight must be in [0, 1], got "
                              f"{self.new_content_weight}")
@@ -199,6 +211,7 @@ def _tree_norm(tree):
 
 
 _COND_DROP_STREAM = 0x636F6E64  # fold_in data of the latent-drop keys ("cond")
+_SELF_STATE_STREAM = 0x73656C66  # ... and of the own-state picks ("self")
 
 
 def _draw(rng, x, cfg: StepConfig):
@@ -212,7 +225,8 @@ def _draw(rng, x, cfg: StepConfig):
     keep_text = jax.random.uniform(k_drop, (b,)) >= cfg.text_drop_prob  # [b]
     # Folded in (not a 4th split) so t, z and the text mask stay what they were.
     cond_keys = jax.random.split(jax.random.fold_in(rng, _COND_DROP_STREAM), b)  # [b, key]
-    return {"t": t, "u": u, "z": z, "keep_text": keep_text, "cond_keys": cond_keys}
+    own = jax.random.uniform(jax.random.fold_in(rng, _SELF_STATE_STREAM), (b,))  # [b]
+    return {"t": t, "u": u, "z": z, "keep_text": keep_text, "cond_keys": cond_keys, "self": own}
 
 
 def make_loss_fn(model, cfg: StepConfig, train: bool = True):
@@ -238,6 +252,7 @@ def make_example_losses(model, cfg: StepConfig, train: bool = True):
     every token alike)."""
     drop = train and getattr(model.config, "cond_drop", 0.0) > 0
     weigh_new = train and cfg.new_content_weight != 1.0
+    own_states = train and cfg.self_state > 0
 
     def losses_fn(trainable, frozen, inputs, draws):
         params = merge_params(trainable, frozen)
@@ -248,6 +263,10 @@ def make_example_losses(model, cfg: StepConfig, train: bool = True):
                                          "image_embeds") if k in inputs}
         if drop:
             kwargs["cond_drop_key"] = draws["cond_keys"]
+        if own_states:
+            x_t = self_states(lambda x_in, t_in: model.apply(
+                {"params": params}, x_in, flow.model_timesteps(t_in), text, **kwargs),
+                x, x_t, t, draws, cfg)  # [b, f, h, w, C]
         v = model.apply({"params": params}, x_t, flow.model_timesteps(t), text, **kwargs)
         weight = None
         if weigh_new:
@@ -260,6 +279,23 @@ def make_example_losses(model, cfg: StepConfig, train: bool = True):
         return flow.example_losses(v, x_t, x, draws["z"], t, cfg.loss, cfg.loss_from_frame,
                                    weight)
     return losses_fn
+
+
+def self_states(velocity, x, x_t, t, draws, cfg: StepConfig):
+    """x_t with a ``cfg.self_state`` fraction of examples replaced by the sampler's state at t:
+    one Euler step x_hi + (t - t_hi) v(x_hi, t_hi) from the fresh noisy x_hi at t_hi = min(1,
+    t + self_state_dt), v the model's velocity with its gradient stopped (draws "self": [b]
+    uniforms pick the examples).
+
+    velocity: (x_in [b, f, h, w, C], t_in [b]) -> [b, f, h, w, C]; x, x_t: [b, f, h, w, C].
+    """
+    t_hi = jnp.minimum(t + cfg.self_state_dt, 1.0)  # [b]
+    x_hi = flow.add_noise(x, draws["z"], t_hi)  # [b, f, h, w, C]
+    v_hi = jax.lax.stop_gradient(velocity(x_hi, t_hi))  # [b, f, h, w, C]
+    step = (t - t_hi).reshape(t.shape + (1,) * (x.ndim - 1))  # [b, 1, 1, 1, 1] (<= 0)
+    own = x_hi + step * v_hi.astype(x_hi.dtype)  # [b, f, h, w, C] the sampler's state
+    pick = _per_example(draws["self"] < cfg.self_state, x_t)  # [b, 1, 1, 1, 1]
+    return jnp.where(pick, own, x_t)
 
 
 def _micro_batches(tree, n: int, constrain: Callable):

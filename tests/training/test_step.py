@@ -260,3 +260,46 @@ def test_new_content_weight_scores_only_what_the_first_frame_showed_in_training(
     np.testing.assert_allclose(losses(0.0, train=False), plain, rtol=1e-6)
     with pytest.raises(ValueError, match="needs the batch's in_first_view"):
         losses(0.0, b={k: v for k, v in inputs.items() if k != "in_first_view"})
+
+
+def test_self_state_trains_on_the_samplers_own_euler_step():
+    """self_state 1: each training example's input is the Euler step to t from the model's own
+    velocity at min(1, t + self_state_dt) on fresh noise, and its loss the clean-sample error
+    there; 0 keeps fresh noise; validation never uses it; no gradient flows through the state;
+    it needs the clean-sample loss."""
+    from camclone_jax.diffusion import flow
+    model, batch = DiT(CFG), make_batch(2)
+    params = params_lib.init_params(CFG, 0)
+    inputs = step_lib.model_inputs(batch, CFG, text_len=4)
+    base = step_lib.StepConfig(text_len=4, loss="sample", loss_from_frame=1)
+    draws = step_lib._draw(jax.random.PRNGKey(5), inputs["x"], base)
+    draws["t"] = jnp.array([0.3, 0.95])  # the second state starts from pure noise (dt 0.1)
+    refs = dict(cam_latents=inputs["cam_latents"], content_latents=inputs["content_latents"],
+                first_frame=inputs["first_frame"])
+
+    def v_at(x_in, t_in):
+        return model.apply({"params": params}, x_in, flow.model_timesteps(t_in),
+                           inputs["text"], **refs)
+
+    def losses(own, train=True, p=params):
+        cfg = step_lib.StepConfig(text_len=4, loss="sample", loss_from_frame=1, self_state=own,
+                                  self_state_dt=0.1)
+        return step_lib.make_example_losses(model, cfg, train)(p, {}, inputs, draws)
+    t_hi = jnp.array([0.4, 1.0])
+    x_hi = flow.add_noise(inputs["x"], draws["z"], t_hi)  # [b, f, h, w, c]
+    own = x_hi + (draws["t"] - t_hi)[:, None, None, None, None] * v_at(x_hi, t_hi)
+    expected = flow.example_losses(v_at(own, draws["t"]), own, inputs["x"], draws["z"],
+                                   draws["t"], "sample", 1)
+    np.testing.assert_allclose(losses(1.0), expected, rtol=1e-5)
+    fresh = losses(0.0)
+    assert not np.allclose(losses(1.0), fresh)
+    np.testing.assert_array_equal(losses(1.0, train=False), fresh)
+    # the gradient is that of the loss at a fixed state: the state's velocity is stopped
+    grad = jax.grad(lambda p: losses(1.0, p=p).sum())(params)
+    fixed = jax.grad(lambda p: flow.example_losses(
+        model.apply({"params": p}, own, flow.model_timesteps(draws["t"]), inputs["text"], **refs),
+        own, inputs["x"], draws["z"], draws["t"], "sample", 1).sum())(params)
+    for k, g in flatten_params(grad).items():
+        np.testing.assert_allclose(g, flatten_params(fixed)[k], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="self_state needs loss 'sample'"):
+        step_lib.StepConfig(self_state=0.5, loss="velocity").validate()
