@@ -8,7 +8,9 @@ held-out split (val/records) has unseen locations and trajectories. For each tas
 the table has: the ground truth (the camera measure read on the true targets: its validation,
 >= 90% read and <= 1 deg/frame mean asked), a static camera (the first frame copied), the
 first frame moved by the true camera (what reading the camera alone gives), each --model with
-its camera reference and with it zeroed, and each --no_camera model (trained with a zero
+its camera reference and with it zeroed (and, with --copy, with the target itself as its
+camera reference: whether its sampler draws coherent frames when the answer is given), and each
+--no_camera model (trained with a zero
 camera reference). Every sample comes from CamClonePipeline.generate, the sampler of `python -m
 camclone_jax.sample`; V2V gets the content video and, as the release's first_frame_path, the
 target's first frame. --validate_only scores those three rows alone (no model). Also printed
@@ -16,6 +18,7 @@ target's first frame. --validate_only scores those three rows alone (no model). 
 how far the image moves between latent frames. Scores: camclone_jax/eval/clone_3d.py.
 """
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -27,6 +30,9 @@ from camclone_jax.eval import clone as clone_eval
 from camclone_jax.eval import clone_3d
 from camclone_jax.inference import clone as clone_lib
 from camclone_jax.inference.pipeline import CamClonePipeline
+
+
+CASE_LABELS = {"zeroed": "camera reference zeroed", "copy": "target as camera reference"}
 
 
 def named(spec: str) -> tuple[str, str]:
@@ -43,16 +49,19 @@ def run(args) -> dict:
     print(json.dumps({"world": world}), flush=True)
     models = {n: CamClonePipeline.from_checkpoint(p) for n, p in map(named, args.model)}
     nocam = {n: CamClonePipeline.from_checkpoint(p) for n, p in map(named, args.no_camera)}
+    cases = ("given", "zeroed") + (("copy",) if args.copy else ())
+    copies = [dataclasses.replace(c, camera_ref=c.target) for c in clips]  # ref = target
     rows, videos = [], {}
     for task in args.tasks.split(","):
         rows += clone_3d.reference_rows(clips, task)
         for r in rows[-3:]:
             print(json.dumps({k: v for k, v in r.items() if k != "per_clip"}), flush=True)
         for name, pipe in list(models.items()) + list(nocam.items()):
-            for zeroed in ((False, True) if name in models else (True,)):
-                vids = clone_lib.generate_all(pipe, clips, task, steps=args.steps,
-                                              no_camera=zeroed)
-                label = f"{name}, camera reference zeroed" if zeroed and name in models else name
+            for case in (cases if name in models else ("zeroed",)):
+                vids = clone_lib.generate_all(pipe, copies if case == "copy" else clips, task,
+                                              steps=args.steps, no_camera=case == "zeroed")
+                label = (name if case == "given" or name not in models
+                         else f"{name}, {CASE_LABELS[case]}")
                 videos[(task, label)] = vids
                 rows.append({"row": label, "task": task,
                              **clone_3d.score_videos(vids, clips)})
@@ -97,6 +106,9 @@ def main(argv=None):
                    help="[NAME=]export dir of a no-camera model (repeat)")
     p.add_argument("--tasks", default="i2v,v2v")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--copy", action="store_true",
+                   help="also each --model with the target itself as camera reference: what "
+                        "its sampler draws when the answer is in its reference")
     p.add_argument("--validate_only", action="store_true", help="the reference rows only (no model)")
     p.add_argument("--out", default=None, help="write the result here as JSON")
     p.add_argument("--md", default=None, help="write the table here as markdown")

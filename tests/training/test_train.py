@@ -23,6 +23,7 @@ from configs import synthetic_tiny
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import camera_readout  # noqa: E402  (benchmarks/camera_readout.py)
+import clone_3d_eval  # noqa: E402  (benchmarks/clone_3d_eval.py)
 import reference_use  # noqa: E402  (benchmarks/reference_use.py)
 
 
@@ -243,6 +244,15 @@ def test_clone_3d_end_to_end_shortened(tmp_path):
     rows = {(r["split"], r["row"]): r["error_px"] for r in json.loads(out.read_text())["rows"]}
     assert len(rows) == 6 and all(np.isfinite(v) for v in rows.values())
     assert rows[("held-out", "no motion (static camera)")] > 0.5  # the held-out cameras move
+    # benchmarks/clone_3d_eval.py on the export: its samples, with the camera reference
+    # zeroed, and with the target itself as camera reference (--copy), scored by the measure
+    out = tmp_path / "eval.json"
+    clone_3d_eval.main(["--records", str(tmp_path / "data" / "val" / "records"), "--clips", "1",
+                        "--tasks", "i2v", "--steps", "1", "--copy", "--out", str(out),
+                        "--model", "M=" + str(tmp_path / "export")])
+    rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"M", "M, camera reference zeroed", "M, target as camera reference"} < set(rows)
+    assert all(np.isfinite(rows[r]["psnr"]) for r in rows if r.startswith("M"))
     from camclone_jax.data.video import read_video
     for task in ("i2v", "v2v"):
         frames, fps = read_video(result["sample"][task]["path"])
