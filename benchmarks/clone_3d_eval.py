@@ -9,9 +9,8 @@ the table has: the ground truth (the camera measure read on the true targets: it
 >= 90% read and <= 1 deg/frame mean asked), a static camera (the first frame copied), the
 first frame moved by the true camera (what reading the camera alone gives), each --model with
 its camera reference and with it zeroed (and, with --copy, with the target itself as its
-camera reference: whether its sampler draws coherent frames when the answer is given), and each
---no_camera model (trained with a zero
-camera reference). Every sample comes from CamClonePipeline.generate, the sampler of `python -m
+camera reference: whether its sampler draws coherent frames when the answer is given), and
+each --no_camera model (trained with a zero camera reference). Every sample comes from CamClonePipeline.generate, the sampler of `python -m
 camclone_jax.sample`; V2V gets the content video and, as the release's first_frame_path, the
 target's first frame. --validate_only scores those three rows alone (no model). Also printed
 (and in --out as "world"): how much of each latent frame the first frame already showed, and

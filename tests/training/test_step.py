@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from camclone_jax import sharding
 from camclone_jax.data.codec import PixelCodec
+from camclone_jax.diffusion import flow
 from camclone_jax.models import DiT, DiTConfig
 from camclone_jax.models import params as params_lib
 from camclone_jax.training import optim
@@ -213,7 +214,6 @@ def test_eval_gaps_read_the_references_and_vanish_without_a_camera():
 
 
 def test_the_floor_sampler_and_the_clean_sample_loss():
-    from camclone_jax.diffusion import flow
     t, _ = flow.sample_timesteps(jax.random.PRNGKey(0), 20000, "floor", t_min=0.5, t_full=0.25)
     t = np.asarray(t)
     assert np.mean(t < 0.5) == pytest.approx(0.25 * 0.5, abs=0.01)  # only the free 25% below
@@ -231,7 +231,6 @@ def test_new_content_weight_scores_only_what_the_first_frame_showed_in_training(
     """new_content_weight 0: the training loss is the error on the target tokens the batch's
     in_first_view marks seen (counted over all tokens), 0.5 weighs the unseen ones half,
     validation scores every token alike, and a batch without the mark is refused."""
-    from camclone_jax.diffusion import flow
     model, batch = DiT(CFG), make_batch(2)
     seen = np.ones((2,) + LAT[:3], np.float32)  # [b, f, h, w]
     seen[:, 1:, :, :2] = 0.0  # the left columns of frames 1-2 are new content
@@ -267,7 +266,6 @@ def test_self_state_trains_on_the_samplers_own_euler_step():
     velocity at min(1, t + self_state_dt) on fresh noise, and its loss the clean-sample error
     there; 0 keeps fresh noise; validation never uses it; no gradient flows through the state;
     it needs the clean-sample loss."""
-    from camclone_jax.diffusion import flow
     model, batch = DiT(CFG), make_batch(2)
     params = params_lib.init_params(CFG, 0)
     inputs = step_lib.model_inputs(batch, CFG, text_len=4)
