@@ -10,8 +10,8 @@ the table has: the ground truth (the camera measure read on the true targets: it
 first frame moved by the true camera (what reading the camera alone gives), each --model with
 its camera reference and with it zeroed (and, with --copy, with the target itself as its
 camera reference: whether its sampler draws coherent frames when the answer is given), and
-each --no_camera model (trained with a zero camera reference). Every sample comes from CamClonePipeline.generate, the sampler of `python -m
-camclone_jax.sample`; V2V gets the content video and, as the release's first_frame_path, the
+each --no_camera model (trained with a zero camera reference). Every sample comes from
+CamClonePipeline.generate, the sampler of `python -m camclone_jax.sample`; V2V gets the content video and, as the release's first_frame_path, the
 target's first frame. --validate_only scores those three rows alone (no model). Also printed
 (and in --out as "world"): how much of each latent frame the first frame already showed, and
 how far the image moves between latent frames. Scores: camclone_jax/eval/clone_3d.py.

@@ -292,7 +292,7 @@ def self_states(velocity, x, x_t, t, draws, cfg: StepConfig):
     t_hi = jnp.minimum(t + cfg.self_state_dt, 1.0)  # [b]
     x_hi = flow.add_noise(x, draws["z"], t_hi)  # [b, f, h, w, C]
     v_hi = jax.lax.stop_gradient(velocity(x_hi, t_hi))  # [b, f, h, w, C]
-    step = (t - t_hi).reshape(t.shape + (1,) * (x.ndim - 1))  # [b, 1, 1, 1, 1] (<= 0)
+    step = _per_example(t - t_hi, x)  # [b, 1, 1, 1, 1] (<= 0)
     own = x_hi + step * v_hi.astype(x_hi.dtype)  # [b, f, h, w, C] the sampler's state
     pick = _per_example(draws["self"] < cfg.self_state, x_t)  # [b, 1, 1, 1, 1]
     return jnp.where(pick, own, x_t)

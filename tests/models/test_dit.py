@@ -1,5 +1,7 @@
 """Behaviour of the CamClone DiT: conditioning, variants, switches, errors, sizes, sharding."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ from jax.sharding import Mesh
 
 from camclone_jax import models
 from camclone_jax import utils
+from camclone_jax.models.dit import skip_weight
 
 CFG = models.DiTConfig(dim=32, ffn_dim=48, num_layers=2, num_heads=2, text_dim=8, freq_dim=16,
                        attention="xla")
@@ -212,7 +215,6 @@ def test_logical_axes_shard_params_and_activations_on_8_devices(params):
 
 def test_sample_prediction_is_turned_into_a_velocity(params):
     """prediction="sample": the head's output x is returned as v = (x_t - x) / max(t, 0.05)."""
-    import dataclasses
     lat, cam, cont, txt = _inputs()
     x_hat = _apply(CFG, params, lat, txt, t=400.0, cam_latents=cam, content_latents=cont)
     cfg = dataclasses.replace(CFG, prediction="sample")
@@ -230,8 +232,6 @@ def test_skip_prediction_adds_the_head_to_the_best_linear_guess(params):
     v = (x_t - x) / max(t, 0.05); at t = 0 c_skip is 1 (x_t passes), at t = 1 it is 0 (the
     head alone, as "sample"); c_skip x_t is the least-squares linear estimate of an x of std
     skip_sigma."""
-    import dataclasses
-    from camclone_jax.models.dit import skip_weight
     lat, cam, cont, txt = _inputs()
     cfg = dataclasses.replace(CFG, prediction="skip", skip_sigma=0.3)
     for t in (0.0, 0.02, 0.4, 1.0):
